@@ -1,0 +1,23 @@
+"""apical: biologically plausible credit assignment on PyTorch."""
+
+from apical.convert import convert
+from apical.errors import ApicalError
+from apical.layers import FeedbackConv2d, FeedbackInit, FeedbackLinear, backward_path
+from apical.params import param_groups, parameter_roles
+from apical.rules import RULES, Rule, Step, make_rule
+
+__all__ = [
+    "RULES",
+    "ApicalError",
+    "FeedbackConv2d",
+    "FeedbackInit",
+    "FeedbackLinear",
+    "Rule",
+    "Step",
+    "backward_path",
+    "convert",
+    "make_rule",
+    "param_groups",
+    "parameter_roles",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,219 @@
+"""Datasets as whole tensors on the training device.
+
+Readers for the official formats (gzipped IDX for MNIST and Fashion-MNIST, the pickled
+"python version" batches of CIFAR-10) from a directory the user names (argument, else the
+environment variable APICAL_DATA), and two built-in sets that need no download: XOR and
+scikit-learn's 8x8 digits. A missing, truncated or corrupt file raises ApicalError naming
+the file, where it was looked for, and what was expected.
+
+Images are float32 in [0, 1], shaped (N, C, H, W); labels are int64.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from apical.errors import ApicalError
+
+IDX_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+IDX_SETS = {"mnist": ("mnist", 60000, 10000), "fashion-mnist": ("fashion-mnist", 60000, 10000)}
+CIFAR_FILES = [f"data_batch_{i}" for i in range(1, 6)]
+TENSOR_FIELDS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+DATASETS = ("digits", "xor", "mnist", "fashion-mnist", "cifar10")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Train / validation / test tensors (validation held out of the training set)."""
+
+    name: str
+    x_train: Tensor
+    y_train: Tensor
+    x_val: Tensor
+    y_val: Tensor
+    x_test: Tensor
+    y_test: Tensor
+    n_classes: int
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+    def to(self, device: torch.device | str) -> Dataset:
+        moved = {k: getattr(self, k).to(device) for k in TENSOR_FIELDS}
+        return Dataset(self.name, n_classes=self.n_classes, **moved)
+
+
+def data_root(data_dir: str | os.PathLike | None) -> Path:
+    """The directory named by the user, else $APICAL_DATA."""
+    root = data_dir or os.environ.get("APICAL_DATA")
+    if not root:
+        raise ApicalError(
+            "no data directory: pass --data-dir DIR (or data_dir=) or set APICAL_DATA to the "
+            "folder holding mnist/, fashion-mnist/ or cifar-10/"
+        )
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        raise ApicalError(f"data directory {path} does not exist; check --data-dir / APICAL_DATA")
+    return path
+
+
+def _find(root: Path, subdirs: list[str], filename: str, what: str) -> Path:
+    places = [root / s for s in subdirs] + [root]
+    for place in places:
+        if (place / filename).is_file():
+            return place / filename
+    raise ApicalError(
+        f"{filename} not found in {' or '.join(str(p) for p in places)}; expected the official "
+        f"{what} file there (set --data-dir or APICAL_DATA)"
+    )
+
+
+def read_idx(path: Path, expected_dims: int) -> np.ndarray:
+    """Read one gzipped IDX file of unsigned bytes (magic 0x0000080D, D = number of dims)."""
+    try:
+        with gzip.open(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, zlib.error) as e:
+        raise ApicalError(
+            f"{path} is truncated or not gzip ({e}); expected a gzipped IDX file: "
+            "download it again"
+        ) from None
+    want_magic = 0x0800 | expected_dims
+    header = 4 + 4 * expected_dims
+    if len(raw) < header or struct.unpack(">I", raw[:4])[0] != want_magic:
+        got = struct.unpack(">I", raw[:4])[0] if len(raw) >= 4 else None
+        raise ApicalError(
+            f"{path} is not an IDX file of {expected_dims}-d unsigned bytes (magic "
+            f"{got if got is None else hex(got)}, expected {hex(want_magic)})"
+        )
+    dims = struct.unpack(f">{expected_dims}I", raw[4:header])
+    size = int(np.prod(dims))
+    if len(raw) - header != size:
+        raise ApicalError(
+            f"{path} holds {len(raw) - header} bytes of data but its header {dims} needs "
+            f"{size}: the file is truncated or corrupt, download it again"
+        )
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def _load_idx_set(name: str, root: Path) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    folder, n_train, n_test = IDX_SETS[name]
+    arrays = []
+    for split, n in (("train", n_train), ("test", n_test)):
+        img_name, lab_name = IDX_FILES[split]
+        images = read_idx(_find(root, [folder], img_name, f"{name} IDX images"), 3)
+        labels = read_idx(_find(root, [folder], lab_name, f"{name} IDX labels"), 1)
+        if len(images) != len(labels):
+            raise ApicalError(
+                f"{name} {split}: {len(images)} images but {len(labels)} labels; "
+                "the files do not belong together"
+            )
+        if labels.size and labels.max() > 9:
+            raise ApicalError(f"{name} {split} labels contain {labels.max()}; expected 0..9")
+        x = torch.from_numpy(images.copy()).float().div_(255.0).unsqueeze(1)
+        arrays += [x, torch.from_numpy(labels.astype(np.int64))]
+    return tuple(arrays)  # type: ignore[return-value]
+
+
+def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with open(path, "rb") as f:
+            batch = pickle.load(f, encoding="bytes")
+        data = np.asarray(batch[b"data"], dtype=np.uint8)
+        labels = np.asarray(batch[b"labels"], dtype=np.int64)
+    except (OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError) as e:
+        raise ApicalError(
+            f"{path} is truncated or not a CIFAR-10 python batch ({type(e).__name__}: {e}); "
+            "expected a pickled dict with b'data' (N x 3072 uint8) and b'labels'"
+        ) from None
+    if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
+        raise ApicalError(
+            f"{path}: data shape {data.shape} with {len(labels)} labels; expected N x 3072 "
+            "uint8 rows (1024 R, 1024 G, 1024 B) and N labels"
+        )
+    if labels.size and (labels.min() < 0 or labels.max() > 9):
+        raise ApicalError(f"{path}: labels outside 0..9")
+    return data, labels
+
+
+def _load_cifar10(root: Path) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    subdirs = ["cifar-10/cifar-10-batches-py", "cifar-10-batches-py", "cifar-10"]
+    what = "CIFAR-10 python batch (cifar-10-python.tar.gz, extracted)"
+    train = [_read_cifar_batch(_find(root, subdirs, f, what)) for f in CIFAR_FILES]
+    test = _read_cifar_batch(_find(root, subdirs, "test_batch", what))
+
+    def as_tensors(data, labels):
+        x = torch.from_numpy(data).float().div_(255.0).reshape(-1, 3, 32, 32)
+        return x, torch.from_numpy(labels)
+
+    x_train, y_train = as_tensors(
+        np.concatenate([d for d, _ in train]), np.concatenate([lab for _, lab in train])
+    )
+    return (x_train, y_train, *as_tensors(*test))
+
+
+def _digits(seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """scikit-learn's 1,797 8x8 digits (values 0..16, scaled to [0, 1]); 360 held out as test
+    by a fixed permutation (seed 0, independent of the run's seed)."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.from_numpy(d.images.astype(np.float32) / 16.0).unsqueeze(1)
+    y = torch.from_numpy(d.target.astype(np.int64))
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    test, train = perm[:360], perm[360:]
+    return x[train], y[train], x[test], y[test]
+
+
+def _xor() -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    x = torch.tensor([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+    y = torch.tensor([0, 1, 1, 0])
+    return x, y, x, y
+
+
+def load_dataset(
+    name: str,
+    data_dir: str | os.PathLike | None = None,
+    *,
+    val_size: int | float = 0.1,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> Dataset:
+    """Load a dataset by name, hold `val_size` training examples out (a count, or a fraction
+    of the training set) by a permutation seeded with `seed`, and move it to `device`.
+
+    XOR has four points: its validation and test sets are those same four points.
+    """
+    if name not in DATASETS:
+        raise ApicalError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
+    if name == "xor":
+        x, y, xt, yt = _xor()
+        return Dataset(name, x, y, x, y, xt, yt, 2).to(device)
+    if name == "digits":
+        x, y, xt, yt = _digits(seed)
+    elif name == "cifar10":
+        x, y, xt, yt = _load_cifar10(data_root(data_dir))
+    else:
+        x, y, xt, yt = _load_idx_set(name, data_root(data_dir))
+    n_val = int(round(val_size * len(x))) if isinstance(val_size, float) else int(val_size)
+    if not 0 <= n_val < len(x):
+        raise ApicalError(
+            f"val_size {val_size} leaves no training data ({len(x)} training examples)"
+        )
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    val, train = perm[:n_val], perm[n_val:]
+    return Dataset(name, x[train], y[train], x[val], y[val], xt, yt, 10).to(device)

@@ -1,0 +1,274 @@
+"""Feedback layers: forward weight W, bias b and a feedback tensor B.
+
+Outside a learning rule a feedback layer computes and differentiates exactly like
+`nn.Linear` / `nn.Conv2d`. Inside a rule's `directions` call the rule installs a
+*backward path* (see `backward_path`) that decides, per layer, what carries the error
+from the layer's output back to its input:
+
+    backprop:             delta_in = W^T delta_out
+    feedback alignment:   delta_in = B^T delta_out          (Lillicrap et al. 2016, Eq. 1)
+    direct feedback:      delta_in = D^T e                  (Nøkland 2016, Eq. 3)
+
+The weight and bias gradients are always the exact local ones (delta_out x^T), so a
+rule changes only the signal sent down. B is stored with W's shape (so B = W gives
+backprop exactly); a direct-feedback projection D has shape (n_outputs, prod(input shape)).
+B is a buffer when it is fixed and a parameter when it learns (Kolen–Pollack).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from apical.errors import ApicalError
+
+SendBack = Callable[[Tensor], Tensor]
+
+
+class BackwardPath(Protocol):
+    """What a rule installs: for one layer and its input, the map from the gradient at the
+    layer's output to the signal sent to its input; None means the exact gradient (W^T)."""
+
+    def send_back(self, layer: FeedbackLayer, x: Tensor) -> SendBack | None: ...
+
+
+# The path in force for the current call (like torch.no_grad, scoped to a `with` block
+# and to the running thread or task; None outside any rule).
+_PATH: ContextVar[BackwardPath | None] = ContextVar("apical_backward_path", default=None)
+
+
+@contextmanager
+def backward_path(path: BackwardPath | None) -> Iterator[None]:
+    """Run the enclosed forward passes with `path` deciding the backward signals."""
+    token = _PATH.set(path)
+    try:
+        yield
+    finally:
+        _PATH.reset(token)
+
+
+@dataclass(frozen=True)
+class FeedbackInit:
+    """How a feedback tensor is drawn.
+
+    distribution: "uniform" or "normal", zero mean.
+    scale: standard deviation of the entries; None gives PyTorch's default forward init
+        for the same fan-in (std 1/sqrt(3 fan_in), fan_in = prod(shape[1:])).
+    sparsity: fraction of entries set to zero (eLife 2017 Fig. 8A uses 0.8).
+    rescale: multiply the survivors by 1/(1 - sparsity), which keeps the expected
+        squared norm (eLife's "x5" for 80 % sparsity).
+    """
+
+    distribution: Literal["uniform", "normal"] = "uniform"
+    scale: float | None = None
+    sparsity: float = 0.0
+    rescale: bool = True
+
+    def __post_init__(self) -> None:
+        if self.distribution not in ("uniform", "normal"):
+            raise ApicalError(
+                f"unknown feedback distribution {self.distribution!r}; use 'uniform' or 'normal'"
+            )
+        if not 0.0 <= self.sparsity < 1.0:
+            raise ApicalError(f"feedback sparsity must be in [0, 1), got {self.sparsity}")
+        if self.scale is not None and self.scale <= 0:
+            raise ApicalError(f"feedback scale must be positive, got {self.scale}")
+
+    def draw(self, shape: tuple[int, ...], generator: torch.Generator | None = None) -> Tensor:
+        fan_in = math.prod(shape[1:])
+        std = self.scale if self.scale is not None else 1.0 / math.sqrt(3.0 * fan_in)
+        if self.distribution == "uniform":
+            b = (torch.rand(shape, generator=generator) * 2 - 1) * (math.sqrt(3.0) * std)
+        else:
+            b = torch.randn(shape, generator=generator) * std
+        if self.sparsity > 0:
+            keep = torch.rand(shape, generator=generator) >= self.sparsity
+            b = b * keep
+            if self.rescale:
+                b = b / (1.0 - self.sparsity)
+        return b
+
+
+class _FeedbackFunction(torch.autograd.Function):
+    """y = layer(x; W, b); backward: exact dW, db, and `send_back(delta)` for dx."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, layer, send_back):  # type: ignore[override]
+        ctx.save_for_backward(x, weight)
+        ctx.layer, ctx.send_back, ctx.has_bias = layer, send_back, bias is not None
+        return layer._compute(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        x, weight = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        gw, gb = ctx.layer._local_grads(grad, x, weight, need_w, need_b and ctx.has_bias)
+        gx = ctx.send_back(grad) if need_x else None
+        return gx, gw, gb, None, None
+
+
+class FeedbackLayer(nn.Module):
+    """Shared behaviour of FeedbackLinear and FeedbackConv2d.
+
+    position: "hidden" or "output" (set by `apical.convert` from the forward order); it
+    selects the optimizer parameter group (see `apical.param_groups`).
+    """
+
+    weight: nn.Parameter
+    bias: nn.Parameter | None
+    feedback: Tensor | None
+    position: str
+
+    def _init_feedback(
+        self,
+        feedback: FeedbackInit | None,
+        shape: tuple[int, ...] | None,
+        learn: bool,
+        generator: torch.Generator | None,
+    ) -> None:
+        self.position = "hidden"
+        if feedback is None:
+            self.register_buffer("feedback", None)
+            return
+        b = feedback.draw(tuple(shape or self.weight.shape), generator)
+        b = b.to(self.weight.device, self.weight.dtype)
+        if learn:
+            self.feedback = nn.Parameter(b)
+        else:
+            self.register_buffer("feedback", b)
+
+    @property
+    def learns_feedback(self) -> bool:
+        return isinstance(self.feedback, nn.Parameter)
+
+    def forward(self, x: Tensor) -> Tensor:
+        path = _PATH.get()
+        send_back = path.send_back(self, x) if path is not None else None
+        if send_back is None:
+            return self._compute(x, self.weight, self.bias)
+        return _FeedbackFunction.apply(x, self.weight, self.bias, self, send_back)
+
+    def through(self, matrix: Tensor, x: Tensor) -> SendBack:
+        """The backward map that sends the error through `matrix` (W's shape) instead of W."""
+        raise NotImplementedError
+
+    def _compute(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        raise NotImplementedError
+
+    def _local_grads(self, grad, x, weight, need_w, need_b):
+        raise NotImplementedError
+
+
+class FeedbackLinear(FeedbackLayer):
+    """nn.Linear with a feedback matrix B of shape (out_features, in_features) by default."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        feedback: FeedbackInit | None = None,
+        feedback_shape: tuple[int, ...] | None = None,
+        learn_feedback: bool = False,
+        generator: torch.Generator | None = None,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        base = nn.Linear(in_features, out_features, bias, device=device, dtype=dtype)
+        self.in_features, self.out_features = in_features, out_features
+        self.weight, self.bias = base.weight, base.bias
+        self._init_feedback(feedback, feedback_shape, learn_feedback, generator)
+
+    def extra_repr(self) -> str:
+        fb = None if self.feedback is None else tuple(self.feedback.shape)
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}, feedback={fb}, position={self.position}"
+        )
+
+    def _compute(self, x, weight, bias):
+        return F.linear(x, weight, bias)
+
+    def _local_grads(self, grad, x, weight, need_w, need_b):
+        g2 = grad.reshape(-1, grad.shape[-1])
+        gw = g2.T @ x.reshape(-1, x.shape[-1]) if need_w else None
+        gb = g2.sum(0) if need_b else None
+        return gw, gb
+
+    def through(self, matrix: Tensor, x: Tensor) -> SendBack:
+        return lambda grad: grad @ matrix
+
+
+class FeedbackConv2d(FeedbackLayer):
+    """nn.Conv2d (zero padding) with a feedback kernel B of the weight's shape by default.
+
+    Sending the error through B is the transposed convolution with B, which restores the
+    input's shape (`convolution_backward` with B in place of W)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups: int = 1,
+        bias: bool = True,
+        *,
+        feedback: FeedbackInit | None = None,
+        feedback_shape: tuple[int, ...] | None = None,
+        learn_feedback: bool = False,
+        generator: torch.Generator | None = None,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        base = nn.Conv2d(
+            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+            device=device, dtype=dtype,
+        )  # fmt: skip
+        if isinstance(base.padding, str):
+            raise ApicalError("FeedbackConv2d needs numeric padding, not 'same'/'valid' strings")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride = base.kernel_size, base.stride
+        self.padding, self.dilation, self.groups = base.padding, base.dilation, groups
+        self.weight, self.bias = base.weight, base.bias
+        self._init_feedback(feedback, feedback_shape, learn_feedback, generator)
+
+    def extra_repr(self) -> str:
+        fb = None if self.feedback is None else tuple(self.feedback.shape)
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, padding={self.padding}, feedback={fb}, "
+            f"position={self.position}"
+        )
+
+    def _compute(self, x, weight, bias):
+        return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def _conv_backward(self, grad, x, weight, mask):
+        bias_sizes = [weight.shape[0]] if mask[2] else None
+        return torch.ops.aten.convolution_backward(
+            grad, x, weight, bias_sizes, list(self.stride), list(self.padding),
+            list(self.dilation), False, [0, 0], self.groups, mask,
+        )  # fmt: skip
+
+    def _local_grads(self, grad, x, weight, need_w, need_b):
+        if not (need_w or need_b):
+            return None, None
+        _, gw, gb = self._conv_backward(grad, x, weight, [False, need_w, need_b])
+        return gw, gb
+
+    def through(self, matrix: Tensor, x: Tensor) -> SendBack:
+        return lambda grad: self._conv_backward(grad, x, matrix, [True, False, False])[0]

@@ -1,0 +1,117 @@
+"""The rule interface: hyperparameters (a frozen dataclass) plus one pure function.
+
+`rule.directions(model, x, y, generator)` returns the loss, the outputs and an update
+direction for every trainable tensor, in PyTorch's sign convention (the change an SGD
+optimizer makes is -lr * direction), and changes nothing but the model's running
+statistics of an ordinary training forward pass (BatchNorm). The trainer writes the
+directions into `.grad` and steps any torch.optim optimizer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from apical.errors import ApicalError
+from apical.layers import BackwardPath, FeedbackInit, FeedbackLayer, backward_path
+from apical.losses import get_loss
+from apical.params import parameter_roles
+
+
+@dataclass(frozen=True)
+class FeedbackSpec:
+    """The feedback tensor a rule wants in a layer: how it is drawn, its shape, whether it
+    learns (a parameter) or stays fixed (a buffer)."""
+
+    init: FeedbackInit
+    shape: tuple[int, ...]
+    learn: bool = False
+
+
+@dataclass(frozen=True)
+class Step:
+    """One evaluation of a rule: detached loss and outputs, and a direction per parameter
+    name (as in `model.named_parameters()`)."""
+
+    loss: Tensor
+    outputs: Tensor
+    directions: dict[str, Tensor]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rule:
+    """Base of every learning rule. Subclasses set `name`, `summary` and override the hooks."""
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    loss: str = "cross_entropy"
+
+    def __post_init__(self) -> None:
+        get_loss(self.loss)  # validates the name
+
+    # -- hooks ----------------------------------------------------------------------------
+    def feedback_spec(
+        self, weight_shape: tuple[int, ...], input_shape: tuple[int, ...] | None, n_outputs: int
+    ) -> FeedbackSpec | None:
+        """The feedback tensor a converted layer gets (None: no feedback tensor)."""
+        return None
+
+    def path(self, generator: torch.Generator | None) -> BackwardPath | None:
+        """The backward path installed during the forward pass (None: exact gradients)."""
+        return None
+
+    def feedback_matrix(
+        self, layer: FeedbackLayer, generator: torch.Generator | None = None
+    ) -> Tensor | None:
+        """The matrix (W's shape) that carries the error down through `layer` under this rule;
+        None where the rule has none of W's shape (for the alignment metrics)."""
+        return layer.weight
+
+    def after_step(self, model: nn.Module) -> None:
+        """State that no loss drives changes here, after the optimizer step (none by default)."""
+
+    # -- the pure function ----------------------------------------------------------------
+    def run(self, model: nn.Module, x: Tensor, generator: torch.Generator | None) -> Tensor:
+        """Forward pass whose autograd graph carries this rule's backward signals."""
+        with backward_path(self.path(generator)):
+            return model(x)
+
+    def directions(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        generator: torch.Generator | None = None,
+    ) -> Step:
+        roles = parameter_roles(model)
+        params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        if not params:
+            raise ApicalError("the model has no trainable parameter")
+        outputs = self.run(model, x, generator)
+        loss = get_loss(self.loss)(outputs, y)
+        graph = [n for n in params if roles[n].kind != "feedback"]
+        grads = torch.autograd.grad(loss, [params[n] for n in graph], allow_unused=True)
+        directions = {
+            n: torch.zeros_like(params[n]) if g is None else g
+            for n, g in zip(graph, grads, strict=True)
+        }
+        for n in params:
+            if n not in directions:
+                directions[n] = self.feedback_direction(n, directions, params[n])
+        return Step(loss.detach(), outputs.detach(), directions)
+
+    def feedback_direction(self, name: str, directions: dict[str, Tensor], param: Tensor) -> Tensor:
+        """Direction of a learned feedback tensor (zero unless the rule trains feedback)."""
+        return torch.zeros_like(param)
+
+
+def require_feedback(layer: FeedbackLayer, rule: str) -> Tensor:
+    if layer.feedback is None:
+        raise ApicalError(
+            f"a {type(layer).__name__} has no feedback tensor for rule {rule!r}: convert the "
+            f"model with apical.convert(model, rule, example_input) for this rule"
+        )
+    return layer.feedback

@@ -6,7 +6,9 @@ environment variable APICAL_DATA), and two built-in sets that need no download: 
 scikit-learn's 8x8 digits. A missing, truncated or corrupt file raises ApicalError naming
 the file, where it was looked for, and what was expected.
 
-Images are float32 in [0, 1], shaped (N, C, H, W); labels are int64.
+Images are float32, shaped (N, C, H, W), read as [0, 1] and by default standardised per
+channel with the mean and standard deviation of the training split (after the validation
+split is held out, so no validation or test statistics leak in); labels are int64.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ IDX_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
-IDX_SETS = {"mnist": ("mnist", 60000, 10000), "fashion-mnist": ("fashion-mnist", 60000, 10000)}
+IDX_FOLDERS = {"mnist": "mnist", "fashion-mnist": "fashion-mnist"}
 CIFAR_FILES = [f"data_batch_{i}" for i in range(1, 6)]
 TENSOR_FIELDS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
 DATASETS = ("digits", "xor", "mnist", "fashion-mnist", "cifar10")
@@ -89,8 +91,7 @@ def read_idx(path: Path, expected_dims: int) -> np.ndarray:
             raw = f.read()
     except (OSError, EOFError, zlib.error) as e:
         raise ApicalError(
-            f"{path} is truncated or not gzip ({e}); expected a gzipped IDX file: "
-            "download it again"
+            f"{path} is truncated or not gzip ({e}); expected a gzipped IDX file: download it again"
         ) from None
     want_magic = 0x0800 | expected_dims
     header = 4 + 4 * expected_dims
@@ -111,9 +112,9 @@ def read_idx(path: Path, expected_dims: int) -> np.ndarray:
 
 
 def _load_idx_set(name: str, root: Path) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    folder, n_train, n_test = IDX_SETS[name]
+    folder = IDX_FOLDERS[name]
     arrays = []
-    for split, n in (("train", n_train), ("test", n_test)):
+    for split in ("train", "test"):
         img_name, lab_name = IDX_FILES[split]
         images = read_idx(_find(root, [folder], img_name, f"{name} IDX images"), 3)
         labels = read_idx(_find(root, [folder], lab_name, f"{name} IDX labels"), 1)
@@ -191,12 +192,14 @@ def load_dataset(
     *,
     val_size: int | float = 0.1,
     seed: int = 0,
+    standardize: bool = True,
     device: torch.device | str = "cpu",
 ) -> Dataset:
     """Load a dataset by name, hold `val_size` training examples out (a count, or a fraction
     of the training set) by a permutation seeded with `seed`, and move it to `device`.
 
-    XOR has four points: its validation and test sets are those same four points.
+    With `standardize`, image channels get zero mean and unit variance over the training
+    split. XOR has four points: its validation and test sets are those same four points.
     """
     if name not in DATASETS:
         raise ApicalError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
@@ -209,11 +212,16 @@ def load_dataset(
         x, y, xt, yt = _load_cifar10(data_root(data_dir))
     else:
         x, y, xt, yt = _load_idx_set(name, data_root(data_dir))
-    n_val = int(round(val_size * len(x))) if isinstance(val_size, float) else int(val_size)
+    n_val = round(val_size * len(x)) if isinstance(val_size, float) else int(val_size)
     if not 0 <= n_val < len(x):
         raise ApicalError(
             f"val_size {val_size} leaves no training data ({len(x)} training examples)"
         )
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
     val, train = perm[:n_val], perm[n_val:]
-    return Dataset(name, x[train], y[train], x[val], y[val], xt, yt, 10).to(device)
+    x_train, x_val = x[train], x[val]
+    if standardize:
+        mean = x_train.mean(dim=(0, 2, 3), keepdim=True)
+        std = x_train.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-8)
+        x_train, x_val, xt = ((a - mean) / std for a in (x_train, x_val, xt))
+    return Dataset(name, x_train, y[train], x_val, y[val], xt, yt, 10).to(device)

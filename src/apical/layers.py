@@ -63,8 +63,9 @@ class FeedbackInit:
     scale: standard deviation of the entries; None gives PyTorch's default forward init
         for the same fan-in (std 1/sqrt(3 fan_in), fan_in = prod(shape[1:])).
     sparsity: fraction of entries set to zero (eLife 2017 Fig. 8A uses 0.8).
-    rescale: multiply the survivors by 1/(1 - sparsity), which keeps the expected
-        squared norm (eLife's "x5" for 80 % sparsity).
+    rescale: multiply the survivors by 1/(1 - sparsity) (eLife's "x5" for 80 % sparsity),
+        which keeps the expected feedback input E[B^T e] of a dense matrix; the second
+        moment of the entries grows to scale^2 / (1 - sparsity).
     """
 
     distribution: Literal["uniform", "normal"] = "uniform"

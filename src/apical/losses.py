@@ -21,7 +21,9 @@ def cross_entropy(outputs: Tensor, y: Tensor) -> Tensor:
 
 def mse(outputs: Tensor, y: Tensor) -> Tensor:
     """(1/N) sum_n 1/2 ||outputs_n - t_n||^2, t = one-hot(y) for integer labels, else y."""
-    target = F.one_hot(y, outputs.shape[-1]).to(outputs.dtype) if not y.dtype.is_floating_point else y
+    target = (
+        F.one_hot(y, outputs.shape[-1]).to(outputs.dtype) if not y.dtype.is_floating_point else y
+    )
     if target.shape != outputs.shape:
         raise ApicalError(
             f"mse needs targets shaped like the outputs {tuple(outputs.shape)}, "

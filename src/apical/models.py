@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from itertools import pairwise
 
 from torch import nn
 
@@ -31,7 +32,7 @@ def mlp(
     """Flatten, then Linear + activation per hidden size, then a Linear read-out."""
     sizes = [math.prod(input_shape), *hidden]
     layers: list[nn.Module] = [nn.Flatten()]
-    for a, b in zip(sizes[:-1], sizes[1:], strict=True):
+    for a, b in pairwise(sizes):
         layers += [nn.Linear(a, b), _activation(activation)]
     layers.append(nn.Linear(sizes[-1], n_classes))
     return nn.Sequential(*layers)

@@ -43,6 +43,7 @@ class TrainConfig:
     dataset: str = "digits"
     data_dir: str | None = None
     val_size: int | float = 0.1
+    standardize: bool = True
     model: str = "mlp"
     model_options: dict[str, Any] = field(default_factory=dict)
     rule: str = "backprop"
@@ -194,7 +195,11 @@ def train(
         _resume_config(config, run_dir)
     if data is None:
         data = load_dataset(
-            config.dataset, config.data_dir, val_size=config.val_size, seed=config.seed
+            config.dataset,
+            config.data_dir,
+            val_size=config.val_size,
+            seed=config.seed,
+            standardize=config.standardize,
         )
     data = data.to(device)
     model, rule = build(config, data, device)
@@ -246,7 +251,9 @@ def train(
         )
         for i in bar:
             idx = perm[i * config.batch_size : (i + 1) * config.batch_size]
-            result = rule.directions(model, data.x_train[idx], data.y_train[idx], generators["rule"])
+            result = rule.directions(
+                model, data.x_train[idx], data.y_train[idx], generators["rule"]
+            )
             for name, direction in result.directions.items():
                 params[name].grad = direction
             if config.grad_clip:
@@ -263,7 +270,9 @@ def train(
                 if progress:
                     bar.set_postfix(loss=f"{float(result.loss):.4f}")
             if checkpoint_now:
-                probes.append(_probe(model, rule, probe_x, probe_y, probe_seed, device, epoch, step))
+                probes.append(
+                    _probe(model, rule, probe_x, probe_y, probe_seed, device, epoch, step)
+                )
         if scheduler is not None:
             scheduler.step()
         elapsed += time.perf_counter() - t0
@@ -271,7 +280,10 @@ def train(
             "epoch": epoch + 1,
             "step": step,
             "train_loss": float(loss_sum) / n,
-            **{f"val_{k}": v for k, v in evaluate(model, data.x_val, data.y_val, config.loss).items()},
+            **{
+                f"val_{k}": v
+                for k, v in evaluate(model, data.x_val, data.y_val, config.loss).items()
+            },
             **{
                 f"test_{k}": v
                 for k, v in evaluate(model, data.x_test, data.y_test, config.loss).items()

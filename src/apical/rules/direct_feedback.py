@@ -59,7 +59,7 @@ class DirectFeedbackAlignment(Rule):
 
     name: ClassVar[str] = "dfa"
     summary: ClassVar[str] = "direct feedback alignment: output error projected to every layer"
-    feedback: FeedbackInit = FeedbackInit()
+    feedback: FeedbackInit = field(default_factory=FeedbackInit)
 
     def feedback_spec(self, weight_shape, input_shape, n_outputs) -> FeedbackSpec | None:
         if input_shape is None:  # a layer the example input never reached

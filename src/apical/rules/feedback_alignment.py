@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from torch import Tensor
@@ -32,7 +32,7 @@ class FeedbackAlignment(Rule):
 
     name: ClassVar[str] = "fa"
     summary: ClassVar[str] = "feedback alignment: error sent down through fixed random B"
-    feedback: FeedbackInit = FeedbackInit()
+    feedback: FeedbackInit = field(default_factory=FeedbackInit)
 
     def feedback_spec(self, weight_shape, input_shape, n_outputs) -> FeedbackSpec:
         return FeedbackSpec(self.feedback, weight_shape)

@@ -1,0 +1,139 @@
+"""Time per training step of every rule as a ratio to plain PyTorch backprop, same model,
+same process.
+
+    python benchmarks/rules_vs_backprop.py [--device cpu|cuda|all] [--reps 15] [--json]
+
+Models: an MLP 784-1024-1024-10 (ReLU) at batch 256, and a small CIFAR-size conv net
+(apical's `convnet`: two 3x3 conv + pool blocks of 32 and 64 channels, FC 4096-256-10) at
+batch 128. One step = forward, the rule's directions (autograd for plain backprop),
+writing `.grad`, and an SGD-with-momentum step. Repetitions are interleaved across rules
+and the median time of each is reported, divided by plain backprop's median.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+import apical
+from apical.models import convnet, mlp
+
+RULES = {
+    "backprop (apical)": ("backprop", {}),
+    "fa": ("fa", {}),
+    "dfa": ("dfa", {}),
+    "sign_symmetry": ("sign_symmetry", {}),
+    "sign_symmetry (random magnitudes)": ("sign_symmetry", {"random_magnitudes": True}),
+    "kolen_pollack": ("kolen_pollack", {}),
+}
+MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...], int]] = {
+    "mlp 784-1024-1024-10, batch 256": (
+        lambda: mlp((784,), 10, hidden=(1024, 1024), activation="relu"), (784,), 256,
+    ),
+    "convnet 32x32x3, batch 128": (lambda: convnet((3, 32, 32), 10), (3, 32, 32), 128),
+}  # fmt: skip
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _plain_step(model: nn.Module, opt, x, y) -> Callable[[], None]:
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    return step
+
+
+def _rule_step(model: nn.Module, rule, opt, x, y, gen) -> Callable[[], None]:
+    params = dict(model.named_parameters())
+
+    def step() -> None:
+        for name, d in rule.directions(model, x, y, gen).directions.items():
+            params[name].grad = d
+        opt.step()
+
+    return step
+
+
+def bench_model(builder, shape, batch, device, reps: int, steps: int) -> dict[str, float]:
+    torch.manual_seed(0)
+    x = torch.randn(batch, *shape, device=device)
+    y = torch.randint(0, 10, (batch,), device=device)
+    plain = builder().to(device)
+    fns = {
+        "plain backprop": _plain_step(plain, torch.optim.SGD(plain.parameters(), 0.01, 0.9), x, y)
+    }
+    gen = torch.Generator(device).manual_seed(0)
+    for label, (name, opts) in RULES.items():
+        rule = apical.make_rule(name, **opts)
+        model = apical.convert(builder(), rule, x[:2].cpu()).to(device)
+        opt = torch.optim.SGD(apical.param_groups(model, 0.01), lr=0.01, momentum=0.9)
+        fns[label] = _rule_step(model, rule, opt, x, y, gen)
+    for fn in fns.values():  # warm-up
+        for _ in range(3):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(reps):
+        for label, fn in fns.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                fn()
+            _sync(device)
+            times[label].append((time.perf_counter() - t0) / steps)
+    base = statistics.median(times["plain backprop"])
+    out = {"plain backprop seconds per step": base}
+    out.update({k: statistics.median(v) / base for k, v in times.items() if k != "plain backprop"})
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--device", default="all", help="cpu, cuda or all (cuda where present)")
+    p.add_argument("--reps", type=int, default=15, help="interleaved repetitions")
+    p.add_argument("--steps", type=int, default=5, help="steps per timed repetition")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    args = p.parse_args()
+    devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
+    devices = [d for d in devices if d != "cuda" or torch.cuda.is_available()]
+    result: dict = {
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "ratios": {},
+    }
+    for dev in devices:
+        device = torch.device(dev)
+        result["ratios"][dev] = {
+            name: bench_model(b, s, n, device, args.reps, args.steps)
+            for name, (b, s, n) in MODELS.items()
+        }
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    for dev, models in result["ratios"].items():
+        where = result["gpu"] if dev == "cuda" else f"CPU, {result['threads']} threads"
+        print(f"\n{dev} ({where}), torch {result['torch']}: time per step / plain backprop")
+        for model, rows in models.items():
+            print(
+                f"  {model}: plain backprop {1e3 * rows['plain backprop seconds per step']:.1f} ms"
+            )
+            for rule, ratio in rows.items():
+                if rule != "plain backprop seconds per step":
+                    print(f"    {rule:<36} {ratio:.3f}x")
+
+
+if __name__ == "__main__":
+    main()

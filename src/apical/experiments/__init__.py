@@ -1,0 +1,97 @@
+"""Paper results as data: one TOML file per experiment (see fa-mnist.toml for the format).
+
+An experiment has a `[base]` TrainConfig shared by its `[[runs]]`; each run names a rule
+(plus any config overrides) and what the paper reports. Checks per run, all optional:
+`max_error` (test error %, published number + tolerance), `within` (percentage points of
+the run named by `reference`), `max_angle` (final mean hidden-layer angle to backprop).
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from apical.errors import ApicalError
+from apical.train import TrainConfig
+
+_RUN_KEYS = {"label", "published", "reference", "within", "max_error", "max_angle"}
+
+
+@dataclass(frozen=True)
+class ExperimentRun:
+    label: str
+    config: dict[str, Any]
+    published: str = ""
+    reference: str | None = None
+    within: float | None = None
+    max_error: float | None = None
+    max_angle: float | None = None
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    title: str
+    source: str
+    claim: str
+    runs: list[ExperimentRun] = field(default_factory=list)
+
+    def configs(self, out_dir: Path, **overrides: Any) -> dict[str, TrainConfig]:
+        """One TrainConfig per run, writing to out_dir/<label>; `overrides` (not None) win."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return {
+            r.label: TrainConfig.from_dict({**r.config, **given, "run_dir": str(out_dir / r.label)})
+            for r in self.runs
+        }
+
+
+def parse_experiment(text: str, origin: str) -> Experiment:
+    try:
+        d = tomllib.loads(text)
+        base = d.get("base", {})
+        runs = []
+        for r in d["runs"]:
+            checks = {k: r[k] for k in _RUN_KEYS if k in r}
+            config = {**base, **{k: v for k, v in r.items() if k not in _RUN_KEYS}}
+            TrainConfig.from_dict(config)  # validates the keys now, not after hours
+            runs.append(ExperimentRun(config=config, **checks))
+        return Experiment(d["name"], d["title"], d["source"], d["claim"], runs)
+    except (tomllib.TOMLDecodeError, KeyError, TypeError) as e:
+        raise ApicalError(f"experiment file {origin} is malformed: {e}") from None
+
+
+def experiments() -> dict[str, Experiment]:
+    """Every shipped experiment, by name."""
+    found = {}
+    for entry in sorted(resources.files(__package__).iterdir(), key=lambda p: p.name):
+        if entry.name.endswith(".toml"):
+            exp = parse_experiment(entry.read_text(), entry.name)
+            found[exp.name] = exp
+    return found
+
+
+def get_experiment(name: str) -> Experiment:
+    known = experiments()
+    if name not in known:
+        raise ApicalError(f"unknown experiment {name!r}; known: {', '.join(known)}")
+    return known[name]
+
+
+def verdicts(exp: Experiment, final: dict[str, dict[str, float]]) -> dict[str, str]:
+    """'pass'/'FAIL' per run from the final metrics {label: {"test_error", "angle"}}."""
+    out = {}
+    for r in exp.runs:
+        ok, checked = True, False
+        err, ang = final[r.label]["test_error"], final[r.label]["angle"]
+        if r.max_error is not None:
+            checked, ok = True, ok and err <= r.max_error
+        if r.within is not None and r.reference in final:
+            checked, ok = True, ok and err <= final[r.reference]["test_error"] + r.within
+        if r.max_angle is not None:
+            checked, ok = True, ok and not math.isnan(ang) and ang <= r.max_angle
+        out[r.label] = ("pass" if ok else "FAIL") if checked else "-"
+    return out

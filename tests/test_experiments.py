@@ -1,0 +1,69 @@
+"""Experiments: every shipped config parses into valid TrainConfigs, and the verdicts follow
+the declared checks (published bound, distance to a reference run, final angle)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from apical.errors import ApicalError
+from apical.experiments import experiments, parse_experiment, verdicts
+
+
+def test_every_shipped_experiment_is_valid():
+    found = experiments()
+    assert "fa-mnist" in found
+    for exp in found.values():
+        configs = exp.configs(Path("/tmp/x"), epochs=1)
+        assert set(configs) == {r.label for r in exp.runs}
+        assert all(c.epochs == 1 for c in configs.values())
+    fa = found["fa-mnist"]
+    cfgs = fa.configs(Path("/tmp/x"))
+    assert {c.rule for c in cfgs.values()} == {"backprop", "fa", "dfa"}
+    assert all(c.model_options["hidden"] == [500, 500] and c.epochs == 20 for c in cfgs.values())
+
+
+def test_verdicts():
+    exp = parse_experiment(
+        """
+name = "t"
+title = "t"
+source = "s"
+claim = "c"
+[base]
+dataset = "xor"
+[[runs]]
+label = "bp"
+rule = "backprop"
+[[runs]]
+label = "fa"
+rule = "fa"
+reference = "bp"
+within = 1.0
+max_angle = 60.0
+[[runs]]
+label = "pub"
+rule = "fa"
+max_error = 4.1
+""",
+        "inline",
+    )
+    final = {
+        "bp": {"test_error": 2.0, "angle": 0.0},
+        "fa": {"test_error": 2.9, "angle": 50.0},
+        "pub": {"test_error": 4.2, "angle": math.nan},
+    }
+    assert verdicts(exp, final) == {"bp": "-", "fa": "pass", "pub": "FAIL"}
+    final["fa"]["angle"] = 70.0
+    assert verdicts(exp, final)["fa"] == "FAIL"
+
+
+def test_malformed_experiment():
+    with pytest.raises(ApicalError, match="malformed"):
+        parse_experiment('name = "x"', "bad.toml")
+    with pytest.raises(ApicalError, match="unknown config key"):
+        parse_experiment(
+            'name="x"\ntitle="t"\nsource="s"\nclaim="c"\n[[runs]]\nlabel="a"\nrul="fa"\n', "b"
+        )

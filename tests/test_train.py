@@ -1,0 +1,136 @@
+"""The trainer: the same seed gives the same weights, an interrupted run resumed from its
+checkpoint ends with exactly the uninterrupted run's weights, a NaN stops the run naming
+epoch and step with the last checkpoint intact, and optimizer groups/clipping are honoured."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from apical.errors import ApicalError
+from apical.train import TrainConfig, train
+
+
+def _cfg(tmp_path=None, **kw) -> TrainConfig:
+    base = dict(
+        dataset="digits", model="mlp", model_options={"hidden": [32]}, rule="fa",
+        epochs=3, batch_size=64, lr=0.05, probe_every=10, probe_size=64, device="cpu",
+        run_dir=str(tmp_path) if tmp_path is not None else None,
+    )  # fmt: skip
+    return TrainConfig.from_dict({**base, **kw})
+
+
+def _weights(run):
+    return {k: v.detach().clone() for k, v in run.model.state_dict().items()}
+
+
+@pytest.mark.parametrize("rule", ["fa", "sign_symmetry"])
+def test_same_seed_same_result(rule):
+    opts = {"random_magnitudes": True} if rule == "sign_symmetry" else {}
+    a = train(_cfg(rule=rule, rule_options=opts), progress=False)
+    b = train(_cfg(rule=rule, rule_options=opts), progress=False)
+    c = train(_cfg(rule=rule, rule_options=opts, seed=1), progress=False)
+    wa, wb, wc = _weights(a), _weights(b), _weights(c)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert not torch.equal(wa["1.weight"], wc["1.weight"])
+    assert a.history == [{**r, "seconds": a.history[i]["seconds"]} for i, r in enumerate(b.history)]
+
+
+@pytest.mark.parametrize("rule", ["kolen_pollack", "sign_symmetry"])
+def test_resume_gives_the_uninterrupted_weights(tmp_path, rule):
+    opts = {"random_magnitudes": True} if rule == "sign_symmetry" else {}
+    kw = dict(rule=rule, rule_options=opts, optimizer="adam", lr=0.003, weight_decay=1e-3)
+    full = train(_cfg(tmp_path / "full", **kw), progress=False)
+    train(_cfg(tmp_path / "cut", epochs=2, **kw), progress=False)  # "interrupted" after 2
+    resumed = train(_cfg(tmp_path / "cut", **kw), resume=True, progress=False)
+    wf, wr = _weights(full), _weights(resumed)
+    assert all(torch.equal(wf[k], wr[k]) for k in wf)
+    rows = [json.loads(s) for s in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in full.history]
+    assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+    assert resumed.probes == full.probes
+
+
+def test_run_folder_contents(tmp_path):
+    run = train(_cfg(tmp_path, epochs=2), progress=False)
+    assert json.loads((tmp_path / "config.json").read_text())["rule"] == "fa"
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert ckpt["epoch"] == 2 and ckpt["step"] == run.history[-1]["step"]
+    assert {"model", "optimizer", "rng", "history", "probes"} <= set(ckpt)
+    assert {"rule", "shuffle", "torch"} <= set(ckpt["rng"])
+    probes = (tmp_path / "probes.jsonl").read_text().splitlines()
+    assert json.loads(probes[0])["step"] == 0
+    assert 0 < json.loads(probes[-1])["mean_hidden_angle"] < 90
+    assert not list(tmp_path.glob(".*"))  # no temporary files left behind
+
+
+def test_resume_refuses_a_different_config(tmp_path):
+    train(_cfg(tmp_path, epochs=1), progress=False)
+    with pytest.raises(ApicalError, match="differs in lr"):
+        train(_cfg(tmp_path, lr=0.1), resume=True, progress=False)
+    with pytest.raises(ApicalError, match="nothing to resume"):
+        train(_cfg(tmp_path / "empty"), resume=True, progress=False)
+
+
+def test_nan_stops_with_epoch_and_step_and_keeps_the_checkpoint(tmp_path):
+    from apical.data import load_dataset
+
+    data = load_dataset("digits", val_size=0.1, seed=0)
+    train(_cfg(tmp_path, epochs=1), progress=False, data=data)
+    good = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    # one poisoned training example; find the step of epoch 2 whose batch holds it
+    poisoned = data.x_train.clone()
+    poisoned[17] = float("nan")
+    bad = dataclasses.replace(data, x_train=poisoned)
+    shuffle = torch.Generator().manual_seed(0 + 3)
+    torch.randperm(len(poisoned), generator=shuffle)  # epoch 1
+    position = torch.randperm(len(poisoned), generator=shuffle).tolist().index(17)
+    expected = good["step"] + position // 64 + 1
+    with pytest.raises(ApicalError, match=f"NaN or inf at epoch 2, step {expected};") as e:
+        train(_cfg(tmp_path, epochs=3), resume=True, progress=False, data=bad)
+    assert "last good checkpoint (epoch 1)" in str(e.value)
+    after = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert after["epoch"] == 1 and after["step"] == good["step"]
+    assert all(torch.equal(after["model"][k], v) for k, v in good["model"].items())
+
+
+def test_output_learning_rate_and_gradient_clipping():
+    run = train(_cfg(epochs=1, output_lr=0.0, rule="backprop", probe_every=0), progress=False)
+    torch.manual_seed(0)
+    from apical.data import load_dataset
+    from apical.train import build
+
+    data = load_dataset("digits", val_size=0.1, seed=0)
+    fresh, _ = build(_cfg(), data, torch.device("cpu"))
+    # output layer frozen by lr 0, hidden layer moved
+    assert torch.equal(run.model[3].weight, fresh[3].weight)
+    assert not torch.equal(run.model[1].weight, fresh[1].weight)
+    clipped = train(_cfg(epochs=1, grad_clip=1e-6, lr=1.0, momentum=0.0, probe_every=0),
+                    progress=False)  # fmt: skip
+    moved = (clipped.model[1].weight - fresh[1].weight).norm()
+    n_steps = clipped.history[-1]["step"]
+    assert moved <= 1e-6 * n_steps * 1.001
+
+
+def test_bad_config_values():
+    with pytest.raises(ApicalError, match="unknown config key lerning_rate"):
+        TrainConfig.from_dict({"lerning_rate": 0.1})
+    with pytest.raises(ApicalError, match="unknown optimizer"):
+        train(_cfg(optimizer="lbfgs"), progress=False)
+    with pytest.raises(ApicalError, match="lr must be a positive number"):
+        train(_cfg(lr=float("nan")), progress=False)
+    with pytest.raises(ApicalError, match="unknown model"):
+        train(_cfg(model="transformer"), progress=False)
+
+
+def test_xor_is_learned_by_feedback_alignment():
+    run = train(
+        TrainConfig(dataset="xor", model_options={"hidden": [8]}, rule="fa", epochs=300,
+                    batch_size=4, lr=0.2, probe_every=0, device="cpu"),
+        progress=False,
+    )  # fmt: skip
+    assert run.history[-1]["test_accuracy"] == 1.0

@@ -7,7 +7,8 @@ Models: an MLP 784-1024-1024-10 (ReLU) at batch 256, and a small CIFAR-size conv
 (apical's `convnet`: two 3x3 conv + pool blocks of 32 and 64 channels, FC 4096-256-10) at
 batch 128. One step = forward, the rule's directions (autograd for plain backprop),
 writing `.grad`, and an SGD-with-momentum step. Repetitions are interleaved across rules
-and the median time of each is reported, divided by plain backprop's median.
+(in a shuffled order) and the median time of each is reported, divided by plain
+backprop's median.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -84,8 +86,12 @@ def bench_model(builder, shape, batch, device, reps: int, steps: int) -> dict[st
         for _ in range(3):
             fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
+    order = random.Random(0)
     for _ in range(reps):
-        for label, fn in fns.items():
+        labels = list(fns)
+        order.shuffle(labels)  # no rule always runs right after another
+        for label in labels:
+            fn = fns[label]
             _sync(device)
             t0 = time.perf_counter()
             for _ in range(steps):

@@ -148,7 +148,7 @@ def train(config_file: Path | None, hidden: str | None, activation: str | None, 
             f"angle {row['mean_hidden_angle']:.1f}  {row['seconds']:.1f}s"
         )
 
-    run_training(config, resume=resume, on_epoch=show)
+    run_training(config, resume=resume, progress=sys.stderr.isatty(), on_epoch=show)
     if config.run_dir:
         click.echo(f"run folder: {config.run_dir}")
 
@@ -190,7 +190,10 @@ def reproduce(name: str | None, list_only: bool, data_dir: str | None, out: Path
         return
     exp = get_experiment(name)
     configs = exp.configs(out / exp.name, data_dir=data_dir, device=device, epochs=epochs)
-    runs = train_all(configs, resume=resume, echo=lambda s: click.echo(s, err=True))
+    runs = train_all(
+        configs, resume=resume, progress=sys.stderr.isatty(),
+        echo=lambda s: click.echo(s, err=True),
+    )  # fmt: skip
     final = {k: summary(r) for k, r in runs.items()}
     verdict = verdicts(exp, final)
     rows = []

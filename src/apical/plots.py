@@ -27,7 +27,7 @@ def plot_runs(
             ax_ang.plot(
                 [p["step"] for p in probes], [p["mean_hidden_angle"] for p in probes], label=label
             )
-    ax_err.set(xlabel="epoch", ylabel="test error (%)", yscale="log", title="learning curves")
+    ax_err.set(xlabel="epoch", ylabel="test error (%)", title="learning curves")
     ax_ang.set(
         xlabel="training step", ylabel="angle to backprop (deg)", ylim=(0, 100),
         title="hidden-layer update vs backprop",

@@ -27,12 +27,23 @@ def main() -> None:
     p.add_argument("--data-dir")
     p.add_argument("--device")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="override a config field for every run, e.g. --set standardize=false",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     exp = get_experiment(args.experiment)
     lrs = [float(s) for s in args.lrs.split(",")]
+    extra = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        extra[key] = json.loads(value)
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for lr in lrs:
@@ -43,6 +54,7 @@ def main() -> None:
                 data_dir=args.data_dir,
                 device=args.device,
                 probe_every=0,
+                **extra,
             )
             for label, run in train_all(configs, progress=False, echo=lambda s: None).items():
                 results.setdefault(label, {})[str(lr)] = summary(run)["val_error"]

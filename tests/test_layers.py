@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import apical
-from apical import FeedbackConv2d, FeedbackInit, FeedbackLinear
+from apical import FeedbackConv2d, FeedbackInit, FeedbackLinear, FeedbackSpec
 
 
 def _set_feedback_to_weights(model):
@@ -37,6 +37,8 @@ def test_outside_a_rule_linear_is_nn_linear():
         dict(kernel_size=5, stride=2),
         dict(kernel_size=3, stride=2, padding=1, dilation=2),
         dict(kernel_size=3, padding=1, groups=2),
+        dict(kernel_size=3, padding="same"),
+        dict(kernel_size=(5, 3), padding="valid"),
     ],
 )
 def test_fa_with_feedback_equal_to_weights_is_backprop_conv(conv):
@@ -89,8 +91,9 @@ def test_fa_differs_from_backprop_with_random_feedback():
 
 
 def test_feedback_is_a_buffer_when_fixed_and_a_parameter_when_learned():
-    fixed = FeedbackLinear(5, 3, feedback=FeedbackInit())
-    learned = FeedbackLinear(5, 3, feedback=FeedbackInit(), learn_feedback=True)
+    fixed = FeedbackLinear(5, 3, feedback=FeedbackSpec())
+    learned = FeedbackLinear(5, 3, feedback=FeedbackSpec(learn=True))
+    assert fixed.feedback.shape == (3, 5)
     assert "feedback" in dict(fixed.named_buffers())
     assert "feedback" not in dict(fixed.named_parameters())
     assert "feedback" in dict(learned.named_parameters())
@@ -125,7 +128,7 @@ def test_feedback_init_rejects_bad_options():
 
 
 def test_conv_layer_shape_of_feedback_and_transposed_path():
-    layer = FeedbackConv2d(3, 8, 5, stride=2, feedback=FeedbackInit())
+    layer = FeedbackConv2d(3, 8, 5, stride=2, feedback=FeedbackSpec())
     assert layer.feedback.shape == layer.weight.shape
     x = torch.randn(2, 3, 32, 32)
     g = torch.randn(2, 8, 14, 14)
@@ -133,3 +136,8 @@ def test_conv_layer_shape_of_feedback_and_transposed_path():
     ref = torch.nn.grad.conv2d_input(x.shape, layer.feedback, g, stride=2)
     torch.testing.assert_close(sent, ref)
     assert sent.shape == x.shape
+
+
+def test_uneven_same_padding_is_refused():
+    with pytest.raises(apical.ApicalError, match="pads unevenly"):
+        FeedbackConv2d(2, 2, 4, padding="same")

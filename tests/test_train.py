@@ -134,3 +134,22 @@ def test_xor_is_learned_by_feedback_alignment():
         progress=False,
     )  # fmt: skip
     assert run.history[-1]["test_accuracy"] == 1.0
+
+
+def test_cosine_schedule_survives_an_interruption(tmp_path):
+    def interrupt(row):
+        if row["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(tmp_path, epochs=2, schedule="cosine"), progress=False, on_epoch=interrupt)
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert ckpt["epoch"] == 1
+    # T_max = 2 epochs: after one epoch lr = 0.05 * (1 + cos(pi / 2)) / 2
+    assert ckpt["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.025)
+    resumed = train(_cfg(tmp_path, epochs=2, schedule="cosine"), resume=True, progress=False)
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert ckpt["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    full = train(_cfg(tmp_path / "full", epochs=2, schedule="cosine"), progress=False)
+    wr, wf = _weights(resumed), _weights(full)
+    assert all(torch.equal(wr[k], wf[k]) for k in wf)

@@ -2,7 +2,13 @@
 
 from apical.convert import convert
 from apical.errors import ApicalError
-from apical.layers import FeedbackConv2d, FeedbackInit, FeedbackLinear, backward_path
+from apical.layers import (
+    FeedbackConv2d,
+    FeedbackInit,
+    FeedbackLinear,
+    FeedbackSpec,
+    backward_path,
+)
 from apical.params import param_groups, parameter_roles
 from apical.rules import RULES, Rule, Step, make_rule
 
@@ -12,6 +18,7 @@ __all__ = [
     "FeedbackConv2d",
     "FeedbackInit",
     "FeedbackLinear",
+    "FeedbackSpec",
     "Rule",
     "Step",
     "backward_path",

@@ -52,15 +52,12 @@ def _swap(
     n_outputs: int,
     generator: torch.Generator | None,
 ) -> FeedbackLayer:
-    spec = rule.feedback_spec(tuple(module.weight.shape), input_shape, n_outputs)
-    fb = {} if spec is None else {"feedback": spec.init, "feedback_shape": spec.shape}
     kwargs = dict(
         bias=module.bias is not None,
-        learn_feedback=spec is not None and spec.learn,
+        feedback=rule.feedback_spec(tuple(module.weight.shape), input_shape, n_outputs),
         generator=generator,
         device=module.weight.device,
         dtype=module.weight.dtype,
-        **fb,
     )
     if isinstance(module, nn.Linear | FeedbackLinear):
         new = FeedbackLinear(module.in_features, module.out_features, **kwargs)

@@ -21,7 +21,7 @@ import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 import torch
@@ -98,6 +98,16 @@ class FeedbackInit:
         return b
 
 
+@dataclass(frozen=True)
+class FeedbackSpec:
+    """The feedback tensor of a layer: how it is drawn, its shape (None: the forward
+    weight's shape), and whether it learns (a parameter) or stays fixed (a buffer)."""
+
+    init: FeedbackInit = field(default_factory=FeedbackInit)
+    shape: tuple[int, ...] | None = None
+    learn: bool = False
+
+
 class _FeedbackFunction(torch.autograd.Function):
     """y = layer(x; W, b); backward: exact dW, db, and `send_back(delta)` for dx."""
 
@@ -128,20 +138,14 @@ class FeedbackLayer(nn.Module):
     feedback: Tensor | None
     position: str
 
-    def _init_feedback(
-        self,
-        feedback: FeedbackInit | None,
-        shape: tuple[int, ...] | None,
-        learn: bool,
-        generator: torch.Generator | None,
-    ) -> None:
+    def _init_feedback(self, spec: FeedbackSpec | None, generator: torch.Generator | None) -> None:
         self.position = "hidden"
-        if feedback is None:
+        if spec is None:
             self.register_buffer("feedback", None)
             return
-        b = feedback.draw(tuple(shape or self.weight.shape), generator)
+        b = spec.init.draw(tuple(spec.shape or self.weight.shape), generator)
         b = b.to(self.weight.device, self.weight.dtype)
-        if learn:
+        if spec.learn:
             self.feedback = nn.Parameter(b)
         else:
             self.register_buffer("feedback", b)
@@ -169,7 +173,7 @@ class FeedbackLayer(nn.Module):
 
 
 class FeedbackLinear(FeedbackLayer):
-    """nn.Linear with a feedback matrix B of shape (out_features, in_features) by default."""
+    """nn.Linear with an optional feedback tensor (by default of W's shape, (out, in))."""
 
     def __init__(
         self,
@@ -177,9 +181,7 @@ class FeedbackLinear(FeedbackLayer):
         out_features: int,
         bias: bool = True,
         *,
-        feedback: FeedbackInit | None = None,
-        feedback_shape: tuple[int, ...] | None = None,
-        learn_feedback: bool = False,
+        feedback: FeedbackSpec | None = None,
         generator: torch.Generator | None = None,
         device=None,
         dtype=None,
@@ -188,7 +190,7 @@ class FeedbackLinear(FeedbackLayer):
         base = nn.Linear(in_features, out_features, bias, device=device, dtype=dtype)
         self.in_features, self.out_features = in_features, out_features
         self.weight, self.bias = base.weight, base.bias
-        self._init_feedback(feedback, feedback_shape, learn_feedback, generator)
+        self._init_feedback(feedback, generator)
 
     def extra_repr(self) -> str:
         fb = None if self.feedback is None else tuple(self.feedback.shape)
@@ -210,6 +212,19 @@ class FeedbackLinear(FeedbackLayer):
         return lambda grad: grad @ matrix
 
 
+def _numeric_padding(padding: str, kernel_size, dilation) -> tuple[int, int]:
+    """'valid' -> 0; 'same' -> the symmetric padding that keeps the size at stride 1."""
+    if padding == "valid":
+        return (0, 0)
+    total = [d * (k - 1) for k, d in zip(kernel_size, dilation, strict=True)]
+    if any(t % 2 for t in total):
+        raise ApicalError(
+            f"padding='same' with kernel {tuple(kernel_size)} and dilation {tuple(dilation)} "
+            "pads unevenly, which FeedbackConv2d does not support; pad explicitly instead"
+        )
+    return (total[0] // 2, total[1] // 2)
+
+
 class FeedbackConv2d(FeedbackLayer):
     """nn.Conv2d (zero padding) with a feedback kernel B of the weight's shape by default.
 
@@ -227,9 +242,7 @@ class FeedbackConv2d(FeedbackLayer):
         groups: int = 1,
         bias: bool = True,
         *,
-        feedback: FeedbackInit | None = None,
-        feedback_shape: tuple[int, ...] | None = None,
-        learn_feedback: bool = False,
+        feedback: FeedbackSpec | None = None,
         generator: torch.Generator | None = None,
         device=None,
         dtype=None,
@@ -240,12 +253,12 @@ class FeedbackConv2d(FeedbackLayer):
             device=device, dtype=dtype,
         )  # fmt: skip
         if isinstance(base.padding, str):
-            raise ApicalError("FeedbackConv2d needs numeric padding, not 'same'/'valid' strings")
+            base.padding = _numeric_padding(base.padding, base.kernel_size, base.dilation)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride = base.kernel_size, base.stride
         self.padding, self.dilation, self.groups = base.padding, base.dilation, groups
         self.weight, self.bias = base.weight, base.bias
-        self._init_feedback(feedback, feedback_shape, learn_feedback, generator)
+        self._init_feedback(feedback, generator)
 
     def extra_repr(self) -> str:
         fb = None if self.feedback is None else tuple(self.feedback.shape)

@@ -6,9 +6,9 @@ import dataclasses
 from typing import Any
 
 from apical.errors import ApicalError
-from apical.layers import FeedbackInit
+from apical.layers import FeedbackInit, FeedbackSpec
 from apical.rules.backprop import Backprop
-from apical.rules.base import FeedbackSpec, Rule, Step
+from apical.rules.base import Rule, Step
 from apical.rules.direct_feedback import DirectFeedbackAlignment
 from apical.rules.feedback_alignment import FeedbackAlignment
 from apical.rules.kolen_pollack import KolenPollack

@@ -16,19 +16,9 @@ import torch
 from torch import Tensor, nn
 
 from apical.errors import ApicalError
-from apical.layers import BackwardPath, FeedbackInit, FeedbackLayer, backward_path
+from apical.layers import BackwardPath, FeedbackLayer, FeedbackSpec, backward_path
 from apical.losses import get_loss
 from apical.params import parameter_roles
-
-
-@dataclass(frozen=True)
-class FeedbackSpec:
-    """The feedback tensor a rule wants in a layer: how it is drawn, its shape, whether it
-    learns (a parameter) or stays fixed (a buffer)."""
-
-    init: FeedbackInit
-    shape: tuple[int, ...]
-    learn: bool = False
 
 
 @dataclass(frozen=True)

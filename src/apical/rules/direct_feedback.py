@@ -9,8 +9,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from apical.layers import FeedbackInit, FeedbackLayer, SendBack, backward_path
-from apical.rules.base import FeedbackSpec, Rule, require_feedback
+from apical.layers import FeedbackInit, FeedbackLayer, FeedbackSpec, SendBack, backward_path
+from apical.rules.base import Rule, require_feedback
 
 
 @dataclass

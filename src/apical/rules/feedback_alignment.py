@@ -7,8 +7,8 @@ from typing import ClassVar
 
 from torch import Tensor
 
-from apical.layers import FeedbackInit, FeedbackLayer, SendBack
-from apical.rules.base import FeedbackSpec, Rule, require_feedback
+from apical.layers import FeedbackInit, FeedbackLayer, FeedbackSpec, SendBack
+from apical.rules.base import Rule, require_feedback
 
 
 class FixedFeedbackPath:

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from torch import Tensor
 
-from apical.rules.base import FeedbackSpec
+from apical.layers import FeedbackSpec
 from apical.rules.feedback_alignment import FeedbackAlignment
 
 

@@ -56,6 +56,16 @@ def test_residual_net_with_batchnorm_is_converted(name):
     assert all(type(model.get_submodule(n)) in (nn.Linear, nn.Conv2d) for n in swapped)
 
 
+def test_only_layers_reading_the_data_go_without_feedback():
+    model = nn.Sequential(nn.BatchNorm1d(4), nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2))
+    net = apical.convert(model, apical.make_rule("fa"), torch.randn(5, 4))
+    assert net[1].feedback.shape == (3, 4)  # its input comes through BatchNorm's parameters
+    flat = apical.convert(
+        nn.Sequential(nn.Flatten(), nn.Linear(12, 3)), apical.make_rule("fa"), torch.randn(2, 3, 4)
+    )
+    assert flat[1].feedback is None  # a flattened view of the data is still the data
+
+
 def test_conversion_leaves_batchnorm_statistics_alone():
     model = TinyResNet()
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -68,7 +78,7 @@ def test_conversion_leaves_batchnorm_statistics_alone():
 
 def test_dfa_projections_sized_by_activation_shapes():
     net = apical.convert(TinyResNet(), apical.make_rule("dfa"), torch.randn(2, 3, 16, 16))
-    assert net.stem.feedback.shape == (5, 3 * 16 * 16)
+    assert net.stem.feedback is None  # reads the data: no error is sent there
     assert net.block.conv1.feedback.shape == (5, 8 * 8 * 8)
     assert net.head[2].feedback.shape == (5, 32)
     assert net.fc.feedback.shape == (5, 16)

@@ -15,7 +15,7 @@ from apical import FeedbackConv2d, FeedbackInit, FeedbackLinear, FeedbackSpec
 
 def _set_feedback_to_weights(model):
     for m in model.modules():
-        if isinstance(m, apical.layers.FeedbackLayer):
+        if isinstance(m, apical.layers.FeedbackLayer) and m.feedback is not None:
             m.feedback.copy_(m.weight)
 
 

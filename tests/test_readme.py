@@ -17,7 +17,7 @@ def test_readme_python_example_runs():
     scope: dict = {}
     exec(compile(code, "README.md", "exec"), scope)
     model = scope["model"]
-    assert model[1].feedback.shape == (500, 784)  # converted for FA
+    assert model[3].feedback.shape == (10, 500)  # converted for FA
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
 
 

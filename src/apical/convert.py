@@ -15,15 +15,22 @@ from apical.rules.base import Rule
 _SWAPPABLE = (nn.Linear, nn.Conv2d, FeedbackLayer)
 
 
-def _trace(model: nn.Module, example_input: Tensor) -> tuple[dict[str, tuple[int, ...]], int]:
-    """Input shape (without batch) of every swappable layer, in call order; output size."""
+def _trace(
+    model: nn.Module, example_input: Tensor
+) -> tuple[dict[str, tuple[int, ...]], set[str], int]:
+    """Input shape (without batch) of every swappable layer in call order, the layers that
+    read the model's input itself (or a view of it, e.g. flattened), and the output size."""
     shapes: dict[str, tuple[int, ...]] = {}
+    on_input: set[str] = set()
+    storage = example_input.untyped_storage().data_ptr()
     hooks = []
     for name, module in model.named_modules():
         if isinstance(module, _SWAPPABLE):
 
             def record(mod, args, name=name):
                 shapes.setdefault(name, tuple(args[0].shape[1:]))
+                if args[0].untyped_storage().data_ptr() == storage:
+                    on_input.add(name)
 
             hooks.append(module.register_forward_pre_hook(record))
     was_training = model.training
@@ -42,7 +49,7 @@ def _trace(model: nn.Module, example_input: Tensor) -> tuple[dict[str, tuple[int
             h.remove()
         model.load_state_dict(buffers)
         model.train(was_training)
-    return shapes, math.prod(out.shape[1:])
+    return shapes, on_input, math.prod(out.shape[1:])
 
 
 def _swap(
@@ -50,11 +57,13 @@ def _swap(
     rule: Rule,
     input_shape: tuple[int, ...] | None,
     n_outputs: int,
+    reads_input: bool,
     generator: torch.Generator | None,
 ) -> FeedbackLayer:
+    spec = rule.feedback_spec(tuple(module.weight.shape), input_shape, n_outputs)
     kwargs = dict(
         bias=module.bias is not None,
-        feedback=rule.feedback_spec(tuple(module.weight.shape), input_shape, n_outputs),
+        feedback=None if reads_input else spec,
         generator=generator,
         device=module.weight.device,
         dtype=module.weight.dtype,
@@ -91,21 +100,23 @@ def convert(
 
     `example_input` (a batch) is run once to find each layer's input shape (which sizes
     direct-feedback projections) and the call order: the last layer called is the
-    "output" layer, the others "hidden". Feedback tensors are drawn from `generator`
-    (the global RNG when None). The model's buffers and training mode are left as they were.
+    "output" layer, the others "hidden". A layer that reads the model's input directly gets
+    no feedback tensor: no rule sends an error into the data. Feedback tensors are drawn
+    from `generator` (the global RNG when None). The model's buffers and training mode are
+    left as they were.
     """
     if not isinstance(model, nn.Module):
         raise ApicalError(f"convert expects a torch.nn.Module, got {type(model).__name__}")
     if not inplace:
         model = copy.deepcopy(model)
-    shapes, n_outputs = _trace(model, example_input)
+    shapes, on_input, n_outputs = _trace(model, example_input)
     if not shapes:
         raise ApicalError("the model has no nn.Linear or nn.Conv2d layer to convert")
     output_layer = list(shapes)[-1]
     for name, module in list(model.named_modules()):
         if not isinstance(module, _SWAPPABLE):
             continue
-        new = _swap(module, rule, shapes.get(name), n_outputs, generator)
+        new = _swap(module, rule, shapes.get(name), n_outputs, name in on_input, generator)
         new.position = "output" if name == output_layer else "hidden"
         if not name:
             return new  # the model itself was a single layer

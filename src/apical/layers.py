@@ -156,7 +156,9 @@ class FeedbackLayer(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         path = _PATH.get()
-        send_back = path.send_back(self, x) if path is not None else None
+        # no error is sent into an input that needs none (the data): exact local gradients
+        needs_path = path is not None and x.requires_grad
+        send_back = path.send_back(self, x) if needs_path else None
         if send_back is None:
             return self._compute(x, self.weight, self.bias)
         return _FeedbackFunction.apply(x, self.weight, self.bias, self, send_back)

@@ -93,12 +93,14 @@ def _parse_sizes(text: str | None) -> list[int] | None:
 )
 @click.option("--dataset", help="digits, xor, mnist, fashion-mnist or cifar10.")
 @click.option("--data-dir", help="Folder with the dataset files (default: $APICAL_DATA).")
-@click.option("--model", help="mlp or convnet.")
+@click.option(
+    "--model", help="mlp, convnet or a paper net (burstprop_mlp, burstprop_convnet, ...)."
+)
 @click.option("--hidden", help="Hidden sizes of the mlp, comma-separated (e.g. 500,500).")
 @click.option("--activation", help="tanh, relu or sigmoid.")
 @click.option("--rule", help="Learning rule (see `apical rules`).")
 @click.option("--loss", help="cross_entropy or mse.")
-@click.option("--optimizer", help="sgd, adam or adamw.")
+@click.option("--optimizer", help="sgd, adam, adamw or decoupled_sgd (burstprop's).")
 @click.option("--lr", type=float, help="Learning rate (hidden layers).")
 @click.option("--output-lr", type=float, help="Learning rate of the output layer.")
 @click.option("--momentum", type=float, help="SGD momentum.")

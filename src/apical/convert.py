@@ -58,12 +58,14 @@ def _swap(
     input_shape: tuple[int, ...] | None,
     n_outputs: int,
     reads_input: bool,
+    position: str,
     generator: torch.Generator | None,
 ) -> FeedbackLayer:
     spec = rule.feedback_spec(tuple(module.weight.shape), input_shape, n_outputs)
     kwargs = dict(
         bias=module.bias is not None,
         feedback=None if reads_input else spec,
+        recurrent=rule.recurrent_spec(tuple(module.weight.shape), position),
         generator=generator,
         device=module.weight.device,
         dtype=module.weight.dtype,
@@ -116,8 +118,11 @@ def convert(
     for name, module in list(model.named_modules()):
         if not isinstance(module, _SWAPPABLE):
             continue
-        new = _swap(module, rule, shapes.get(name), n_outputs, name in on_input, generator)
-        new.position = "output" if name == output_layer else "hidden"
+        position = "output" if name == output_layer else "hidden"
+        new = _swap(
+            module, rule, shapes.get(name), n_outputs, name in on_input, position, generator
+        )
+        new.position = position
         if not name:
             return new  # the model itself was a single layer
         parent_name, _, attr = name.rpartition(".")

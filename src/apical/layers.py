@@ -13,6 +13,7 @@ The weight and bias gradients are always the exact local ones (delta_out x^T), s
 rule changes only the signal sent down. B is stored with W's shape (so B = W gives
 backprop exactly); a direct-feedback projection D has shape (n_outputs, prod(input shape)).
 B is a buffer when it is fixed and a parameter when it learns (Kolen–Pollack).
+Outside a rule, `feedback` and `recurrent` play no part in the forward pass.
 """
 
 from __future__ import annotations
@@ -131,24 +132,34 @@ class FeedbackLayer(nn.Module):
 
     position: "hidden" or "output" (set by `apical.convert` from the forward order); it
     selects the optimizer parameter group (see `apical.param_groups`).
+    recurrent: an optional lateral matrix Z (n x n, or C x C for a conv layer) for rules
+    that use one (burstprop's dendrite-targeting inhibition); a buffer changed only by
+    the rule's `after_step`.
     """
 
     weight: nn.Parameter
     bias: nn.Parameter | None
     feedback: Tensor | None
+    recurrent: Tensor | None
     position: str
 
-    def _init_feedback(self, spec: FeedbackSpec | None, generator: torch.Generator | None) -> None:
+    def _init_feedback(
+        self,
+        spec: FeedbackSpec | None,
+        recurrent: FeedbackSpec | None,
+        generator: torch.Generator | None,
+    ) -> None:
         self.position = "hidden"
-        if spec is None:
-            self.register_buffer("feedback", None)
-            return
-        b = spec.init.draw(tuple(spec.shape or self.weight.shape), generator)
-        b = b.to(self.weight.device, self.weight.dtype)
-        if spec.learn:
-            self.feedback = nn.Parameter(b)
-        else:
-            self.register_buffer("feedback", b)
+        for name, s in (("feedback", spec), ("recurrent", recurrent)):
+            if s is None:
+                self.register_buffer(name, None)
+                continue
+            t = s.init.draw(tuple(s.shape or self.weight.shape), generator)
+            t = t.to(self.weight.device, self.weight.dtype)
+            if s.learn:
+                setattr(self, name, nn.Parameter(t))
+            else:
+                self.register_buffer(name, t)
 
     @property
     def learns_feedback(self) -> bool:
@@ -184,6 +195,7 @@ class FeedbackLinear(FeedbackLayer):
         bias: bool = True,
         *,
         feedback: FeedbackSpec | None = None,
+        recurrent: FeedbackSpec | None = None,
         generator: torch.Generator | None = None,
         device=None,
         dtype=None,
@@ -192,7 +204,7 @@ class FeedbackLinear(FeedbackLayer):
         base = nn.Linear(in_features, out_features, bias, device=device, dtype=dtype)
         self.in_features, self.out_features = in_features, out_features
         self.weight, self.bias = base.weight, base.bias
-        self._init_feedback(feedback, generator)
+        self._init_feedback(feedback, recurrent, generator)
 
     def extra_repr(self) -> str:
         fb = None if self.feedback is None else tuple(self.feedback.shape)
@@ -245,6 +257,7 @@ class FeedbackConv2d(FeedbackLayer):
         bias: bool = True,
         *,
         feedback: FeedbackSpec | None = None,
+        recurrent: FeedbackSpec | None = None,
         generator: torch.Generator | None = None,
         device=None,
         dtype=None,
@@ -260,7 +273,7 @@ class FeedbackConv2d(FeedbackLayer):
         self.kernel_size, self.stride = base.kernel_size, base.stride
         self.padding, self.dilation, self.groups = base.padding, base.dilation, groups
         self.weight, self.bias = base.weight, base.bias
-        self._init_feedback(feedback, generator)
+        self._init_feedback(feedback, recurrent, generator)
 
     def extra_repr(self) -> str:
         fb = None if self.feedback is None else tuple(self.feedback.shape)

@@ -7,7 +7,9 @@ For each feedback layer l (named as in the model):
 - `feedback_angle`, `feedback_norm_ratio`: for the matrix that carries the error down
   through layer l (B_l, stored with W_l's shape, i.e. Y_{l-1} = B_l^T in the papers'
   notation), the angle to W_l and ||B_l|| / ||W_l||; omitted where the rule has no
-  matrix of W's shape (DFA's hidden projections).
+  matrix of W's shape (DFA's hidden projections);
+- any per-layer diagnostics the rule reports (burstprop: `apical`, the mean absolute
+  apical potential).
 """
 
 from __future__ import annotations
@@ -79,7 +81,8 @@ def alignment(
     """
     saved = {k: v.clone() for k, v in model.named_buffers()}
     try:
-        ours = rule.directions(model, x, y, generator).directions
+        step = rule.directions(model, x, y, generator)
+        ours = step.directions
         exact = Backprop(loss=rule.loss).directions(model, x, y).directions
     finally:
         with torch.no_grad():
@@ -98,6 +101,7 @@ def alignment(
         if fb is not None and fb.shape == layer.weight.shape:
             row["feedback_angle"] = angle(fb, layer.weight)
             row["feedback_norm_ratio"] = float(fb.detach().norm() / layer.weight.detach().norm())
+        row.update({k: float(v) for k, v in step.diagnostics.get(name, {}).items()})
         out[name] = row
     return out
 

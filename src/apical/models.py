@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable, Sequence
 from itertools import pairwise
 
+import torch
 from torch import nn
 
 from apical.errors import ApicalError
@@ -59,7 +60,111 @@ def convnet(
     return nn.Sequential(*layers)
 
 
-MODELS: dict[str, Callable[..., nn.Module]] = {"mlp": mlp, "convnet": convnet}
+def _xavier(model: nn.Module, gain: float) -> nn.Module:
+    for m in model.modules():
+        if isinstance(m, nn.Linear | nn.Conv2d):
+            nn.init.xavier_normal_(m.weight, gain=gain)
+            nn.init.zeros_(m.bias)
+    return model
+
+
+def _conv_stack(
+    c: int, spec: Sequence[tuple[int, int, int]], activation: str
+) -> tuple[list[nn.Module], int]:
+    layers: list[nn.Module] = []
+    for out, k, s in spec:
+        layers += [nn.Conv2d(c, out, k, stride=s), _activation(activation)]
+        c = out
+    return layers, c
+
+
+def _flat_size(layers: list[nn.Module], input_shape: Sequence[int]) -> int:
+    with torch.no_grad():
+        return math.prod(nn.Sequential(*layers)(torch.zeros(1, *input_shape)).shape[1:])
+
+
+def burstprop_mlp(
+    input_shape: Sequence[int],
+    n_classes: int,
+    hidden: Sequence[int] = (500, 500, 500),
+    init_gain: float = 1.0,
+) -> nn.Sequential:
+    """NN 2021 MNIST net (authors' `MNISTNet`): logistic units throughout, 784-500x3-10 by
+    default, Xavier-normal weights (gain 1 since June 2021), zero biases."""
+    sizes = [math.prod(input_shape), *hidden, n_classes]
+    layers: list[nn.Module] = [nn.Flatten()]
+    for a, b in pairwise(sizes):
+        layers += [nn.Linear(a, b), nn.Sigmoid()]
+    return _xavier(nn.Sequential(*layers), init_gain)
+
+
+def burstprop_convnet(
+    input_shape: Sequence[int],
+    n_classes: int,
+    channels: Sequence[int] = (64, 128, 256),
+    fc: int = 1024,
+    init_gain: float = 3.6,
+) -> nn.Sequential:
+    """NN 2021 CIFAR-10 net (authors' `CIFAR10ConvNet`): conv k5 s2, conv k5 s2, conv k3
+    (no padding, no pooling; 32 -> 14 -> 5 -> 3), FC 2304-1024, read-out; logistic units,
+    Xavier-normal gain 3.6. On 28x28 inputs (Fashion-MNIST) the FC input is 256*2*2."""
+    if len(input_shape) != 3:
+        raise ApicalError(f"burstprop_convnet needs images (C, H, W), got {tuple(input_shape)}")
+    kernels = [(5, 2), (5, 2), (3, 1)]
+    convs, _ = _conv_stack(
+        input_shape[0], [(c, k, s) for c, (k, s) in zip(channels, kernels, strict=True)], "sigmoid"
+    )
+    flat = _flat_size(convs, input_shape)
+    layers = [*convs, nn.Flatten(), nn.Linear(flat, fc), nn.Sigmoid()]
+    layers += [nn.Linear(fc, n_classes), nn.Sigmoid()]
+    return _xavier(nn.Sequential(*layers), init_gain)
+
+
+def burstprop_convnet_fa(input_shape: Sequence[int], n_classes: int, **options) -> nn.Sequential:
+    """The enlarged fixed-feedback CIFAR-10 net (conv 64-256-256, FC 1480), whose 4.43 M
+    forward weights match the learned-feedback net's forward plus feedback weights."""
+    return burstprop_convnet(input_shape, n_classes, channels=(64, 256, 256), fc=1480, **options)
+
+
+def burstprop_imagenet(
+    input_shape: Sequence[int],
+    n_classes: int,
+    channels: Sequence[int] = (48, 48, 96, 96, 192, 192, 384),
+) -> nn.Sequential:
+    """NN 2021 ImageNet net (authors' `ImageNetConvNet`): seven ReLU conv layers (k9 s4,
+    k3 s2, k5, k3 s2, k3, k3 s2, k3; 224 -> 1x1), FC to the classes, softmax read-out (no
+    output activation). Kaiming-normal (fan_out) convs, N(0, 0.01) FC, zero biases."""
+    kernels = [(9, 4), (3, 2), (5, 1), (3, 2), (3, 1), (3, 2), (3, 1)]
+    convs, _ = _conv_stack(
+        input_shape[0], [(c, k, s) for c, (k, s) in zip(channels, kernels, strict=True)], "relu"
+    )
+    model = nn.Sequential(
+        *convs, nn.Flatten(), nn.Linear(_flat_size(convs, input_shape), n_classes)
+    )
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.01)
+        if isinstance(m, nn.Conv2d | nn.Linear):
+            nn.init.zeros_(m.bias)
+    return model
+
+
+def burstprop_imagenet_fa(input_shape: Sequence[int], n_classes: int) -> nn.Sequential:
+    """The enlarged fixed-feedback ImageNet net (48-96-96-192-192-384-470 channels)."""
+    return burstprop_imagenet(input_shape, n_classes, channels=(48, 96, 96, 192, 192, 384, 470))
+
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "mlp": mlp,
+    "convnet": convnet,
+    "burstprop_mlp": burstprop_mlp,
+    "burstprop_convnet": burstprop_convnet,
+    "burstprop_convnet_fa": burstprop_convnet_fa,
+    "burstprop_imagenet": burstprop_imagenet,
+    "burstprop_imagenet_fa": burstprop_imagenet_fa,
+}
 
 
 def build_model(name: str, input_shape: Sequence[int], n_classes: int, **options) -> nn.Module:

@@ -23,16 +23,18 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from apical.augment import AUGMENTATIONS, augment
 from apical.convert import convert
 from apical.data import Dataset, load_dataset
 from apical.errors import ApicalError
 from apical.metrics import alignment, evaluate, mean_hidden_angle
 from apical.models import build_model
+from apical.optim import DecoupledMomentumSGD
 from apical.params import param_groups
 from apical.rules import Rule, make_rule
 from apical.runs import load_checkpoint, save_checkpoint, write_json, write_jsonl
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
+OPTIMIZERS = ("sgd", "adam", "adamw", "decoupled_sgd")
 SCHEDULES = ("constant", "cosine")
 
 
@@ -44,6 +46,7 @@ class TrainConfig:
     data_dir: str | None = None
     val_size: int | float = 0.1
     standardize: bool = True
+    augment: str = "none"
     model: str = "mlp"
     model_options: dict[str, Any] = field(default_factory=dict)
     rule: str = "backprop"
@@ -82,6 +85,10 @@ class TrainConfig:
             raise ApicalError(
                 f"unknown optimizer {self.optimizer!r}; known: {', '.join(OPTIMIZERS)}"
             )
+        if self.augment not in AUGMENTATIONS:
+            raise ApicalError(
+                f"unknown augmentation {self.augment!r}; known: {', '.join(AUGMENTATIONS)}"
+            )
         if self.schedule not in SCHEDULES:
             raise ApicalError(f"unknown schedule {self.schedule!r}; known: {', '.join(SCHEDULES)}")
         for name in ("lr", "epochs", "batch_size"):
@@ -116,6 +123,10 @@ def make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimiz
     groups = param_groups(model, config.lr, config.output_lr)
     if config.optimizer == "sgd":
         return torch.optim.SGD(
+            groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+    if config.optimizer == "decoupled_sgd":
+        return DecoupledMomentumSGD(
             groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
         )
     cls = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
@@ -212,6 +223,7 @@ def train(
     generators = {
         "rule": torch.Generator(device).manual_seed(config.seed + 2),
         "shuffle": torch.Generator().manual_seed(config.seed + 3),
+        "augment": torch.Generator(device).manual_seed(config.seed + 6),
     }
     n = len(data.x_train)
     pick = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed + 4))
@@ -251,15 +263,14 @@ def train(
         )
         for i in bar:
             idx = perm[i * config.batch_size : (i + 1) * config.batch_size]
-            result = rule.directions(
-                model, data.x_train[idx], data.y_train[idx], generators["rule"]
-            )
+            x = augment(config.augment, data.x_train[idx], generators["augment"])
+            result = rule.directions(model, x, data.y_train[idx], generators["rule"])
             for name, direction in result.directions.items():
                 params[name].grad = direction
             if config.grad_clip:
                 nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
-            rule.after_step(model)
+            rule.after_step(model, result)
             step += 1
             bad = ~torch.isfinite(result.loss) & (first_bad < 0)
             first_bad = torch.where(bad, step, first_bad)

@@ -9,14 +9,24 @@ from apical.errors import ApicalError
 from apical.layers import FeedbackInit, FeedbackSpec
 from apical.rules.backprop import Backprop
 from apical.rules.base import Rule, Step
+from apical.rules.burstprop import Burstprop
 from apical.rules.direct_feedback import DirectFeedbackAlignment
 from apical.rules.feedback_alignment import FeedbackAlignment
 from apical.rules.kolen_pollack import KolenPollack
+from apical.rules.node_perturbation import NodePerturbation
 from apical.rules.sign_symmetry import SignSymmetry
 
 RULES: dict[str, type[Rule]] = {
     cls.name: cls
-    for cls in (Backprop, FeedbackAlignment, DirectFeedbackAlignment, SignSymmetry, KolenPollack)
+    for cls in (
+        Backprop,
+        FeedbackAlignment,
+        DirectFeedbackAlignment,
+        SignSymmetry,
+        KolenPollack,
+        Burstprop,
+        NodePerturbation,
+    )
 }
 
 

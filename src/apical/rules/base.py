@@ -9,7 +9,7 @@ directions into `.grad` and steps any torch.optim optimizer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
@@ -23,12 +23,15 @@ from apical.params import parameter_roles
 
 @dataclass(frozen=True)
 class Step:
-    """One evaluation of a rule: detached loss and outputs, and a direction per parameter
-    name (as in `model.named_parameters()`)."""
+    """One evaluation of a rule: detached loss and outputs, a direction per parameter name
+    (as in `model.named_parameters()`), increments of buffers that no loss drives (applied
+    only by `after_step`, so probes never apply them), and per-layer diagnostics."""
 
     loss: Tensor
     outputs: Tensor
     directions: dict[str, Tensor]
+    state_updates: dict[str, Tensor] = field(default_factory=dict)
+    diagnostics: dict[str, dict[str, Tensor]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,6 +52,10 @@ class Rule:
         """The feedback tensor a converted layer gets (None: no feedback tensor)."""
         return None
 
+    def recurrent_spec(self, weight_shape: tuple[int, ...], position: str) -> FeedbackSpec | None:
+        """The recurrent (lateral) tensor a converted layer gets (None: none)."""
+        return None
+
     def path(self, generator: torch.Generator | None) -> BackwardPath | None:
         """The backward path installed during the forward pass (None: exact gradients)."""
         return None
@@ -60,8 +67,14 @@ class Rule:
         None where the rule has none of W's shape (for the alignment metrics)."""
         return layer.weight
 
-    def after_step(self, model: nn.Module) -> None:
-        """State that no loss drives changes here, after the optimizer step (none by default)."""
+    @torch.no_grad()
+    def after_step(self, model: nn.Module, step: Step) -> None:
+        """After the optimizer step: add `step.state_updates` to the model's buffers (the
+        state that no loss drives, such as burstprop's recurrent Z). Probes never call it."""
+        if step.state_updates:
+            buffers = dict(model.named_buffers())
+            for name, delta in step.state_updates.items():
+                buffers[name].add_(delta)
 
     # -- the pure function ----------------------------------------------------------------
     def run(self, model: nn.Module, x: Tensor, generator: torch.Generator | None) -> Tensor:

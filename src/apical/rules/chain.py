@@ -1,0 +1,104 @@
+"""Sequential chains: what burstprop and node perturbation can run on.
+
+A chain is an nn.Sequential (nested ones are flattened) of feedback layers, each followed
+by at most one activation (Sigmoid or ReLU), with nn.Flatten allowed anywhere. Anything
+else (a residual branch, BatchNorm, pooling) is refused with a clear error, since these
+rules need "the layer above" of every layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from apical.errors import ApicalError
+from apical.layers import FeedbackLayer
+
+ACTIVATIONS = {nn.Sigmoid: "sigmoid", nn.ReLU: "relu"}
+
+
+@dataclass
+class Stage:
+    name: str
+    layer: FeedbackLayer
+    activation: str | None = None
+    flatten_before: bool = False
+
+
+@dataclass
+class Record:
+    """One stage's forward values: the layer's input x, pre-activation v, activation e."""
+
+    x: Tensor
+    v: Tensor
+    e: Tensor
+
+
+def _modules(model: nn.Module, prefix: str = ""):
+    for name, child in model.named_children():
+        full = f"{prefix}{name}"
+        if type(child) is nn.Sequential:
+            yield from _modules(child, full + ".")
+        else:
+            yield full, child
+
+
+def sequential_chain(model: nn.Module, rule: str) -> list[Stage]:
+    """The stages of `model`, or ApicalError naming the first module that does not fit."""
+    hint = (
+        f"rule {rule!r} needs an nn.Sequential chain of feedback layers, Sigmoid/ReLU "
+        "activations and Flatten"
+    )
+    if type(model) is not nn.Sequential:
+        raise ApicalError(f"{hint}; got a {type(model).__name__}")
+    stages: list[Stage] = []
+    flatten = False
+    for name, module in _modules(model):
+        if isinstance(module, FeedbackLayer):
+            stages.append(Stage(name, module, flatten_before=flatten))
+            flatten = False
+        elif type(module) in ACTIVATIONS and stages and stages[-1].activation is None:
+            stages[-1].activation = ACTIVATIONS[type(module)]
+        elif isinstance(module, nn.Flatten) and module.start_dim == 1 and module.end_dim == -1:
+            flatten = True
+        else:
+            raise ApicalError(f"{hint}; module {name!r} is a {type(module).__name__}")
+    if not stages:
+        raise ApicalError(f"{hint}; the model has no feedback layer")
+    if flatten:
+        raise ApicalError(f"{hint}; a Flatten after the last layer is not supported")
+    return stages
+
+
+def activate(kind: str | None, v: Tensor) -> Tensor:
+    if kind == "sigmoid":
+        return torch.sigmoid(v)
+    if kind == "relu":
+        return torch.relu(v)
+    return v
+
+
+def derivative(kind: str | None, v: Tensor, e: Tensor) -> Tensor:
+    """f'(v) from v and e = f(v)."""
+    if kind == "sigmoid":
+        return e * (1 - e)
+    if kind == "relu":
+        return (v > 0).to(v.dtype)
+    return torch.ones_like(v)
+
+
+def run_chain(stages: list[Stage], x: Tensor, noise: list[Tensor] | None = None) -> list[Record]:
+    """Forward pass stage by stage (no autograd); `noise[i]` is added to stage i's v."""
+    records = []
+    for i, st in enumerate(stages):
+        if st.flatten_before:
+            x = x.flatten(1)
+        v = st.layer._compute(x, st.layer.weight, st.layer.bias)
+        if noise is not None:
+            v = v + noise[i]
+        e = activate(st.activation, v)
+        records.append(Record(x, v, e))
+        x = e
+    return records

@@ -84,7 +84,9 @@ def test_missing_dataset_names_the_file(tmp_path):
 def test_rules_and_reproduce_list():
     r = apical("rules")
     names = [line.split()[0] for line in r.stdout.splitlines()]
-    assert names == ["backprop", "fa", "dfa", "sign_symmetry", "kolen_pollack"]
+    assert names == [
+        "backprop", "fa", "dfa", "sign_symmetry", "kolen_pollack", "burstprop", "node_perturbation"
+    ]  # fmt: skip
     r = apical("reproduce", "--list")
     assert "fa-mnist:" in r.stdout and "published" in r.stdout
 

@@ -3,10 +3,14 @@ same process.
 
     python benchmarks/rules_vs_backprop.py [--device cpu|cuda|all] [--reps 15] [--json]
 
-Models: an MLP 784-1024-1024-10 (ReLU) at batch 256, and a small CIFAR-size conv net
+Models: an MLP 784-1024-1024-10 (ReLU) at batch 256 and a small CIFAR-size conv net
 (apical's `convnet`: two 3x3 conv + pool blocks of 32 and 64 channels, FC 4096-256-10) at
-batch 128. One step = forward, the rule's directions (autograd for plain backprop),
-writing `.grad`, and an SGD-with-momentum step. Repetitions are interleaved across rules
+batch 128, for the feedback-alignment family (cross-entropy); and the NN 2021 MNIST net
+(784-500x3-10) and CIFAR-10 net at batch 32, logistic units and squared error, for
+burstprop with fixed feedback and no Z, and with learned feedback and Z (the paper's
+configuration). One step = forward, the rule's directions (autograd for plain backprop),
+writing `.grad`, an SGD-with-momentum step, and the rule's after_step (burstprop's Z).
+Inputs are synthetic (random normal). Repetitions are interleaved across rules
 (in a shuffled order) and the median time of each is reported, divided by plain
 backprop's median.
 """
@@ -20,14 +24,16 @@ import random
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 import apical
-from apical.models import convnet, mlp
+from apical.losses import get_loss
+from apical.models import burstprop_convnet, burstprop_mlp, convnet, mlp
 
-RULES = {
+FA_FAMILY = {
     "backprop (apical)": ("backprop", {}),
     "fa": ("fa", {}),
     "dfa": ("dfa", {}),
@@ -35,11 +41,42 @@ RULES = {
     "sign_symmetry (random magnitudes)": ("sign_symmetry", {"random_magnitudes": True}),
     "kolen_pollack": ("kolen_pollack", {}),
 }
-MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...], int]] = {
-    "mlp 784-1024-1024-10, batch 256": (
-        lambda: mlp((784,), 10, hidden=(1024, 1024), activation="relu"), (784,), 256,
+BURSTPROP = {
+    "backprop (apical)": ("backprop", {"loss": "mse"}),
+    "burstprop, fixed feedback, no Z": (
+        "burstprop",
+        {"learn_feedback": False, "recurrent": False},
     ),
-    "convnet 32x32x3, batch 128": (lambda: convnet((3, 32, 32), 10), (3, 32, 32), 128),
+    "burstprop, learned feedback + Z (paper)": (
+        "burstprop",
+        {"learn_feedback": True, "recurrent": True},
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    build: Callable[[], nn.Module]
+    shape: tuple[int, ...]
+    batch: int
+    loss: str
+    rules: dict[str, tuple[str, dict]]
+
+
+MODELS = {
+    "mlp 784-1024-1024-10, batch 256": Case(
+        lambda: mlp((784,), 10, hidden=(1024, 1024), activation="relu"), (784,), 256,
+        "cross_entropy", FA_FAMILY,
+    ),
+    "convnet 32x32x3, batch 128": Case(
+        lambda: convnet((3, 32, 32), 10), (3, 32, 32), 128, "cross_entropy", FA_FAMILY
+    ),
+    "NN 2021 MNIST net 784-500x3-10 (logistic, MSE), batch 32": Case(
+        lambda: burstprop_mlp((784,), 10), (784,), 32, "mse", BURSTPROP
+    ),
+    "NN 2021 CIFAR-10 net (logistic, MSE), batch 32": Case(
+        lambda: burstprop_convnet((3, 32, 32), 10), (3, 32, 32), 32, "mse", BURSTPROP
+    ),
 }  # fmt: skip
 
 
@@ -48,10 +85,12 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def _plain_step(model: nn.Module, opt, x, y) -> Callable[[], None]:
+def _plain_step(model: nn.Module, opt, x, y, loss: str) -> Callable[[], None]:
+    loss_fn = get_loss(loss)
+
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        nn.functional.cross_entropy(model(x), y).backward()
+        loss_fn(model(x), y).backward()
         opt.step()
 
     return step
@@ -61,25 +100,26 @@ def _rule_step(model: nn.Module, rule, opt, x, y, gen) -> Callable[[], None]:
     params = dict(model.named_parameters())
 
     def step() -> None:
-        for name, d in rule.directions(model, x, y, gen).directions.items():
+        result = rule.directions(model, x, y, gen)
+        for name, d in result.directions.items():
             params[name].grad = d
         opt.step()
+        rule.after_step(model, result)
 
     return step
 
 
-def bench_model(builder, shape, batch, device, reps: int, steps: int) -> dict[str, float]:
+def bench_model(case: Case, device, reps: int, steps: int) -> dict[str, float]:
     torch.manual_seed(0)
-    x = torch.randn(batch, *shape, device=device)
-    y = torch.randint(0, 10, (batch,), device=device)
-    plain = builder().to(device)
-    fns = {
-        "plain backprop": _plain_step(plain, torch.optim.SGD(plain.parameters(), 0.01, 0.9), x, y)
-    }
+    x = torch.randn(case.batch, *case.shape, device=device)
+    y = torch.randint(0, 10, (case.batch,), device=device)
+    plain = case.build().to(device)
+    opt = torch.optim.SGD(plain.parameters(), 0.01, 0.9)
+    fns = {"plain backprop": _plain_step(plain, opt, x, y, case.loss)}
     gen = torch.Generator(device).manual_seed(0)
-    for label, (name, opts) in RULES.items():
-        rule = apical.make_rule(name, **opts)
-        model = apical.convert(builder(), rule, x[:2].cpu()).to(device)
+    for label, (name, opts) in case.rules.items():
+        rule = apical.make_rule(name, **{"loss": case.loss, **opts})
+        model = apical.convert(case.build(), rule, x[:2].cpu()).to(device)
         opt = torch.optim.SGD(apical.param_groups(model, 0.01), lr=0.01, momentum=0.9)
         fns[label] = _rule_step(model, rule, opt, x, y, gen)
     for fn in fns.values():  # warm-up
@@ -109,6 +149,7 @@ def main() -> None:
     p.add_argument("--device", default="all", help="cpu, cuda or all (cuda where present)")
     p.add_argument("--reps", type=int, default=15, help="interleaved repetitions")
     p.add_argument("--steps", type=int, default=5, help="steps per timed repetition")
+    p.add_argument("--only", help="run only the models whose name contains this text")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args()
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
@@ -119,12 +160,19 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "ratios": {},
+        # the authors' code against its own autograd baseline, 2 CPU cores (originals.md
+        # section 3: 0.016 / 0.0044 s per MNIST batch, 0.081 / 0.051 s per CIFAR-10 batch)
+        "original_code_ratios": {
+            "burstprop learned feedback + Z, MNIST 784-500x3-10": 3.6,
+            "burstprop learned feedback + Z, CIFAR-10 net": 1.6,
+        },
     }
     for dev in devices:
         device = torch.device(dev)
         result["ratios"][dev] = {
-            name: bench_model(b, s, n, device, args.reps, args.steps)
-            for name, (b, s, n) in MODELS.items()
+            name: bench_model(case, device, args.reps, args.steps)
+            for name, case in MODELS.items()
+            if not args.only or args.only in name
         }
     if args.json:
         print(json.dumps(result, indent=2))
@@ -138,7 +186,7 @@ def main() -> None:
             )
             for rule, ratio in rows.items():
                 if rule != "plain backprop seconds per step":
-                    print(f"    {rule:<36} {ratio:.3f}x")
+                    print(f"    {rule:<42} {ratio:.3f}x")
 
 
 if __name__ == "__main__":

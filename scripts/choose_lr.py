@@ -34,6 +34,7 @@ def main() -> None:
         metavar="KEY=JSON",
         help="override a config field for every run, e.g. --set standardize=false",
     )
+    p.add_argument("--runs", help="comma-separated run labels (default: all)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args()
     if args.threads:
@@ -56,6 +57,8 @@ def main() -> None:
                 probe_every=0,
                 **extra,
             )
+            if args.runs:
+                configs = {k: v for k, v in configs.items() if k in args.runs.split(",")}
             for label, run in train_all(configs, progress=False, echo=lambda s: None).items():
                 results.setdefault(label, {})[str(lr)] = summary(run)["val_error"]
     best = {label: min(v, key=v.get) for label, v in results.items()}

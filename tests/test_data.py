@@ -199,3 +199,42 @@ def test_real_idx_files(name):
         assert (counts == 1000).all() and (np.bincount(labels) == 6000).all()
     data = load_dataset(name, folder.parent, val_size=10000)
     assert data.x_train.shape == (50000, 1, 28, 28) and data.x_test.shape == (10000, 1, 28, 28)
+
+
+def write_image_tree(root, classes=("cat", "dog", "eel"), per_class=3, seed=0):
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    colours = {}
+    for split in ("train", "val"):
+        for k, name in enumerate(classes):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(per_class if split == "train" else 1):
+                # a flat colour per class, on images of varying size and aspect ratio
+                colour = (80 * k + 20, 255 - 70 * k, 40 + 60 * k)
+                colours[name] = colour
+                w, h = int(rng.integers(20, 60)), int(rng.integers(20, 60))
+                Image.new("RGB", (w, h), colour).save(folder / f"{i}.jpg", quality=95)
+    return colours
+
+
+def test_image_folder_reader_on_generated_jpegs(tmp_path):
+    colours = write_image_tree(tmp_path / "imagenet")
+    (tmp_path / "imagenet" / "train" / "notes.txt").write_text("not an image folder entry")
+    data = load_dataset("imagefolder", tmp_path, val_size=2, image_size=16, standardize=False)
+    assert data.n_classes == 3
+    assert data.x_train.shape == (7, 3, 16, 16) and data.x_val.shape == (2, 3, 16, 16)
+    assert data.x_test.shape == (3, 3, 16, 16) and data.y_test.tolist() == [0, 1, 2]
+    for k, name in enumerate(("cat", "dog", "eel")):
+        mean = data.x_test[k].mean(dim=(1, 2)) * 255
+        assert torch.allclose(mean, torch.tensor(colours[name], dtype=torch.float32), atol=3)
+
+
+def test_image_folder_errors(tmp_path):
+    with pytest.raises(ApicalError, match="expected a class-per-folder tree with train/ and val/"):
+        load_dataset("imagefolder", tmp_path)
+    write_image_tree(tmp_path)
+    (tmp_path / "train" / "cat" / "broken.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(ApicalError, match=r"broken\.jpg is not a readable image"):
+        load_dataset("imagefolder", tmp_path, val_size=1)

@@ -14,7 +14,7 @@ from apical import __version__
 from apical.compare import format_table, summary, train_all
 from apical.errors import ApicalError
 from apical.experiments import experiments, get_experiment, verdicts
-from apical.plots import plot_runs
+from apical.plots import load_runs, plot_runs
 from apical.rules import RULES
 from apical.train import TrainConfig
 
@@ -91,7 +91,7 @@ def _parse_sizes(text: str | None) -> list[int] | None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="TOML file of TrainConfig fields; the options below override it.",
 )
-@click.option("--dataset", help="digits, xor, mnist, fashion-mnist or cifar10.")
+@click.option("--dataset", help="digits, xor, mnist, fashion-mnist, cifar10 or imagefolder.")
 @click.option("--data-dir", help="Folder with the dataset files (default: $APICAL_DATA).")
 @click.option(
     "--model", help="mlp, convnet or a paper net (burstprop_mlp, burstprop_convnet, ...)."
@@ -220,6 +220,18 @@ def reproduce(name: str | None, list_only: bool, data_dir: str | None, out: Path
     (out / exp.name / "summary.json").write_text(
         json.dumps({"final": final, "verdict": verdict}, indent=2)
     )
+    click.echo(f"figure: {fig}")
+
+
+@cli.command()
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="PNG to write (default: RUN/curves.png).")  # fmt: skip
+def plot(run: Path, out: Path | None) -> None:
+    """Plot learning curves, angles to backprop and apical potentials from RUN: a run
+    folder, or an experiment folder holding several (e.g. runs/burstprop-mnist)."""
+    runs = load_runs(run)
+    fig = plot_runs(runs, out or run / "curves.png", str(run))
     click.echo(f"figure: {fig}")
 
 

@@ -21,11 +21,11 @@ def train_all(
     cache: dict[tuple, Any] = {}
     runs = {}
     for label, cfg in configs.items():
-        key = (cfg.dataset, cfg.data_dir, cfg.val_size, cfg.seed, cfg.standardize)
+        key = (cfg.dataset, cfg.data_dir, cfg.val_size, cfg.seed, cfg.standardize, cfg.image_size)
         if key not in cache:
             cache[key] = load_dataset(
                 cfg.dataset, cfg.data_dir, val_size=cfg.val_size, seed=cfg.seed,
-                standardize=cfg.standardize,
+                standardize=cfg.standardize, image_size=cfg.image_size,
             )  # fmt: skip
         can_resume = resume and cfg.run_dir is not None and _has_checkpoint(cfg)
         echo(

@@ -34,7 +34,8 @@ IDX_FILES = {
 IDX_FOLDERS = {"mnist": "mnist", "fashion-mnist": "fashion-mnist"}
 CIFAR_FILES = [f"data_batch_{i}" for i in range(1, 6)]
 TENSOR_FIELDS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
-DATASETS = ("digits", "xor", "mnist", "fashion-mnist", "cifar10")
+DATASETS = ("digits", "xor", "mnist", "fashion-mnist", "cifar10", "imagefolder")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
 
 @dataclass(frozen=True)
@@ -167,6 +168,59 @@ def _load_cifar10(root: Path) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return (x_train, y_train, *as_tensors(*test))
 
 
+def _read_image_split(folder: Path, size: int, classes: list[str]) -> tuple[Tensor, Tensor]:
+    """Every image under folder/<class>/ resized (shorter side) and centre-cropped to
+    size x size, as uint8 -> float in [0, 1]; labels index `classes`."""
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError:
+        raise ApicalError(
+            "reading image folders needs Pillow: pip install 'apical[images]'"
+        ) from None
+    images, labels = [], []
+    for label, name in enumerate(classes):
+        files = sorted(p for p in (folder / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        for path in files:
+            try:
+                with Image.open(path) as im:
+                    im = im.convert("RGB")
+                    scale = size / min(im.size)
+                    w, h = max(size, round(im.width * scale)), max(size, round(im.height * scale))
+                    im = im.resize((w, h), Image.BILINEAR)
+                    left, top = (w - size) // 2, (h - size) // 2
+                    im = im.crop((left, top, left + size, top + size))
+                    images.append(np.asarray(im, dtype=np.uint8))
+            except (OSError, UnidentifiedImageError) as e:
+                raise ApicalError(
+                    f"{path} is not a readable image ({e}); remove or replace it"
+                ) from None
+            labels.append(label)
+    if not images:
+        raise ApicalError(f"no images (.jpg, .png, ...) in the class folders of {folder}")
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255.0)
+    return x, torch.tensor(labels)
+
+
+def _load_image_folder(root: Path, size: int) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
+    """A class-per-folder tree (ImageNet layout): root/train/<class>/*.jpg and
+    root/val/<class>/*.jpg; classes are the sorted folder names of train/."""
+    base = root / "imagenet" if (root / "imagenet" / "train").is_dir() else root
+    train_dir, val_dir = base / "train", base / "val"
+    for d in (train_dir, val_dir):
+        if not d.is_dir():
+            raise ApicalError(
+                f"{d} not found; expected a class-per-folder tree with train/ and val/ "
+                f"(looked in {root} and {root / 'imagenet'})"
+            )
+    classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir())
+    missing = sorted(p.name for p in val_dir.iterdir() if p.is_dir() and p.name not in classes)
+    if missing:
+        raise ApicalError(f"{val_dir} has classes absent from train/: {', '.join(missing[:5])}")
+    x, y = _read_image_split(train_dir, size, classes)
+    xt, yt = _read_image_split(val_dir, size, classes)
+    return x, y, xt, yt, len(classes)
+
+
 def _digits(seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """scikit-learn's 1,797 8x8 digits (values 0..16, scaled to [0, 1]); 360 held out as test
     by a fixed permutation (seed 0, independent of the run's seed)."""
@@ -193,6 +247,7 @@ def load_dataset(
     val_size: int | float = 0.1,
     seed: int = 0,
     standardize: bool = True,
+    image_size: int = 64,
     device: torch.device | str = "cpu",
 ) -> Dataset:
     """Load a dataset by name, hold `val_size` training examples out (a count, or a fraction
@@ -200,14 +255,20 @@ def load_dataset(
 
     With `standardize`, image channels get zero mean and unit variance over the training
     split. XOR has four points: its validation and test sets are those same four points.
+    "imagefolder" reads a class-per-folder tree (ImageNet's train/ and val/ layout) into
+    memory at `image_size` x `image_size` (shorter side resized, centre crop); its official
+    val/ split is the test set. Full-resolution ImageNet does not fit in memory this way.
     """
     if name not in DATASETS:
         raise ApicalError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
     if name == "xor":
         x, y, xt, yt = _xor()
         return Dataset(name, x, y, x, y, xt, yt, 2).to(device)
+    n_classes = 10
     if name == "digits":
         x, y, xt, yt = _digits(seed)
+    elif name == "imagefolder":
+        x, y, xt, yt, n_classes = _load_image_folder(data_root(data_dir), image_size)
     elif name == "cifar10":
         x, y, xt, yt = _load_cifar10(data_root(data_dir))
     else:
@@ -224,4 +285,4 @@ def load_dataset(
         mean = x_train.mean(dim=(0, 2, 3), keepdim=True)
         std = x_train.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-8)
         x_train, x_val, xt = ((a - mean) / std for a in (x_train, x_val, xt))
-    return Dataset(name, x_train, y[train], x_val, y[val], xt, yt, 10).to(device)
+    return Dataset(name, x_train, y[train], x_val, y[val], xt, yt, n_classes).to(device)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import matplotlib
+
+from apical.errors import ApicalError
+from apical.runs import read_jsonl
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -16,9 +20,16 @@ def plot_runs(
     path: Path,
     title: str = "",
 ) -> Path:
-    """Left: test error (%) per epoch; right: mean hidden-layer angle to backprop (degrees)
-    per training step. `runs` maps a label to (history rows, probe rows)."""
-    fig, (ax_err, ax_ang) = plt.subplots(1, 2, figsize=(10, 4))
+    """Test error (%) per epoch; mean hidden-layer angle to backprop (degrees) per step; and,
+    where a rule reports it (burstprop), the mean absolute apical potential per hidden layer.
+    `runs` maps a label to (history rows, probe rows)."""
+    apical_runs = {
+        label: probes
+        for label, (_, probes) in runs.items()
+        if probes and any("apical" in row for row in probes[-1]["layers"].values())
+    }
+    fig, axes = plt.subplots(1, 3 if apical_runs else 2, figsize=(15 if apical_runs else 10, 4))
+    ax_err, ax_ang = axes[0], axes[1]
     for label, (history, probes) in runs.items():
         epochs = [0] + [h["epoch"] for h in history]
         errors = [None] + [100 * (1 - h["test_accuracy"]) for h in history]
@@ -33,7 +44,19 @@ def plot_runs(
         title="hidden-layer update vs backprop",
     )  # fmt: skip
     ax_ang.axhline(90, color="grey", lw=0.5, ls="--")
-    for ax in (ax_err, ax_ang):
+    if apical_runs:
+        ax_ap = axes[2]
+        for label, probes in apical_runs.items():
+            layers = [n for n, row in probes[-1]["layers"].items() if "apical" in row]
+            for n in layers:
+                steps = [p["step"] for p in probes if "apical" in p["layers"].get(n, {})]
+                values = [
+                    p["layers"][n]["apical"] for p in probes if "apical" in p["layers"].get(n, {})
+                ]
+                ax_ap.plot(steps, values, label=f"{label} {n}")
+        ax_ap.set(xlabel="training step", ylabel="mean |apical potential|", yscale="log",
+                  title="apical potential (Z at work)")  # fmt: skip
+    for ax in axes:
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     if title:
@@ -43,3 +66,26 @@ def plot_runs(
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def load_runs(path: Path) -> dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
+    """Histories and probes of a run folder, or of every run folder inside an experiment's."""
+    if (path / "metrics.jsonl").is_file():
+        folders = [path]
+    elif path.is_dir():
+        folders = sorted(p for p in path.iterdir() if (p / "metrics.jsonl").is_file())
+    else:
+        folders = []
+    if not folders:
+        raise ApicalError(
+            f"no run in {path}: expected a run folder with metrics.jsonl, or a folder of them"
+        )
+    out = {}
+    for f in folders:
+        probes = read_jsonl(f / "probes.jsonl") if (f / "probes.jsonl").is_file() else []
+        label = f.name
+        config = f / "config.json"
+        if config.is_file():
+            label = f"{f.name} ({json.loads(config.read_text())['rule']})"
+        out[label] = (read_jsonl(f / "metrics.jsonl"), probes)
+    return out

@@ -46,6 +46,7 @@ class TrainConfig:
     data_dir: str | None = None
     val_size: int | float = 0.1
     standardize: bool = True
+    image_size: int = 64
     augment: str = "none"
     model: str = "mlp"
     model_options: dict[str, Any] = field(default_factory=dict)
@@ -211,6 +212,7 @@ def train(
             val_size=config.val_size,
             seed=config.seed,
             standardize=config.standardize,
+            image_size=config.image_size,
         )
     data = data.to(device)
     model, rule = build(config, data, device)

@@ -95,3 +95,19 @@ def test_help_everywhere():
     for cmd in ([], ["demo"], ["train"], ["rules"], ["reproduce"]):
         r = apical(*cmd, "--help")
         assert r.returncode == 0 and "Usage: " in r.stdout
+
+
+def test_train_burstprop_with_rule_options(tmp_path):
+    r = apical(
+        "train", "--dataset", "digits", "--model", "burstprop_mlp", "--hidden", "32",
+        "--rule", "burstprop", "--loss", "mse", "--rule-option", "learn_feedback=true",
+        "--rule-option", "recurrent_lr=0.001", "--optimizer", "decoupled_sgd", "--lr", "0.05",
+        "--output-lr", "0.01", "--epochs", "2", "--batch-size", "32", "--device", "cpu",
+        "--run-dir", str(tmp_path),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["rule_options"] == {"learn_feedback": True, "recurrent_lr": 0.001}
+    assert r.stdout.count("epoch") == 2
+    r = apical("train", "--rule", "fa", "--rule-option", "oops")
+    assert r.stderr.startswith("error: --rule-option takes KEY=VALUE")

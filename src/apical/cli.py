@@ -70,6 +70,19 @@ def demo(epochs: int, out: Path, seed: int, device: str) -> None:
     click.echo(f"figure: {fig}")
 
 
+def _parse_options(items: tuple[str, ...]) -> dict[str, Any]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ApicalError(f"--rule-option takes KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value  # a bare string
+    return out
+
+
 def _parse_sizes(text: str | None) -> list[int] | None:
     if text is None:
         return None
@@ -99,6 +112,13 @@ def _parse_sizes(text: str | None) -> list[int] | None:
 @click.option("--hidden", help="Hidden sizes of the mlp, comma-separated (e.g. 500,500).")
 @click.option("--activation", help="tanh, relu or sigmoid.")
 @click.option("--rule", help="Learning rule (see `apical rules`).")
+@click.option(
+    "--rule-option",
+    "rule_option",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A rule option, e.g. learn_feedback=true (repeatable; JSON values).",
+)
 @click.option("--loss", help="cross_entropy or mse.")
 @click.option("--optimizer", help="sgd, adam, adamw or decoupled_sgd (burstprop's).")
 @click.option("--lr", type=float, help="Learning rate (hidden layers).")
@@ -115,7 +135,7 @@ def _parse_sizes(text: str | None) -> list[int] | None:
 @click.option("--run-dir", help="Run folder (config, metrics, checkpoint).")
 @click.option("--resume", is_flag=True, help="Continue the run in --run-dir from its checkpoint.")
 def train(config_file: Path | None, hidden: str | None, activation: str | None, resume: bool,
-          **options: Any) -> None:  # fmt: skip
+          rule_option: tuple[str, ...], **options: Any) -> None:  # fmt: skip
     """Train one model with one rule and print its per-epoch metrics."""
     from apical.train import train as run_training
 
@@ -140,6 +160,8 @@ def train(config_file: Path | None, hidden: str | None, activation: str | None, 
         model_options["activation"] = activation
     if model_options:
         fields["model_options"] = model_options
+    if rule_option:
+        fields["rule_options"] = {**fields.get("rule_options", {}), **_parse_options(rule_option)}
     config = TrainConfig.from_dict(fields)
 
     def show(row: dict[str, Any]) -> None:

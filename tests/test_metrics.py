@@ -88,3 +88,11 @@ def test_dfa_hidden_layers_have_no_feedback_angle():
     rows = alignment(net, dfa, x, y)
     assert "feedback_angle" not in rows["3"]
     assert "feedback_angle" in rows["5"]
+
+
+def test_top_k_accuracy():
+    out = torch.tensor([[0.9, 0.5, 0.1, 0.0, -1.0, -2.0], [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]])
+    y = torch.tensor([4, 0])
+    assert float(accuracy(out, y)) == 0.0
+    assert float(accuracy(out, y, k=5)) == pytest.approx(0.5)  # 4 is 5th in row 0; 0 is 6th
+    assert float(accuracy(out, y, k=6)) == 1.0

@@ -60,3 +60,22 @@ def test_crop_flip_is_a_shifted_and_flipped_window():
         if flip[n]:
             ref = ref.flip(-1)
         assert torch.equal(out[n], ref)
+
+
+def test_imagenet_experiment_end_to_end_on_a_tiny_jpeg_tree(tmp_path):
+    from tests.test_data import write_image_tree
+
+    write_image_tree(tmp_path / "imagenet", per_class=4)
+    exp = get_experiment("burstprop-imagenet")
+    configs = exp.configs(
+        tmp_path / "runs", data_dir=str(tmp_path), val_size=2, epochs=1, batch_size=4,
+        probe_every=2, device="cpu",
+    )  # fmt: skip
+    runs = train_all(configs, progress=False, echo=lambda s: None)
+    for run in runs.values():
+        s = summary(run)
+        assert s["test_top5_error"] == 0.0  # three classes: the top five hold them all
+        assert 0 <= s["test_error"] <= 100
+    burst = runs["burstprop"]
+    assert burst.model[0].recurrent is None and burst.model[15].feedback.shape == (3, 384)
+    assert all(math.isfinite(v["angle"]) for v in burst.probes[-1]["layers"].values())

@@ -125,7 +125,9 @@ def _parse_sizes(text: str | None) -> list[int] | None:
 @click.option("--output-lr", type=float, help="Learning rate of the output layer.")
 @click.option("--momentum", type=float, help="SGD momentum.")
 @click.option("--weight-decay", type=float, help="Weight decay (also of learned feedback).")
-@click.option("--schedule", help="constant or cosine.")
+@click.option(
+    "--schedule", help="constant, cosine or step (x step_factor every step_every epochs)."
+)
 @click.option("--grad-clip", type=float, help="Clip the update's global norm to this.")
 @click.option("--epochs", type=int, help="Number of epochs.")
 @click.option("--batch-size", type=int, help="Mini-batch size.")
@@ -230,7 +232,8 @@ def reproduce(name: str | None, list_only: bool, data_dir: str | None, out: Path
         if r.max_angle is not None:
             expected.append(f"angle <= {r.max_angle:g}")
         f = final[r.label]
-        rows.append([r.label, f["test_error"], f["val_error"], f["angle"], f["seconds"],
+        err = f[r.metric] if r.metric == "test_error" else f"{f[r.metric]:.2f} (top-5)"
+        rows.append([r.label, err, f["val_error"], f["angle"], f["seconds"],
                      r.published or "-", ", ".join(expected) or "-", verdict[r.label]])  # fmt: skip
     click.echo(f"{exp.title}\nsource: {exp.source}")
     click.echo(format_table(["run", "test err %", "val err %", "angle", "seconds", "published",

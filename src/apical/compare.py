@@ -45,6 +45,7 @@ def summary(run: Run) -> dict[str, float]:
     return {
         "test_error": 100 * (1 - last["test_accuracy"]),
         "val_error": 100 * (1 - last["val_accuracy"]),
+        "test_top5_error": 100 * (1 - last.get("test_top5_accuracy", math.nan)),
         "seconds": last["seconds"],
         "angle": run.probes[-1]["mean_hidden_angle"] if run.probes else math.nan,
     }

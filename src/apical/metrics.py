@@ -40,30 +40,34 @@ def sign_agreement(a: Tensor, b: Tensor) -> float:
     return float((torch.sign(a) == torch.sign(b)).double().mean())
 
 
-def accuracy(outputs: Tensor, y: Tensor) -> Tensor:
-    """Fraction of rows whose arg-max is the label (labels, or one-hot / float targets)."""
+def accuracy(outputs: Tensor, y: Tensor, k: int = 1) -> Tensor:
+    """Fraction of rows whose label is among the k largest outputs (labels, or one-hot /
+    float targets, whose arg-max is the label)."""
     target = y.argmax(-1) if y.dtype.is_floating_point else y
-    return (outputs.argmax(-1) == target).double().mean()
+    top = outputs.topk(min(k, outputs.shape[-1]), dim=-1).indices
+    return (top == target[:, None]).any(-1).double().mean()
 
 
 @torch.no_grad()
 def evaluate(
     model: nn.Module, x: Tensor, y: Tensor, loss: str = "cross_entropy", batch_size: int = 2048
 ) -> dict[str, float]:
-    """Mean loss and accuracy over (x, y) in eval mode, in batches (one host sync at the end)."""
+    """Mean loss, accuracy and top-5 accuracy over (x, y) in eval mode, in batches (one host
+    sync at the end)."""
     was_training = model.training
     model.eval()
     loss_fn = get_loss(loss)
     total_loss = torch.zeros((), dtype=torch.float64, device=x.device)
-    correct = torch.zeros((), dtype=torch.float64, device=x.device)
+    correct = torch.zeros(2, dtype=torch.float64, device=x.device)
     for i in range(0, len(x), batch_size):
         out = model(x[i : i + batch_size])
         yb = y[i : i + batch_size]
         total_loss += loss_fn(out, yb).double() * len(yb)
-        correct += accuracy(out, yb) * len(yb)
+        correct += torch.stack([accuracy(out, yb), accuracy(out, yb, k=5)]) * len(yb)
     model.train(was_training)
     n = max(len(x), 1)
-    return {"loss": float(total_loss) / n, "accuracy": float(correct) / n}
+    top1, top5 = (float(c) / n for c in correct)
+    return {"loss": float(total_loss) / n, "accuracy": top1, "top5_accuracy": top5}
 
 
 def alignment(

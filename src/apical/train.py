@@ -35,7 +35,7 @@ from apical.rules import Rule, make_rule
 from apical.runs import load_checkpoint, save_checkpoint, write_json, write_jsonl
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "decoupled_sgd")
-SCHEDULES = ("constant", "cosine")
+SCHEDULES = ("constant", "cosine", "step")
 
 
 @dataclass
@@ -59,6 +59,8 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 0.0
     schedule: str = "constant"
+    step_every: int = 30  # epochs between the lr drops of schedule "step"
+    step_factor: float = 0.1
     grad_clip: float | None = None
     epochs: int = 10
     batch_size: int = 64
@@ -217,11 +219,13 @@ def train(
     data = data.to(device)
     model, rule = build(config, data, device)
     optimizer = make_optimizer(config, model)
-    scheduler = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
-        if config.schedule == "cosine"
-        else None
-    )
+    scheduler = None
+    if config.schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    elif config.schedule == "step":
+        scheduler = torch.optim.lr_scheduler.StepLR(
+            optimizer, step_size=config.step_every, gamma=config.step_factor
+        )
     generators = {
         "rule": torch.Generator(device).manual_seed(config.seed + 2),
         "shuffle": torch.Generator().manual_seed(config.seed + 3),

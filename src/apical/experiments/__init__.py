@@ -3,7 +3,8 @@
 An experiment has a `[base]` TrainConfig shared by its `[[runs]]`; each run names a rule
 (plus any config overrides) and what the paper reports. Checks per run, all optional:
 `max_error` (test error %, published number + tolerance), `within` (percentage points of
-the run named by `reference`), `max_angle` (final mean hidden-layer angle to backprop).
+the run named by `reference`), `max_angle` (final mean hidden-layer angle to backprop);
+`metric` picks the error the first two use ("test_error", or "test_top5_error").
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 from apical.errors import ApicalError
 from apical.train import TrainConfig
 
-_RUN_KEYS = {"label", "published", "reference", "within", "max_error", "max_angle"}
+_RUN_KEYS = {"label", "published", "reference", "within", "max_error", "max_angle", "metric"}
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class ExperimentRun:
     within: float | None = None
     max_error: float | None = None
     max_angle: float | None = None
+    metric: str = "test_error"  # or "test_top5_error" (ImageNet)
 
 
 @dataclass(frozen=True)
@@ -86,11 +88,11 @@ def verdicts(exp: Experiment, final: dict[str, dict[str, float]]) -> dict[str, s
     out = {}
     for r in exp.runs:
         ok, checked = True, False
-        err, ang = final[r.label]["test_error"], final[r.label]["angle"]
+        err, ang = final[r.label][r.metric], final[r.label]["angle"]
         if r.max_error is not None:
             checked, ok = True, ok and err <= r.max_error
         if r.within is not None and r.reference in final:
-            checked, ok = True, ok and err <= final[r.reference]["test_error"] + r.within
+            checked, ok = True, ok and err <= final[r.reference][r.metric] + r.within
         if r.max_angle is not None:
             checked, ok = True, ok and not math.isnan(ang) and ang <= r.max_angle
         out[r.label] = ("pass" if ok else "FAIL") if checked else "-"

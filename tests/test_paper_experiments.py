@@ -16,14 +16,18 @@ from apical.experiments import get_experiment, verdicts
 from tests.test_data import write_cifar
 
 
+def _run(name: str, tmp_path, **overrides):
+    """Every run of a shipped experiment on the data in tmp_path, on the CPU."""
+    exp = get_experiment(name)
+    configs = exp.configs(tmp_path / "runs", data_dir=str(tmp_path), device="cpu", **overrides)
+    return exp, train_all(configs, progress=False, echo=lambda s: None)
+
+
 def test_cifar10_short_experiment_end_to_end(tmp_path):
     write_cifar(tmp_path / "cifar-10" / "cifar-10-batches-py", n=40)
-    exp = get_experiment("burstprop-cifar10-short")
-    configs = exp.configs(
-        tmp_path / "runs", data_dir=str(tmp_path), val_size=40, epochs=2, batch_size=16,
-        probe_every=5, device="cpu",
-    )  # fmt: skip
-    runs = train_all(configs, progress=False, echo=lambda s: None)
+    exp, runs = _run(
+        "burstprop-cifar10-short", tmp_path, val_size=40, epochs=2, batch_size=16, probe_every=5
+    )
     assert set(runs) == {"burstprop", "burstprop-fixed", "backprop"}
     for label, run in runs.items():
         assert [r["epoch"] for r in run.history] == [1, 2]
@@ -66,12 +70,9 @@ def test_imagenet_experiment_end_to_end_on_a_tiny_jpeg_tree(tmp_path):
     from tests.test_data import write_image_tree
 
     write_image_tree(tmp_path / "imagenet", per_class=4)
-    exp = get_experiment("burstprop-imagenet")
-    configs = exp.configs(
-        tmp_path / "runs", data_dir=str(tmp_path), val_size=2, epochs=1, batch_size=4,
-        probe_every=2, device="cpu",
-    )  # fmt: skip
-    runs = train_all(configs, progress=False, echo=lambda s: None)
+    _, runs = _run(
+        "burstprop-imagenet", tmp_path, val_size=2, epochs=1, batch_size=4, probe_every=2
+    )
     for run in runs.values():
         s = summary(run)
         assert s["test_top5_error"] == 0.0  # three classes: the top five hold them all

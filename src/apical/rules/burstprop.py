@@ -50,7 +50,14 @@ from apical.errors import ApicalError
 from apical.layers import FeedbackInit, FeedbackSpec
 from apical.losses import get_loss
 from apical.rules.base import Rule, Step, require_feedback
-from apical.rules.chain import Record, Stage, derivative, run_chain, sequential_chain
+from apical.rules.chain import (
+    Record,
+    Stage,
+    derivative,
+    local_directions,
+    run_chain,
+    sequential_chain,
+)
 
 
 def _h(kind: str | None, e: Tensor) -> Tensor:
@@ -176,14 +183,7 @@ class Burstprop(Rule):
             b, db = p * rec.e, (self._burst(u + h * dg) - p) * rec.e
             deltas[i] = db
             diagnostics[st.name] = {"apical": u.abs().mean()}
-        directions = {}
-        for i, st in enumerate(stages):
-            gw, gb = st.layer._local_grads(
-                -deltas[i], records[i].x, st.layer.weight, True, st.layer.bias is not None
-            )
-            directions[f"{st.name}.weight"] = gw
-            if gb is not None:
-                directions[f"{st.name}.bias"] = gb
+        directions = local_directions(stages, records, [-deltas[i] for i in range(len(stages))])
         for name, p in model.named_parameters():
             if name not in directions:
                 directions[name] = self.feedback_direction(name, directions, p)

@@ -102,3 +102,18 @@ def run_chain(stages: list[Stage], x: Tensor, noise: list[Tensor] | None = None)
         records.append(Record(x, v, e))
         x = e
     return records
+
+
+def local_directions(
+    stages: list[Stage], records: list[Record], deltas: list[Tensor]
+) -> dict[str, Tensor]:
+    """Weight and bias directions of every stage from the signal `deltas[i]` at its output
+    (d loss / d v_i or its stand-in): delta x^T and delta, summed over the batch."""
+    directions = {}
+    for st, rec, delta in zip(stages, records, deltas, strict=True):
+        has_bias = st.layer.bias is not None
+        gw, gb = st.layer._local_grads(delta, rec.x, st.layer.weight, True, has_bias)
+        directions[f"{st.name}.weight"] = gw
+        if gb is not None:
+            directions[f"{st.name}.bias"] = gb
+    return directions

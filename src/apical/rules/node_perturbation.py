@@ -6,12 +6,11 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-from torch import Tensor
 
 from apical.errors import ApicalError
 from apical.losses import get_loss, per_example_loss
 from apical.rules.base import Rule, Step
-from apical.rules.chain import run_chain, sequential_chain
+from apical.rules.chain import local_directions, run_chain, sequential_chain
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,15 +48,8 @@ class NodePerturbation(Rule):
         change = per_example_loss(self.loss, noisy[-1].e, y) - per_example_loss(
             self.loss, outputs, y
         )
-        directions: dict[str, Tensor] = {}
-        for st, rec, xi in zip(stages, clean, noise, strict=True):
-            delta = change.view(-1, *[1] * (xi.dim() - 1)) * xi / self.sigma**2
-            gw, gb = st.layer._local_grads(
-                delta, rec.x, st.layer.weight, True, st.layer.bias is not None
-            )
-            directions[f"{st.name}.weight"] = gw
-            if gb is not None:
-                directions[f"{st.name}.bias"] = gb
+        deltas = [change.view(-1, *[1] * (xi.dim() - 1)) * xi / self.sigma**2 for xi in noise]
+        directions = local_directions(stages, clean, deltas)
         for name, p in model.named_parameters():
             directions.setdefault(name, torch.zeros_like(p))
         return Step(get_loss(self.loss)(outputs, y), outputs, directions)

@@ -67,3 +67,19 @@ def test_malformed_experiment():
         parse_experiment(
             'name="x"\ntitle="t"\nsource="s"\nclaim="c"\n[[runs]]\nlabel="a"\nrul="fa"\n', "b"
         )
+
+
+def test_a_diverged_run_is_reported_not_fatal(tmp_path):
+    from apical.compare import train_all
+    from apical.train import TrainConfig
+
+    base = dict(dataset="xor", model_options={"hidden": [4]}, epochs=3, batch_size=4,
+                probe_every=0, device="cpu")  # fmt: skip
+    configs = {
+        "blows-up": TrainConfig(**base, rule="backprop", loss="mse", lr=1e30, momentum=0.0),
+        "fine": TrainConfig(**base, rule="fa", lr=0.1),
+    }
+    said = []
+    runs = train_all(configs, progress=False, echo=said.append)
+    assert set(runs) == {"fine"}
+    assert any(s.startswith("[blows-up] diverged: the loss became NaN or inf") for s in said)

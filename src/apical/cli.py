@@ -231,8 +231,13 @@ def reproduce(name: str | None, list_only: bool, data_dir: str | None, out: Path
             expected.append(f"err <= {r.reference} + {r.within:g}")
         if r.max_angle is not None:
             expected.append(f"angle <= {r.max_angle:g}")
-        f = final[r.label]
-        err = f[r.metric] if r.metric == "test_error" else f"{f[r.metric]:.2f} (top-5)"
+        f = final.get(r.label, dict.fromkeys(("val_error", "angle", "seconds"), "-"))
+        if r.label not in final:
+            err = "-"
+        elif r.metric == "test_error":
+            err = f[r.metric]
+        else:
+            err = f"{f[r.metric]:.2f} (top-5)"
         rows.append([r.label, err, f["val_error"], f["angle"], f["seconds"],
                      r.published or "-", ", ".join(expected) or "-", verdict[r.label]])  # fmt: skip
     click.echo(f"{exp.title}\nsource: {exp.source}")

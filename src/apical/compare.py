@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from apical.data import load_dataset
+from apical.errors import DivergedError
 from apical.train import Run, TrainConfig, train
 
 
@@ -17,7 +18,9 @@ def train_all(
     progress: bool = True,
     echo=print,
 ) -> dict[str, Run]:
-    """Train each config in turn; configs sharing dataset, split and seed load it once."""
+    """Train each config in turn; configs sharing dataset, split and seed load it once.
+    A run that diverges (NaN loss) is reported through `echo` and left out of the result,
+    so the others still run."""
     cache: dict[tuple, Any] = {}
     runs = {}
     for label, cfg in configs.items():
@@ -32,7 +35,10 @@ def train_all(
             f"[{label}] rule {cfg.rule}, {cfg.epochs} epochs"
             + (" (resuming)" if can_resume else "")
         )
-        runs[label] = train(cfg, resume=can_resume, progress=progress, data=cache[key])
+        try:
+            runs[label] = train(cfg, resume=can_resume, progress=progress, data=cache[key])
+        except DivergedError as e:
+            echo(f"[{label}] diverged: {e}")
     return runs
 
 

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from apical.augment import AUGMENTATIONS, augment
 from apical.convert import convert
 from apical.data import Dataset, load_dataset
-from apical.errors import ApicalError
+from apical.errors import ApicalError, DivergedError
 from apical.metrics import alignment, evaluate, mean_hidden_angle
 from apical.models import build_model
 from apical.optim import DecoupledMomentumSGD
@@ -337,7 +337,7 @@ def _stop_if_nonfinite(first_bad: torch.Tensor, epoch: int, history: list, run_d
         if run_dir is not None and history
         else "no checkpoint was written"
     )
-    raise ApicalError(
+    raise DivergedError(
         f"the loss became NaN or inf at epoch {epoch + 1}, step {bad_step}; the run stopped and "
         f"{where}. Lower the learning rate or set grad_clip"
     )

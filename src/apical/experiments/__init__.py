@@ -84,9 +84,13 @@ def get_experiment(name: str) -> Experiment:
 
 
 def verdicts(exp: Experiment, final: dict[str, dict[str, float]]) -> dict[str, str]:
-    """'pass'/'FAIL' per run from the final metrics {label: {"test_error", "angle"}}."""
+    """'pass'/'FAIL' per run from the final metrics {label: {"test_error", "angle"}};
+    'diverged' for a run missing from `final` (its loss became NaN)."""
     out = {}
     for r in exp.runs:
+        if r.label not in final:
+            out[r.label] = "diverged"
+            continue
         ok, checked = True, False
         err, ang = final[r.label][r.metric], final[r.label]["angle"]
         if r.max_error is not None:

@@ -23,7 +23,9 @@ Per layer l (L = output), following NN Methods and the authors' rate-network cod
 - burst probability:      p_l = sigmoid(beta u_l), p_l^t = sigmoid(beta u_l^t);
                           b_l = p_l e_l, b_l^t = p_l^t e_l;
 - Z rule (after the step): dZ_l = eta_Z u_l b~_l^T, gradient descent on 1/2 ||u_l||^2,
-                          which drives the no-teacher apical potential towards zero;
+                          which drives the no-teacher apical potential towards zero (for
+                          the optional conv Z, a C x C 1x1 convolution, averaged over
+                          positions);
 - learned feedback:       Y receives W's increment (same direction, same optimizer
                           group: momentum and weight decay alike), as in the paper.
 
@@ -82,8 +84,12 @@ def _lateral(z: Tensor, x: Tensor) -> Tensor:
 
 
 def _lateral_update(u: Tensor, x: Tensor) -> Tensor:
-    """sum over the batch (and positions) of u x^T."""
-    return u.T @ x if u.dim() == 2 else torch.einsum("nchw,ndhw->cd", u, x)
+    """u x^T summed over the batch; for a conv layer also averaged over positions, so that
+    eta_Z means the same per example as in a fully connected layer (a sum over 144
+    positions made the conv Z diverge at the paper's eta_Z)."""
+    if u.dim() == 2:
+        return u.T @ x
+    return torch.einsum("nchw,ndhw->cd", u, x) / (u.shape[2] * u.shape[3])
 
 
 @dataclass(frozen=True, kw_only=True)

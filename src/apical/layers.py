@@ -175,7 +175,9 @@ class FeedbackLayer(nn.Module):
         return _FeedbackFunction.apply(x, self.weight, self.bias, self, send_back)
 
     def through(self, matrix: Tensor, x: Tensor) -> SendBack:
-        """The backward map that sends the error through `matrix` (W's shape) instead of W."""
+        """The map that sends a signal at the layer's output through `matrix` (W's shape)
+        instead of W to the shape of its input `x`; any batch size (only x's per-example
+        shape is used)."""
         raise NotImplementedError
 
     def _compute(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -300,4 +302,9 @@ class FeedbackConv2d(FeedbackLayer):
         return gw, gb
 
     def through(self, matrix: Tensor, x: Tensor) -> SendBack:
-        return lambda grad: self._conv_backward(grad, x, matrix, [True, False, False])[0]
+        def send(grad: Tensor) -> Tensor:
+            shape = (grad.shape[0], *x.shape[1:])  # only the size of the input is read
+            like = grad.new_empty(1).expand(shape)
+            return self._conv_backward(grad, like, matrix, [True, False, False])[0]
+
+        return send

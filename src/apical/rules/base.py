@@ -111,6 +111,12 @@ class Rule:
         return torch.zeros_like(param)
 
 
+def weight_direction(feedback_name: str, directions: dict[str, Tensor]) -> Tensor:
+    """A copy of the direction of the forward weight that `feedback_name` belongs to: learned
+    feedback that receives W's increment (Kolen–Pollack; burstprop's learned Y)."""
+    return directions[feedback_name.removesuffix("feedback") + "weight"].clone()
+
+
 def require_feedback(layer: FeedbackLayer, rule: str) -> Tensor:
     if layer.feedback is None:
         raise ApicalError(

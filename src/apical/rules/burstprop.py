@@ -51,7 +51,7 @@ from torch import Tensor, nn
 from apical.errors import ApicalError
 from apical.layers import FeedbackInit, FeedbackSpec
 from apical.losses import get_loss
-from apical.rules.base import Rule, Step, require_feedback
+from apical.rules.base import Rule, Step, require_feedback, weight_direction
 from apical.rules.chain import (
     Record,
     Stage,
@@ -139,7 +139,7 @@ class Burstprop(Rule):
         return layer.feedback
 
     def feedback_direction(self, name, directions, param) -> Tensor:
-        return directions[name.removesuffix("feedback") + "weight"].clone()
+        return weight_direction(name, directions)
 
     # -- the rule ---------------------------------------------------------------------------
     def _burst(self, u: Tensor) -> Tensor:

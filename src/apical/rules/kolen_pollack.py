@@ -8,6 +8,7 @@ from typing import ClassVar
 from torch import Tensor
 
 from apical.layers import FeedbackSpec
+from apical.rules.base import weight_direction
 from apical.rules.feedback_alignment import FeedbackAlignment
 
 
@@ -30,4 +31,4 @@ class KolenPollack(FeedbackAlignment):
         return FeedbackSpec(self.feedback, weight_shape, learn=True)
 
     def feedback_direction(self, name: str, directions: dict[str, Tensor], param: Tensor) -> Tensor:
-        return directions[name.removesuffix("feedback") + "weight"].clone()
+        return weight_direction(name, directions)

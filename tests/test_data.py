@@ -238,3 +238,41 @@ def test_image_folder_errors(tmp_path):
     (tmp_path / "train" / "cat" / "broken.jpg").write_bytes(b"not a jpeg")
     with pytest.raises(ApicalError, match=r"broken\.jpg is not a readable image"):
         load_dataset("imagefolder", tmp_path, val_size=1)
+
+
+def test_imagenet_stream_decodes_per_batch(tmp_path):
+    from apical.augment import training_batch
+    from apical.images import IMAGENET_MEAN, IMAGENET_STD, ImageStream
+
+    write_image_tree(tmp_path, per_class=4)
+    stream = load_dataset("imagenet", tmp_path, val_size=3, image_size=16)
+    memory = load_dataset("imagefolder", tmp_path, val_size=3, image_size=16, standardize=False)
+    assert isinstance(stream.x_train, ImageStream) and stream.x_train.shape == (9, 3, 16, 16)
+    assert stream.n_classes == 3 and torch.equal(stream.y_train, memory.y_train)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    # same files, same centre crops, ImageNet statistics
+    torch.testing.assert_close(stream.x_test[:], (memory.x_test - mean) / std)
+    torch.testing.assert_close(
+        stream.x_val[torch.tensor([2, 0])], (memory.x_val[[2, 0]] - mean) / std
+    )
+    # training crops: every draw from the generator (noise images, so crops differ)
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for f in stream.x_train.files:
+        Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(f, quality=95)
+    idx = torch.tensor([0, 5, 8])
+    gens = {"decode": torch.Generator().manual_seed(1)}
+    a = training_batch("resized_crop_flip", stream.x_train, idx, gens)
+    b = training_batch(
+        "resized_crop_flip", stream.x_train, idx, {"decode": torch.Generator().manual_seed(1)}
+    )
+    assert a.shape == (3, 3, 16, 16) and torch.equal(a, b)
+    c = training_batch(
+        "resized_crop_flip", stream.x_train, idx, {"decode": torch.Generator().manual_seed(2)}
+    )
+    assert not torch.equal(a, c)
+    assert not torch.equal(a, stream.x_train[idx])  # not the centre crops
+    with pytest.raises(ApicalError, match="needs dataset 'imagenet'"):
+        training_batch("resized_crop_flip", memory.x_train, idx, gens)

@@ -2,7 +2,8 @@
 
 `crop_flip` is the CIFAR-10 protocol of NN 2021 (the authors' code): pad by 4 with zeros,
 take a random 32x32 crop, flip horizontally with probability 1/2; every example gets its
-own draw from the generator.
+own draw from the generator. `resized_crop_flip` is the ImageNet protocol, applied while
+the images are decoded (`apical.images.ImageStream.sample`).
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from apical.errors import ApicalError
+from apical.images import ImageStream
 
-AUGMENTATIONS = ("none", "crop_flip")
+AUGMENTATIONS = ("none", "crop_flip", "resized_crop_flip")
 
 
 def crop_flip(x: Tensor, generator: torch.Generator, pad: int = 4) -> Tensor:
@@ -40,3 +42,18 @@ def augment(name: str, x: Tensor, generator: torch.Generator) -> Tensor:
             )
         return crop_flip(x, generator)
     raise ApicalError(f"unknown augmentation {name!r}; known: {', '.join(AUGMENTATIONS)}")
+
+
+def training_batch(
+    name: str, x: Tensor | ImageStream, idx: Tensor, generators: dict[str, torch.Generator]
+) -> Tensor:
+    """The training inputs at `idx`, augmented: on the device from generator "augment", or
+    while decoding (ImageStream) from the CPU generator "decode"."""
+    if name == "resized_crop_flip":
+        if not isinstance(x, ImageStream):
+            raise ApicalError(
+                "augmentation resized_crop_flip needs dataset 'imagenet' (images decoded per "
+                "batch); use crop_flip for tensors"
+            )
+        return x.sample(idx, generators["decode"])
+    return augment(name, x[idx], generators["augment"])

@@ -104,7 +104,9 @@ def _parse_sizes(text: str | None) -> list[int] | None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="TOML file of TrainConfig fields; the options below override it.",
 )
-@click.option("--dataset", help="digits, xor, mnist, fashion-mnist, cifar10 or imagefolder.")
+@click.option(
+    "--dataset", help="digits, xor, mnist, fashion-mnist, cifar10, imagefolder or imagenet."
+)
 @click.option("--data-dir", help="Folder with the dataset files (default: $APICAL_DATA).")
 @click.option(
     "--model", help="mlp, convnet or a paper net (burstprop_mlp, burstprop_convnet, ...)."

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from apical.errors import ApicalError
+from apical.images import ImageStream, list_tree
 
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -34,13 +35,13 @@ IDX_FILES = {
 IDX_FOLDERS = {"mnist": "mnist", "fashion-mnist": "fashion-mnist"}
 CIFAR_FILES = [f"data_batch_{i}" for i in range(1, 6)]
 TENSOR_FIELDS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
-DATASETS = ("digits", "xor", "mnist", "fashion-mnist", "cifar10", "imagefolder")
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+DATASETS = ("digits", "xor", "mnist", "fashion-mnist", "cifar10", "imagefolder", "imagenet")
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """Train / validation / test tensors (validation held out of the training set)."""
+    """Train / validation / test tensors (validation held out of the training set); for
+    "imagenet" the inputs are `ImageStream`s, which index like tensors."""
 
     name: str
     x_train: Tensor
@@ -168,57 +169,37 @@ def _load_cifar10(root: Path) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return (x_train, y_train, *as_tensors(*test))
 
 
-def _read_image_split(folder: Path, size: int, classes: list[str]) -> tuple[Tensor, Tensor]:
-    """Every image under folder/<class>/ resized (shorter side) and centre-cropped to
-    size x size, as uint8 -> float in [0, 1]; labels index `classes`."""
-    try:
-        from PIL import Image, UnidentifiedImageError
-    except ImportError:
-        raise ApicalError(
-            "reading image folders needs Pillow: pip install 'apical[images]'"
-        ) from None
-    images, labels = [], []
-    for label, name in enumerate(classes):
-        files = sorted(p for p in (folder / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        for path in files:
-            try:
-                with Image.open(path) as im:
-                    im = im.convert("RGB")
-                    scale = size / min(im.size)
-                    w, h = max(size, round(im.width * scale)), max(size, round(im.height * scale))
-                    im = im.resize((w, h), Image.BILINEAR)
-                    left, top = (w - size) // 2, (h - size) // 2
-                    im = im.crop((left, top, left + size, top + size))
-                    images.append(np.asarray(im, dtype=np.uint8))
-            except (OSError, UnidentifiedImageError) as e:
-                raise ApicalError(
-                    f"{path} is not a readable image ({e}); remove or replace it"
-                ) from None
-            labels.append(label)
-    if not images:
-        raise ApicalError(f"no images (.jpg, .png, ...) in the class folders of {folder}")
-    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255.0)
-    return x, torch.tensor(labels)
-
-
 def _load_image_folder(root: Path, size: int) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
-    """A class-per-folder tree (ImageNet layout): root/train/<class>/*.jpg and
-    root/val/<class>/*.jpg; classes are the sorted folder names of train/."""
-    base = root / "imagenet" if (root / "imagenet" / "train").is_dir() else root
-    train_dir, val_dir = base / "train", base / "val"
-    for d in (train_dir, val_dir):
-        if not d.is_dir():
-            raise ApicalError(
-                f"{d} not found; expected a class-per-folder tree with train/ and val/ "
-                f"(looked in {root} and {root / 'imagenet'})"
-            )
-    classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir())
-    missing = sorted(p.name for p in val_dir.iterdir() if p.is_dir() and p.name not in classes)
-    if missing:
-        raise ApicalError(f"{val_dir} has classes absent from train/: {', '.join(missing[:5])}")
-    x, y = _read_image_split(train_dir, size, classes)
-    xt, yt = _read_image_split(val_dir, size, classes)
+    """A class-per-folder tree decoded into memory as [0, 1] floats (centre crops)."""
+    files, y, test_files, yt, classes = list_tree(root)
+    plain = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}
+    x = ImageStream(files, size, **plain)[:]
+    xt = ImageStream(test_files, size, **plain)[:]
     return x, y, xt, yt, len(classes)
+
+
+def _stream_image_folder(
+    root: Path, size: int, n_val: int | float, seed: int, standardize: bool
+) -> Dataset:
+    """A class-per-folder tree as ImageStreams (decoded per batch), normalised with the
+    ImageNet channel statistics when `standardize`."""
+    files, y, test_files, yt, classes = list_tree(root)
+    stats = {} if standardize else {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}
+    stream = ImageStream(files, size, **stats)
+    val, train = _split(len(files), n_val, seed)
+    return Dataset(
+        "imagenet", stream.subset(train), y[train], stream.subset(val), y[val],
+        ImageStream(test_files, size, **stats), yt, len(classes),
+    )  # fmt: skip
+
+
+def _split(n: int, val_size: int | float, seed: int) -> tuple[Tensor, Tensor]:
+    """(validation, training) indices: a permutation seeded with `seed`."""
+    n_val = round(val_size * n) if isinstance(val_size, float) else int(val_size)
+    if not 0 <= n_val < n:
+        raise ApicalError(f"val_size {val_size} leaves no training data ({n} training examples)")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[:n_val], perm[n_val:]
 
 
 def _digits(seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -256,11 +237,15 @@ def load_dataset(
     With `standardize`, image channels get zero mean and unit variance over the training
     split. XOR has four points: its validation and test sets are those same four points.
     "imagefolder" reads a class-per-folder tree (ImageNet's train/ and val/ layout) into
-    memory at `image_size` x `image_size` (shorter side resized, centre crop); its official
-    val/ split is the test set. Full-resolution ImageNet does not fit in memory this way.
+    memory at `image_size` x `image_size` (shorter side resized, centre crop); "imagenet"
+    reads the same layout as streams decoded per batch (any size of tree; ImageNet channel
+    statistics). In both the tree's val/ split is the test set.
     """
     if name not in DATASETS:
         raise ApicalError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
+    if name == "imagenet":
+        data = _stream_image_folder(data_root(data_dir), image_size, val_size, seed, standardize)
+        return data.to(device)
     if name == "xor":
         x, y, xt, yt = _xor()
         return Dataset(name, x, y, x, y, xt, yt, 2).to(device)
@@ -273,13 +258,7 @@ def load_dataset(
         x, y, xt, yt = _load_cifar10(data_root(data_dir))
     else:
         x, y, xt, yt = _load_idx_set(name, data_root(data_dir))
-    n_val = round(val_size * len(x)) if isinstance(val_size, float) else int(val_size)
-    if not 0 <= n_val < len(x):
-        raise ApicalError(
-            f"val_size {val_size} leaves no training data ({len(x)} training examples)"
-        )
-    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
-    val, train = perm[:n_val], perm[n_val:]
+    val, train = _split(len(x), val_size, seed)
     x_train, x_val = x[train], x[val]
     if standardize:
         mean = x_train.mean(dim=(0, 2, 3), keepdim=True)

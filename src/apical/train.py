@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from apical.augment import AUGMENTATIONS, augment
+from apical.augment import AUGMENTATIONS, training_batch
 from apical.convert import convert
 from apical.data import Dataset, load_dataset
 from apical.errors import ApicalError, DivergedError
@@ -230,6 +230,7 @@ def train(
         "rule": torch.Generator(device).manual_seed(config.seed + 2),
         "shuffle": torch.Generator().manual_seed(config.seed + 3),
         "augment": torch.Generator(device).manual_seed(config.seed + 6),
+        "decode": torch.Generator().manual_seed(config.seed + 7),
     }
     n = len(data.x_train)
     pick = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed + 4))
@@ -269,7 +270,7 @@ def train(
         )
         for i in bar:
             idx = perm[i * config.batch_size : (i + 1) * config.batch_size]
-            x = augment(config.augment, data.x_train[idx], generators["augment"])
+            x = training_batch(config.augment, data.x_train, idx, generators)
             result = rule.directions(model, x, data.y_train[idx], generators["rule"])
             for name, direction in result.directions.items():
                 params[name].grad = direction

@@ -72,9 +72,8 @@ class Rule:
         """After the optimizer step: add `step.state_updates` to the model's buffers (the
         state that no loss drives, such as burstprop's recurrent Z). Probes never call it."""
         if step.state_updates:
-            buffers = dict(model.named_buffers())
-            for name, delta in step.state_updates.items():
-                buffers[name].add_(delta)
+            buffers = [model.get_buffer(name) for name in step.state_updates]
+            torch._foreach_add_(buffers, list(step.state_updates.values()))
 
     # -- the pure function ----------------------------------------------------------------
     def run(self, model: nn.Module, x: Tensor, generator: torch.Generator | None) -> Tensor:

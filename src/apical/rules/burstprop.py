@@ -143,7 +143,9 @@ class Burstprop(Rule):
 
     # -- the rule ---------------------------------------------------------------------------
     def _burst(self, u: Tensor) -> Tensor:
-        return 0.5 + self.beta * u / 4 if self.linearize else torch.sigmoid(self.beta * u)
+        if self.linearize:
+            return 0.5 + self.beta * u / 4
+        return torch.sigmoid(u if self.beta == 1 else self.beta * u)
 
     def output_bursts(self, st: Stage, rec: Record, y: Tensor) -> tuple[Tensor, Tensor]:
         """(b_L, what the output sends down and learns from: b_L^t - b_L, or that / kappa)."""
@@ -182,11 +184,11 @@ class Burstprop(Rule):
             u = h * g
             z = st.layer.recurrent
             if z is not None:
-                pre = torch.sigmoid(g) * rec.e  # b~: pre-recurrence burst rate
-                u = u - _lateral(z, pre)
-                updates[f"{st.name}.recurrent"] = self.recurrent_lr * _lateral_update(u, pre)
+                pre = torch.sigmoid(g).mul_(rec.e)  # b~: pre-recurrence burst rate
+                u.sub_(_lateral(z, pre))
+                updates[f"{st.name}.recurrent"] = _lateral_update(u, pre).mul_(self.recurrent_lr)
             p = self._burst(u)
-            b, db = p * rec.e, (self._burst(u + h * dg) - p) * rec.e
+            b, db = p * rec.e, self._burst(torch.addcmul(u, h, dg)).sub_(p).mul_(rec.e)
             deltas[i] = db
             diagnostics[st.name] = {"apical": u.abs().mean()}
         directions = local_directions(stages, records, [-deltas[i] for i in range(len(stages))])

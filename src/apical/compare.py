@@ -6,9 +6,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from apical.data import load_dataset
 from apical.errors import DivergedError
-from apical.train import Run, TrainConfig, train
+from apical.train import DATA_FIELDS, Run, TrainConfig, load_config_data, train
 
 
 def train_all(
@@ -24,12 +23,9 @@ def train_all(
     cache: dict[tuple, Any] = {}
     runs = {}
     for label, cfg in configs.items():
-        key = (cfg.dataset, cfg.data_dir, cfg.val_size, cfg.seed, cfg.standardize, cfg.image_size)
+        key = tuple(getattr(cfg, f) for f in DATA_FIELDS)
         if key not in cache:
-            cache[key] = load_dataset(
-                cfg.dataset, cfg.data_dir, val_size=cfg.val_size, seed=cfg.seed,
-                standardize=cfg.standardize, image_size=cfg.image_size,
-            )  # fmt: skip
+            cache[key] = load_config_data(cfg)
         can_resume = resume and cfg.run_dir is not None and _has_checkpoint(cfg)
         echo(
             f"[{label}] rule {cfg.rule}, {cfg.epochs} epochs"

@@ -110,6 +110,21 @@ class Run:
     probes: list[dict[str, Any]]
 
 
+DATA_FIELDS = ("dataset", "data_dir", "val_size", "seed", "standardize", "image_size")
+
+
+def load_config_data(config: TrainConfig) -> Dataset:
+    """The dataset a config trains on (configs equal in DATA_FIELDS share it)."""
+    return load_dataset(
+        config.dataset,
+        config.data_dir,
+        val_size=config.val_size,
+        seed=config.seed,
+        standardize=config.standardize,
+        image_size=config.image_size,
+    )
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -207,16 +222,7 @@ def train(
         raise ApicalError("--resume needs --run-dir, the folder of the run to continue")
     if resume:
         _resume_config(config, run_dir)
-    if data is None:
-        data = load_dataset(
-            config.dataset,
-            config.data_dir,
-            val_size=config.val_size,
-            seed=config.seed,
-            standardize=config.standardize,
-            image_size=config.image_size,
-        )
-    data = data.to(device)
+    data = (data if data is not None else load_config_data(config)).to(device)
     model, rule = build(config, data, device)
     optimizer = make_optimizer(config, model)
     scheduler = None
@@ -282,12 +288,12 @@ def train(
             bad = ~torch.isfinite(result.loss) & (first_bad < 0)
             first_bad = torch.where(bad, step, first_bad)
             loss_sum += result.loss.double() * len(idx)
-            checkpoint_now = config.probe_every and step % config.probe_every == 0
-            if checkpoint_now or (progress and step % 50 == 0) or i == n_batches - 1:
+            probe_now = config.probe_every and step % config.probe_every == 0
+            if probe_now or (progress and step % 50 == 0) or i == n_batches - 1:
                 _stop_if_nonfinite(first_bad, epoch, history, run_dir)
                 if progress:
                     bar.set_postfix(loss=f"{float(result.loss):.4f}")
-            if checkpoint_now:
+            if probe_now:
                 probes.append(
                     _probe(model, rule, probe_x, probe_y, probe_seed, device, epoch, step)
                 )

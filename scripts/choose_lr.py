@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
+from apical.cli import parse_assignments
 from apical.compare import format_table, summary, train_all
+from apical.errors import ApicalError
 from apical.experiments import get_experiment
 
 
@@ -41,10 +44,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     exp = get_experiment(args.experiment)
     lrs = [float(s) for s in args.lrs.split(",")]
-    extra = {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        extra[key] = json.loads(value)
+    extra = parse_assignments(args.set, "--set")
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for lr in lrs:
@@ -71,4 +71,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ApicalError as e:
+        sys.exit(f"error: {e}")

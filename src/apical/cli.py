@@ -17,6 +17,7 @@ from apical.experiments import experiments, get_experiment, verdicts
 from apical.plots import load_runs, plot_runs
 from apical.rules import RULES
 from apical.train import TrainConfig
+from apical.train import train as run_training
 
 DEMO_RULES = ("backprop", "fa", "dfa", "sign_symmetry")
 
@@ -70,12 +71,13 @@ def demo(epochs: int, out: Path, seed: int, device: str) -> None:
     click.echo(f"figure: {fig}")
 
 
-def _parse_options(items: tuple[str, ...]) -> dict[str, Any]:
+def parse_assignments(items: tuple[str, ...] | list[str], flag: str) -> dict[str, Any]:
+    """KEY=VALUE pairs with JSON values (a value that is not JSON is taken as a string)."""
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ApicalError(f"--rule-option takes KEY=VALUE, got {item!r}")
+            raise ApicalError(f"{flag} takes KEY=VALUE, got {item!r}")
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -141,8 +143,6 @@ def _parse_sizes(text: str | None) -> list[int] | None:
 def train(config_file: Path | None, hidden: str | None, activation: str | None, resume: bool,
           rule_option: tuple[str, ...], **options: Any) -> None:  # fmt: skip
     """Train one model with one rule and print its per-epoch metrics."""
-    from apical.train import train as run_training
-
     fields: dict[str, Any] = {}
     if resume and options.get("run_dir") and config_file is None:
         saved = Path(options["run_dir"]) / "config.json"
@@ -165,7 +165,10 @@ def train(config_file: Path | None, hidden: str | None, activation: str | None, 
     if model_options:
         fields["model_options"] = model_options
     if rule_option:
-        fields["rule_options"] = {**fields.get("rule_options", {}), **_parse_options(rule_option)}
+        fields["rule_options"] = {
+            **fields.get("rule_options", {}),
+            **parse_assignments(rule_option, "--rule-option"),
+        }
     config = TrainConfig.from_dict(fields)
 
     def show(row: dict[str, Any]) -> None:

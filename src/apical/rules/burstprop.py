@@ -175,22 +175,28 @@ class Burstprop(Rule):
         loss = get_loss(self.loss)(outputs, y)
         b, db = self.output_bursts(stages[-1], records[-1], y)
         deltas = {len(stages) - 1: db}
+        # bursts without teacher and the teacher's increment travel stacked on the batch
+        # dimension: one feedback product and one burst function for both
+        stacked = torch.cat([b, db])
         updates, diagnostics = {}, {}
         for i in range(len(stages) - 2, -1, -1):
             above, st, rec = stages[i + 1], stages[i], records[i]
             send = above.layer.through(require_feedback(above.layer, self.name), records[i + 1].x)
-            g, dg = send(b).reshape(rec.e.shape), send(db).reshape(rec.e.shape)
-            h = _h(st.activation, rec.e)
-            u = h * g
+            gs = send(stacked).reshape(2, *rec.e.shape)  # (g, g^t - g)
+            us = gs * _h(st.activation, rec.e)  # (h g, h (g^t - g))
+            u = us[0]
             z = st.layer.recurrent
             if z is not None:
-                pre = torch.sigmoid(g).mul_(rec.e)  # b~: pre-recurrence burst rate
+                pre = torch.sigmoid(gs[0]).mul_(rec.e)  # b~: pre-recurrence burst rate
                 u.sub_(_lateral(z, pre))
-                updates[f"{st.name}.recurrent"] = _lateral_update(u, pre).mul_(self.recurrent_lr)
-            p = self._burst(u)
-            b, db = p * rec.e, self._burst(torch.addcmul(u, h, dg)).sub_(p).mul_(rec.e)
-            deltas[i] = db
+                updates[f"{st.name}.recurrent"] = _lateral_update(u * self.recurrent_lr, pre)
             diagnostics[st.name] = {"apical": u.abs().mean()}
+            us[1].add_(u)  # u^t
+            ps = self._burst(us)  # (p, p^t)
+            ps[1].sub_(ps[0])
+            ps.mul_(rec.e)  # (b, b^t - b)
+            deltas[i] = ps[1]
+            stacked = ps.flatten(0, 1)
         directions = local_directions(stages, records, [-deltas[i] for i in range(len(stages))])
         for name, p in model.named_parameters():
             if name not in directions:

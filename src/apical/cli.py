@@ -13,9 +13,10 @@ import click
 from apical import __version__
 from apical.compare import format_table, summary, train_all
 from apical.errors import ApicalError
-from apical.experiments import experiments, get_experiment, verdicts
-from apical.plots import load_runs, plot_runs
+from apical.experiments import experiments, get_experiment, sweeps, verdicts
+from apical.plots import load_runs, plot_runs, plot_sweep
 from apical.rules import RULES
+from apical.sweeps import run_sweep, summarize
 from apical.train import TrainConfig
 from apical.train import train as run_training
 
@@ -210,15 +211,26 @@ def rules() -> None:
     help="Fewer epochs for a quick check (the verdict then says so).",
 )
 @click.option("--resume", is_flag=True, help="Continue runs that have a checkpoint.")
+@click.option("--preset", help="A sweep's shorter protocol (e.g. cpu, tiny).")
 def reproduce(name: str | None, list_only: bool, data_dir: str | None, out: Path,
-              device: str | None, epochs: int | None, resume: bool) -> None:  # fmt: skip
-    """Run a paper experiment by NAME and print measured against published."""
+              device: str | None, epochs: int | None, resume: bool,
+              preset: str | None) -> None:  # fmt: skip
+    """Run a paper experiment or sweep by NAME and print measured against published."""
     if list_only or name is None:
         for exp in experiments().values():
             click.echo(f"{exp.name}: {exp.title}\n  source: {exp.source}\n  claim: {exp.claim}")
             for r in exp.runs:
                 click.echo(f"    {r.label}: published {r.published or '-'}")
+        for sw in sweeps().values():
+            presets = ", ".join(sw.presets) or "none"
+            click.echo(f"{sw.name} (sweep; presets: {presets}): {sw.title}\n  claim: {sw.claim}")
         return
+    if name in sweeps():
+        overrides = {"data_dir": data_dir, "device": device, "epochs": epochs}
+        _reproduce_sweep(sweeps()[name].preset(preset), preset, out, overrides, resume)
+        return
+    if preset is not None:
+        raise ApicalError(f"--preset is for sweeps; {name} is an experiment")
     exp = get_experiment(name)
     configs = exp.configs(out / exp.name, data_dir=data_dir, device=device, epochs=epochs)
     runs = train_all(
@@ -256,6 +268,25 @@ def reproduce(name: str | None, list_only: bool, data_dir: str | None, out: Path
         json.dumps({"final": final, "verdict": verdict}, indent=2)
     )
     click.echo(f"figure: {fig}")
+
+
+def _reproduce_sweep(sweep, preset, out: Path, overrides: dict, resume: bool) -> None:
+    out_dir = out / (sweep.name + (f"-{preset}" if preset else ""))
+    results, layers = run_sweep(sweep, out_dir, overrides=overrides, resume=resume,
+                                progress=sys.stderr.isatty(),
+                                echo=lambda s: click.echo(s, err=True))  # fmt: skip
+    axes = list(sweep.axes)
+    summary_rows = summarize(results, layers, axes)
+    headers = [*axes, "lr", "test err %", "sd", f"epochs to {sweep.threshold:g}%", "|apical|",
+               "angle"]  # fmt: skip
+    rows = [[*(r[a] for a in axes), r["lr"], r["test_error"], r["test_error_sd"],
+             r["epochs_to_threshold"], r["apical"], r["angle"]] for r in summary_rows]  # fmt: skip
+    click.echo(f"{sweep.title}\nclaim: {sweep.claim}")
+    click.echo(format_table(headers, rows))
+    for path in plot_sweep(summary_rows, layers, out_dir, sweep.title):
+        click.echo(f"figure: {path}")
+    click.echo(f"tables: {out_dir / 'results.csv'}, {out_dir / 'layers.csv'}, "
+               f"{out_dir / 'summary.csv'}")  # fmt: skip
 
 
 @cli.command()

@@ -162,6 +162,11 @@ class FeedbackLayer(nn.Module):
                 self.register_buffer(name, t)
 
     @property
+    def replicas(self) -> int | None:
+        """Number of independent replicas stacked in this layer (apical.replicas), or None."""
+        return None
+
+    @property
     def learns_feedback(self) -> bool:
         return isinstance(self.feedback, nn.Parameter)
 
@@ -170,6 +175,10 @@ class FeedbackLayer(nn.Module):
         # no error is sent into an input that needs none (the data): exact local gradients
         needs_path = path is not None and x.requires_grad
         send_back = path.send_back(self, x) if needs_path else None
+        if send_back is None and self.replicas is not None and torch.is_grad_enabled():
+            # exact gradients, but with dW = delta^T x in the orientation batched matrix
+            # products are fast in (autograd's baddbmm backward computes (x^T delta)^T)
+            send_back = self.through(self.weight, x)
         if send_back is None:
             return self._compute(x, self.weight, self.bias)
         return _FeedbackFunction.apply(x, self.weight, self.bias, self, send_back)
@@ -208,6 +217,10 @@ class FeedbackLinear(FeedbackLayer):
         self.weight, self.bias = base.weight, base.bias
         self._init_feedback(feedback, recurrent, generator)
 
+    @property
+    def replicas(self) -> int | None:
+        return self.weight.shape[0] if self.weight.dim() == 3 else None
+
     def extra_repr(self) -> str:
         fb = None if self.feedback is None else tuple(self.feedback.shape)
         return (
@@ -216,16 +229,24 @@ class FeedbackLinear(FeedbackLayer):
         )
 
     def _compute(self, x, weight, bias):
+        if weight.dim() == 3:  # replicas: x (R, N, in), W (R, out, in)
+            if bias is None:
+                return torch.bmm(x, weight.mT)
+            return torch.baddbmm(bias.unsqueeze(1), x, weight.mT)
         return F.linear(x, weight, bias)
 
     def _local_grads(self, grad, x, weight, need_w, need_b):
+        if weight.dim() == 3:  # replicas: sums over each replica's batch
+            gw = grad.mT @ x if need_w else None
+            gb = grad.sum(1) if need_b else None
+            return gw, gb
         g2 = grad.reshape(-1, grad.shape[-1])
         gw = g2.T @ x.reshape(-1, x.shape[-1]) if need_w else None
         gb = g2.sum(0) if need_b else None
         return gw, gb
 
     def through(self, matrix: Tensor, x: Tensor) -> SendBack:
-        return lambda grad: grad @ matrix
+        return lambda grad: grad @ matrix  # also (S, R, N, out) @ (R, out, in) for replicas
 
 
 def _numeric_padding(padding: str, kernel_size, dilation) -> tuple[int, int]:
@@ -303,8 +324,10 @@ class FeedbackConv2d(FeedbackLayer):
 
     def through(self, matrix: Tensor, x: Tensor) -> SendBack:
         def send(grad: Tensor) -> Tensor:
-            shape = (grad.shape[0], *x.shape[1:])  # only the size of the input is read
-            like = grad.new_empty(1).expand(shape)
-            return self._conv_backward(grad, like, matrix, [True, False, False])[0]
+            lead = grad.shape[:-3]  # any leading dimensions, flattened into the batch
+            grad = grad.reshape(-1, *grad.shape[-3:])
+            like = grad.new_empty(1).expand(grad.shape[0], *x.shape[1:])  # only its size is read
+            out = self._conv_backward(grad, like, matrix, [True, False, False])[0]
+            return out.reshape(*lead, *out.shape[1:])
 
         return send

@@ -45,29 +45,39 @@ def accuracy(outputs: Tensor, y: Tensor, k: int = 1) -> Tensor:
     float targets, whose arg-max is the label)."""
     target = y.argmax(-1) if y.dtype.is_floating_point else y
     top = outputs.topk(min(k, outputs.shape[-1]), dim=-1).indices
-    return (top == target[:, None]).any(-1).double().mean()
+    return (top == target[..., None]).any(-1).double().mean(-1)  # per replica if (R, N, C)
 
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, x: Tensor, y: Tensor, loss: str = "cross_entropy", batch_size: int = 2048
-) -> dict[str, float]:
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    loss: str = "cross_entropy",
+    batch_size: int = 2048,
+    replicas: int | None = None,
+) -> dict[str, float | list[float]]:
     """Mean loss, accuracy and top-5 accuracy over (x, y) in eval mode, in batches (one host
-    sync at the end)."""
+    sync at the end). For a replicated model (`replicas` = R) every replica sees the same
+    (x, y) and each value is a list of R."""
     was_training = model.training
     model.eval()
     loss_fn = get_loss(loss)
-    total_loss = torch.zeros((), dtype=torch.float64, device=x.device)
-    correct = torch.zeros(2, dtype=torch.float64, device=x.device)
+    shape = () if replicas is None else (replicas,)
+    total_loss = torch.zeros(shape, dtype=torch.float64, device=x.device)
+    correct = torch.zeros(2, *shape, dtype=torch.float64, device=x.device)
     for i in range(0, len(x), batch_size):
-        out = model(x[i : i + batch_size])
-        yb = y[i : i + batch_size]
-        total_loss += loss_fn(out, yb).double() * len(yb)
-        correct += torch.stack([accuracy(out, yb), accuracy(out, yb, k=5)]) * len(yb)
+        xb, yb = x[i : i + batch_size], y[i : i + batch_size]
+        n_b = len(xb)
+        if replicas is not None:
+            xb, yb = xb.expand(replicas, *xb.shape), yb.expand(replicas, *yb.shape)
+        out = model(xb)
+        total_loss += loss_fn(out, yb).double() * n_b
+        correct += torch.stack([accuracy(out, yb), accuracy(out, yb, k=5)]) * n_b
     model.train(was_training)
     n = max(len(x), 1)
-    top1, top5 = (float(c) / n for c in correct)
-    return {"loss": float(total_loss) / n, "accuracy": top1, "top5_accuracy": top5}
+    values = {"loss": total_loss / n, "accuracy": correct[0] / n, "top5_accuracy": correct[1] / n}
+    return {k: v.tolist() for k, v in values.items()}
 
 
 def alignment(
@@ -76,9 +86,10 @@ def alignment(
     x: Tensor,
     y: Tensor,
     generator: torch.Generator | None = None,
-) -> dict[str, dict[str, float]]:
+) -> dict[str, dict[str, float]] | list[dict[str, dict[str, float]]]:
     """Per feedback layer: angle and sign agreement of the rule's W direction with the
-    backprop gradient, and the feedback matrix's angle and norm ratio to W.
+    backprop gradient, and the feedback matrix's angle and norm ratio to W. For a
+    replicated model (apical.replicas), one such dict per replica.
 
     A probe: the model's buffers (BatchNorm statistics) are restored afterwards, and
     `generator` should be a dedicated one so that training's random draws are untouched.
@@ -92,22 +103,29 @@ def alignment(
         with torch.no_grad():
             for k, v in model.named_buffers():
                 v.copy_(saved[k])
-    out: dict[str, dict[str, float]] = {}
-    for name, layer in model.named_modules():
-        if not isinstance(layer, FeedbackLayer):
-            continue
-        key = f"{name}.weight" if name else "weight"
-        row = {
-            "angle": angle(ours[key], exact[key]),
-            "sign_agreement": sign_agreement(ours[key], exact[key]),
-        }
-        fb = rule.feedback_matrix(layer, generator)
-        if fb is not None and fb.shape == layer.weight.shape:
-            row["feedback_angle"] = angle(fb, layer.weight)
-            row["feedback_norm_ratio"] = float(fb.detach().norm() / layer.weight.detach().norm())
-        row.update({k: float(v) for k, v in step.diagnostics.get(name, {}).items()})
-        out[name] = row
-    return out
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, FeedbackLayer)]
+    feedback = {n: rule.feedback_matrix(m, generator) for n, m in layers}
+
+    def rows(r: int | None) -> dict[str, dict[str, float]]:
+        def pick(t: Tensor) -> Tensor:
+            return t if r is None else t[r]
+
+        out: dict[str, dict[str, float]] = {}
+        for name, layer in layers:
+            key = f"{name}.weight" if name else "weight"
+            a, b, w = pick(ours[key]), pick(exact[key]), pick(layer.weight)
+            row = {"angle": angle(a, b), "sign_agreement": sign_agreement(a, b)}
+            fb = feedback[name]
+            if fb is not None and fb.shape == layer.weight.shape:
+                fb = pick(fb)
+                row["feedback_angle"] = angle(fb, w)
+                row["feedback_norm_ratio"] = float(fb.detach().norm() / w.detach().norm())
+            row.update({k: float(pick(v)) for k, v in step.diagnostics.get(name, {}).items()})
+            out[name] = row
+        return out
+
+    replicas = layers[0][1].replicas if layers else None
+    return rows(None) if replicas is None else [rows(r) for r in range(replicas)]
 
 
 def mean_hidden_angle(model: nn.Module, rows: dict[str, dict[str, float]]) -> float:

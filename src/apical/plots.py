@@ -89,3 +89,58 @@ def load_runs(path: Path) -> dict[str, tuple[list[dict[str, Any]], list[dict[str
             label = f"{f.name} ({json.loads(config.read_text())['rule']})"
         out[label] = (read_jsonl(f / "metrics.jsonl"), probes)
     return out
+
+
+def plot_sweep(
+    summary: list[dict[str, Any]], layers: list[dict[str, Any]], out_dir: Path, title: str = ""
+) -> list[Path]:
+    """A sweep's figures: test error (mean and sd over seeds, chosen lr) against the sweep's
+    numeric axis (depth or gain), one panel per dataset, one line per variant
+    (`error.png`); and per layer the mean |apical potential| and the angle to backprop
+    (`layers.png`, one column per value of the numeric axis, first dataset)."""
+    x_axis = next(a for a in ("depth", "gain") if a in summary[0])
+    datasets = list(dict.fromkeys(r["dataset"] for r in summary))
+    variants = list(dict.fromkeys(r["variant"] for r in summary))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets, strict=True):
+        for variant in variants:
+            rows = [r for r in summary if r["dataset"] == dataset and r["variant"] == variant]
+            ax.errorbar([r[x_axis] for r in rows], [r["test_error"] for r in rows],
+                        yerr=[r["test_error_sd"] for r in rows], marker="o", ms=3, capsize=2,
+                        label=variant)  # fmt: skip
+        ax.set(xlabel=x_axis, ylabel="test error (%)", title=dataset, yscale="log")
+        if x_axis == "gain":
+            ax.set_xscale("log")
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    paths = [out_dir / "error.png"]
+    fig.savefig(paths[0], dpi=120)
+    plt.close(fig)
+
+    xs = list(dict.fromkeys(r[x_axis] for r in summary))
+    fig, axes = plt.subplots(2, len(xs), figsize=(2.6 * len(xs), 5.5), squeeze=False)
+    for col, x in enumerate(xs):
+        for variant in variants:
+            rows = [r for r in layers if r["dataset"] == datasets[0] and r[x_axis] == x
+                    and r["variant"] == variant and r["chosen"]]  # fmt: skip
+            depth = sorted({r["layer"] for r in rows})
+            for row, key in enumerate(("apical", "angle")):
+                means = [_mean_of(rows, "layer", layer, key) for layer in depth]
+                axes[row][col].plot(depth, means, marker="o", ms=3, label=variant)
+        axes[0][col].set(title=f"{x_axis} {x}", yscale="log")
+        axes[1][col].set(xlabel="hidden layer", ylim=(0, 100))
+    axes[0][0].set_ylabel("mean |apical potential|")
+    axes[1][0].set_ylabel("angle to backprop (deg)")
+    axes[1][0].legend(fontsize=7)
+    fig.suptitle(f"{title} ({datasets[0]})", fontsize=9)
+    fig.tight_layout()
+    paths.append(out_dir / "layers.png")
+    fig.savefig(paths[1], dpi=120)
+    plt.close(fig)
+    return paths
+
+
+def _mean_of(rows: list[dict[str, Any]], key: str, value: Any, field: str) -> float:
+    vals = [float(r[field]) for r in rows if r[key] == value]
+    return sum(vals) / len(vals) if vals else float("nan")

@@ -31,6 +31,7 @@ from apical.metrics import alignment, evaluate, mean_hidden_angle
 from apical.models import build_model
 from apical.optim import DecoupledMomentumSGD
 from apical.params import param_groups
+from apical.replicas import replicate
 from apical.rules import Rule, make_rule
 from apical.runs import load_checkpoint, save_checkpoint, write_json, write_jsonl
 
@@ -45,6 +46,7 @@ class TrainConfig:
     dataset: str = "digits"
     data_dir: str | None = None
     val_size: int | float = 0.1
+    train_size: int | None = None  # train on the first N of the (shuffled) training split
     standardize: bool = True
     image_size: int = 64
     augment: str = "none"
@@ -65,8 +67,15 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 64
     seed: int = 0
+    # replicas (apical.replicas): one network per entry of `seeds` (its initialisation, data
+    # order and probe batch), trained side by side; `seed` then keys only the validation
+    # split. `lr_scales` multiplies each replica's learning rates (sgd without weight decay
+    # or decoupled_sgd, where scaling the direction is exactly scaling the lr).
+    seeds: list[int] | None = None
+    lr_scales: list[float] | None = None
     probe_every: int = 100
     probe_size: int = 512
+    probe_epochs: bool = False  # also probe at the end of every epoch
     device: str = "auto"
     run_dir: str | None = None
 
@@ -94,10 +103,36 @@ class TrainConfig:
             )
         if self.schedule not in SCHEDULES:
             raise ApicalError(f"unknown schedule {self.schedule!r}; known: {', '.join(SCHEDULES)}")
+        if self.seeds is not None:
+            self._check_replicas()
+        elif self.lr_scales is not None:
+            raise ApicalError("lr_scales needs seeds (one learning-rate scale per replica)")
         for name in ("lr", "epochs", "batch_size"):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and value > 0 and math.isfinite(value)):
                 raise ApicalError(f"{name} must be a positive number, got {value!r}")
+
+    def _check_replicas(self) -> None:
+        seeds, scales = self.seeds, self.lr_scales
+        if not seeds or not all(isinstance(v, int) for v in seeds):
+            raise ApicalError(f"seeds must be a non-empty list of integers, got {seeds!r}")
+        if scales is not None and len(scales) != len(seeds):
+            raise ApicalError(
+                f"lr_scales has {len(scales)} entries for {len(seeds)} seeds; give one per seed"
+            )
+        if self.augment != "none" or self.grad_clip:
+            raise ApicalError("replicas (seeds) train without augmentation and grad_clip")
+        scaled = scales is not None and any(v != 1 for v in scales)
+        plain_sgd = self.optimizer == "sgd" and self.weight_decay == 0
+        if scaled and not (plain_sgd or self.optimizer == "decoupled_sgd"):
+            raise ApicalError(
+                "lr_scales needs optimizer sgd without weight decay, or decoupled_sgd (where a "
+                "scaled direction is a scaled learning rate)"
+            )
+
+    @property
+    def replicas(self) -> int | None:
+        return len(self.seeds) if self.seeds is not None else None
 
 
 @dataclass
@@ -110,12 +145,14 @@ class Run:
     probes: list[dict[str, Any]]
 
 
-DATA_FIELDS = ("dataset", "data_dir", "val_size", "seed", "standardize", "image_size")
+DATA_FIELDS = (
+    "dataset", "data_dir", "val_size", "train_size", "seed", "standardize", "image_size",
+)  # fmt: skip
 
 
 def load_config_data(config: TrainConfig) -> Dataset:
     """The dataset a config trains on (configs equal in DATA_FIELDS share it)."""
-    return load_dataset(
+    data = load_dataset(
         config.dataset,
         config.data_dir,
         val_size=config.val_size,
@@ -123,6 +160,15 @@ def load_config_data(config: TrainConfig) -> Dataset:
         standardize=config.standardize,
         image_size=config.image_size,
     )
+    if config.train_size is None:
+        return data
+    if not 0 < config.train_size <= len(data.x_train):
+        raise ApicalError(
+            f"train_size {config.train_size} is not between 1 and the {len(data.x_train)} "
+            f"training examples of {config.dataset}"
+        )
+    keep = slice(0, config.train_size)  # the split is already a seeded permutation
+    return dataclasses.replace(data, x_train=data.x_train[keep], y_train=data.y_train[keep])
 
 
 def resolve_device(name: str) -> torch.device:
@@ -152,23 +198,57 @@ def make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimiz
 
 
 def build(config: TrainConfig, data: Dataset, device: torch.device) -> tuple[nn.Module, Rule]:
-    """The rule and the converted model; initial weights depend only on the seed."""
+    """The rule and the converted model; initial weights depend only on the seed (on each
+    replica's seed for replicas)."""
     rule = make_rule(config.rule, loss=config.loss, **config.rule_options)
-    torch.manual_seed(config.seed)
-    model = build_model(config.model, data.input_shape, data.n_classes, **config.model_options)
     example = data.x_train[:2].cpu()
-    model = convert(model, rule, example, generator=torch.Generator().manual_seed(config.seed + 1))
-    return model.to(device), rule
+
+    def one(seed: int) -> nn.Module:
+        torch.manual_seed(seed)
+        model = build_model(config.model, data.input_shape, data.n_classes, **config.model_options)
+        return convert(model, rule, example, generator=torch.Generator().manual_seed(seed + 1))
+
+    if config.seeds is not None:
+        return replicate([one(s) for s in config.seeds]).to(device), rule
+    return one(config.seed).to(device), rule
 
 
-def _probe(model, rule, x, y, seed, device, epoch, step) -> dict[str, Any]:
+def _probe(model, rule, x, y, seed, device, epoch, step, config) -> list[dict[str, Any]]:
+    """Probe rows: one, or one per replica (with its seed and lr scale)."""
     rows = alignment(model, rule, x, y, torch.Generator(device).manual_seed(seed))
-    return {
-        "epoch": epoch,
-        "step": step,
-        "mean_hidden_angle": mean_hidden_angle(model, rows),
-        "layers": rows,
-    }
+    tags = _replica_tags(config)
+    return [
+        {
+            "epoch": epoch,
+            "step": step,
+            **tag,
+            "mean_hidden_angle": mean_hidden_angle(model, layers),
+            "layers": layers,
+        }
+        for tag, layers in zip(tags, rows if isinstance(rows, list) else [rows], strict=True)
+    ]
+
+
+def _replica_tags(config: TrainConfig) -> list[dict[str, Any]]:
+    """What tells a replica's rows apart ([{}] without replicas)."""
+    if config.seeds is None:
+        return [{}]
+    scales = config.lr_scales or [1.0] * len(config.seeds)
+    return [
+        {"replica": r, "seed": s, "lr_scale": c}
+        for r, (s, c) in enumerate(zip(config.seeds, scales, strict=True))
+    ]
+
+
+def _direction_scales(config: TrainConfig, model: nn.Module) -> dict[str, torch.Tensor] | None:
+    """Per-parameter (R, 1, ...) multipliers from lr_scales (None: all ones)."""
+    if config.lr_scales is None or all(v == 1 for v in config.lr_scales):
+        return None
+    out = {}
+    for name, p in model.named_parameters():
+        scale = torch.tensor(config.lr_scales, dtype=p.dtype, device=p.device)
+        out[name] = scale.reshape(-1, *([1] * (p.dim() - 1)))
+    return out
 
 
 def _rng_state(generators: dict[str, torch.Generator]) -> dict[str, Any]:
@@ -232,17 +312,26 @@ def train(
         scheduler = torch.optim.lr_scheduler.StepLR(
             optimizer, step_size=config.step_every, gamma=config.step_factor
         )
+    reps = config.replicas
+    seeds = config.seeds if reps is not None else [config.seed]
     generators = {
         "rule": torch.Generator(device).manual_seed(config.seed + 2),
-        "shuffle": torch.Generator().manual_seed(config.seed + 3),
         "augment": torch.Generator(device).manual_seed(config.seed + 6),
         "decode": torch.Generator().manual_seed(config.seed + 7),
     }
+    shuffles = [f"shuffle{r}" if reps is not None else "shuffle" for r in range(len(seeds))]
+    for key, s in zip(shuffles, seeds, strict=True):
+        generators[key] = torch.Generator().manual_seed(s + 3)
     n = len(data.x_train)
-    pick = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed + 4))
-    pick = pick[: config.probe_size].to(device)
+    picks = [
+        torch.randperm(n, generator=torch.Generator().manual_seed(s + 4))[: config.probe_size]
+        for s in seeds
+    ]
+    pick = (torch.stack(picks) if reps is not None else picks[0]).to(device)
     probe_x, probe_y = data.x_train[pick], data.y_train[pick]
     probe_seed = config.seed + 5
+    scales = _direction_scales(config, model)
+    tags = _replica_tags(config)
 
     start_epoch, step, history, probes = 0, 0, [], []
     if resume:
@@ -256,18 +345,29 @@ def train(
         history, probes = ckpt["history"], ckpt["probes"]
     if run_dir is not None:
         write_json(run_dir / "config.json", config.to_dict())
-    if step == 0 and config.probe_every:
-        probes.append(_probe(model, rule, probe_x, probe_y, probe_seed, device, 0, 0))
+
+    def probe(epoch: int) -> None:
+        probes.extend(
+            _probe(model, rule, probe_x, probe_y, probe_seed, device, epoch, step, config)
+        )
+
+    if step == 0 and (config.probe_every or config.probe_epochs):
+        probe(0)
 
     params = dict(model.named_parameters())
     n_batches = math.ceil(n / config.batch_size)
     elapsed = history[-1]["seconds"] if history else 0.0
+    shape = () if reps is None else (reps,)
+    first_bad = torch.full(shape, -1, dtype=torch.long, device=device)
+    if history and reps is not None:  # replicas that diverged before the checkpoint
+        last = history[-reps:]
+        first_bad = torch.tensor([r.get("diverged_step", -1) for r in last], device=device)
     for epoch in range(start_epoch, config.epochs):
         model.train()
         t0 = time.perf_counter()
-        perm = torch.randperm(n, generator=generators["shuffle"]).to(device)
-        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        first_bad = torch.full((), -1, dtype=torch.long, device=device)
+        perm = torch.stack([torch.randperm(n, generator=generators[k]) for k in shuffles])
+        perm = (perm if reps is not None else perm[0]).to(device)
+        loss_sum = torch.zeros(shape, dtype=torch.float64, device=device)
         bar = tqdm(
             range(n_batches),
             desc=f"epoch {epoch + 1}/{config.epochs}",
@@ -275,11 +375,11 @@ def train(
             leave=False,
         )
         for i in bar:
-            idx = perm[i * config.batch_size : (i + 1) * config.batch_size]
+            idx = perm[..., i * config.batch_size : (i + 1) * config.batch_size]
             x = training_batch(config.augment, data.x_train, idx, generators)
             result = rule.directions(model, x, data.y_train[idx], generators["rule"])
             for name, direction in result.directions.items():
-                params[name].grad = direction
+                params[name].grad = direction if scales is None else direction * scales[name]
             if config.grad_clip:
                 nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
@@ -287,35 +387,43 @@ def train(
             step += 1
             bad = ~torch.isfinite(result.loss) & (first_bad < 0)
             first_bad = torch.where(bad, step, first_bad)
-            loss_sum += result.loss.double() * len(idx)
+            loss_sum += result.loss.double() * idx.shape[-1]
             probe_now = config.probe_every and step % config.probe_every == 0
             if probe_now or (progress and step % 50 == 0) or i == n_batches - 1:
-                _stop_if_nonfinite(first_bad, epoch, history, run_dir)
+                _stop_if_nonfinite(first_bad, epoch, run_dir)
                 if progress:
-                    bar.set_postfix(loss=f"{float(result.loss):.4f}")
+                    bar.set_postfix(loss=f"{float(result.loss.mean()):.4f}")
             if probe_now:
-                probes.append(
-                    _probe(model, rule, probe_x, probe_y, probe_seed, device, epoch, step)
-                )
+                probe(epoch)
         if scheduler is not None:
             scheduler.step()
         elapsed += time.perf_counter() - t0
-        row = {
-            "epoch": epoch + 1,
-            "step": step,
-            "train_loss": float(loss_sum) / n,
-            **{
-                f"val_{k}": v
-                for k, v in evaluate(model, data.x_val, data.y_val, config.loss).items()
-            },
-            **{
-                f"test_{k}": v
-                for k, v in evaluate(model, data.x_test, data.y_test, config.loss).items()
-            },
-            "seconds": elapsed,
-            "mean_hidden_angle": probes[-1]["mean_hidden_angle"] if probes else math.nan,
+        if config.probe_epochs and not probe_now:
+            probe(epoch + 1)
+        splits = {"val": (data.x_val, data.y_val), "test": (data.x_test, data.y_test)}
+        evals = {
+            f"{split}_{k}": v
+            for split, (xs, ys) in splits.items()
+            for k, v in evaluate(model, xs, ys, config.loss, replicas=reps).items()
         }
-        history.append(row)
+        losses, diverged = (loss_sum / n).tolist(), first_bad.tolist()
+        angles = [p["mean_hidden_angle"] for p in probes[-len(tags) :]] if probes else None
+        rows = []
+        for r, tag in enumerate(tags):
+            pick_r = (lambda v, r=r: v[r]) if reps is not None else (lambda v: v)
+            row = {
+                "epoch": epoch + 1,
+                "step": step,
+                **tag,
+                "train_loss": pick_r(losses),
+                **{k: pick_r(v) for k, v in evals.items()},
+                "seconds": elapsed,
+                "mean_hidden_angle": angles[r] if angles else math.nan,
+            }
+            if reps is not None and diverged[r] >= 0:
+                row["diverged_step"] = diverged[r]
+            rows.append(row)
+        history.extend(rows)
         if run_dir is not None:
             state = {
                 "model": model.state_dict(),
@@ -331,17 +439,20 @@ def train(
             write_jsonl(run_dir / "metrics.jsonl", history)
             write_jsonl(run_dir / "probes.jsonl", probes)
         if on_epoch is not None:
-            on_epoch(row)
+            for row in rows:
+                on_epoch(row)
     return Run(config, model, history, probes)
 
 
-def _stop_if_nonfinite(first_bad: torch.Tensor, epoch: int, history: list, run_dir) -> None:
-    bad_step = int(first_bad)
-    if bad_step < 0:
+def _stop_if_nonfinite(first_bad: torch.Tensor, epoch: int, run_dir) -> None:
+    """Stop when the loss went NaN or inf (for replicas: when every replica's did; a
+    replica that diverged alone is marked in its rows and the others go on)."""
+    if not bool((first_bad >= 0).all()):
         return
+    bad_step = int(first_bad.max())
     where = (
-        f"the last good checkpoint (epoch {len(history)}) is in {run_dir}"
-        if run_dir is not None and history
+        f"the last good checkpoint (epoch {epoch}) is in {run_dir}"
+        if run_dir is not None and epoch > 0
         else "no checkpoint was written"
     )
     raise DivergedError(

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from apical.errors import ApicalError
+from apical.sweeps import Sweep, parse_sweep
 from apical.train import TrainConfig
 
 _RUN_KEYS = {"label", "published", "reference", "within", "max_error", "max_angle", "metric"}
@@ -66,20 +67,43 @@ def parse_experiment(text: str, origin: str) -> Experiment:
         raise ApicalError(f"experiment file {origin} is malformed: {e}") from None
 
 
+def _shipped() -> list[tuple[str, str]]:
+    return [
+        (entry.name, entry.read_text())
+        for entry in sorted(resources.files(__package__).iterdir(), key=lambda p: p.name)
+        if entry.name.endswith(".toml")
+    ]
+
+
+def _is_sweep(text: str) -> bool:
+    return text.lstrip().startswith('kind = "sweep"')
+
+
 def experiments() -> dict[str, Experiment]:
-    """Every shipped experiment, by name."""
+    """Every shipped experiment, by name (sweeps are listed by `sweeps`)."""
     found = {}
-    for entry in sorted(resources.files(__package__).iterdir(), key=lambda p: p.name):
-        if entry.name.endswith(".toml"):
-            exp = parse_experiment(entry.read_text(), entry.name)
+    for origin, text in _shipped():
+        if not _is_sweep(text):
+            exp = parse_experiment(text, origin)
             found[exp.name] = exp
+    return found
+
+
+def sweeps() -> dict[str, Sweep]:
+    """Every shipped sweep, by name."""
+    found = {}
+    for origin, text in _shipped():
+        if _is_sweep(text):
+            sweep = parse_sweep(tomllib.loads(text), origin)
+            found[sweep.name] = sweep
     return found
 
 
 def get_experiment(name: str) -> Experiment:
     known = experiments()
     if name not in known:
-        raise ApicalError(f"unknown experiment {name!r}; known: {', '.join(known)}")
+        names = [*known, *sweeps()]
+        raise ApicalError(f"unknown experiment {name!r}; known: {', '.join(names)}")
     return known[name]
 
 

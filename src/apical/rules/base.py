@@ -95,7 +95,7 @@ class Rule:
         outputs = self.run(model, x, generator)
         loss = get_loss(self.loss)(outputs, y)
         graph = [n for n in params if roles[n].kind != "feedback"]
-        grads = torch.autograd.grad(loss, [params[n] for n in graph], allow_unused=True)
+        grads = torch.autograd.grad(loss.sum(), [params[n] for n in graph], allow_unused=True)
         directions = {
             n: torch.zeros_like(params[n]) if g is None else g
             for n, g in zip(graph, grads, strict=True)

@@ -75,20 +75,21 @@ def _target(y: Tensor, like: Tensor) -> Tensor:
     """One-hot targets from labels, or float targets as given (e.g. soft or partial ones)."""
     if y.dtype.is_floating_point:
         return y.to(like.dtype)
-    return nn.functional.one_hot(y, like.shape[1]).to(like.dtype)
+    return nn.functional.one_hot(y, like.shape[-1]).to(like.dtype)
 
 
 def _lateral(z: Tensor, x: Tensor) -> Tensor:
-    """Z x per example: a matrix on features, or a C x C 1x1 convolution across channels."""
-    return x @ z.T if x.dim() == 2 else torch.einsum("dc,nchw->ndhw", z, x)
+    """Z x per example: a matrix on features (per replica for replicated layers), or a
+    C x C 1x1 convolution across channels."""
+    return x @ z.mT if x.dim() == z.dim() else torch.einsum("dc,nchw->ndhw", z, x)
 
 
 def _lateral_update(u: Tensor, x: Tensor) -> Tensor:
     """u x^T summed over the batch; for a conv layer also averaged over positions, so that
     eta_Z means the same per example as in a fully connected layer (a sum over 144
     positions made the conv Z diverge at the paper's eta_Z)."""
-    if u.dim() == 2:
-        return u.T @ x
+    if u.dim() < 4:
+        return u.mT @ x
     return torch.einsum("nchw,ndhw->cd", u, x) / (u.shape[2] * u.shape[3])
 
 
@@ -163,7 +164,7 @@ class Burstprop(Rule):
                 "burstprop with loss 'cross_entropy' reads the output layer's v through a "
                 "softmax: remove the activation after the output layer"
             )
-        a = torch.softmax(rec.v, dim=1)
+        a = torch.softmax(rec.v, dim=-1)
         t = _target(y, a)
         return pb * a, torch.minimum(pb * (t - a), (1 - pb) * a / self.kappa)
 
@@ -176,27 +177,30 @@ class Burstprop(Rule):
         b, db = self.output_bursts(stages[-1], records[-1], y)
         deltas = {len(stages) - 1: db}
         # bursts without teacher and the teacher's increment travel stacked on the batch
-        # dimension: one feedback product and one burst function for both
-        stacked = torch.cat([b, db])
+        # dimension (1 for replicas): one feedback product and one burst function for both
+        bdim = 1 if stages[0].layer.replicas else 0
+        stacked = torch.cat([b, db], bdim)
         updates, diagnostics = {}, {}
         for i in range(len(stages) - 2, -1, -1):
             above, st, rec = stages[i + 1], stages[i], records[i]
             send = above.layer.through(require_feedback(above.layer, self.name), records[i + 1].x)
-            gs = send(stacked).reshape(2, *rec.e.shape)  # (g, g^t - g)
-            us = gs * _h(st.activation, rec.e)  # (h g, h (g^t - g))
-            u = us[0]
+            e = rec.e.unsqueeze(bdim)
+            gs = send(stacked).reshape(*e.shape[:bdim], 2, *e.shape[bdim + 1 :])
+            us = gs * _h(st.activation, e)  # (h g, h (g^t - g)) along bdim
+            u = us.select(bdim, 0)
             z = st.layer.recurrent
             if z is not None:
-                pre = torch.sigmoid(gs[0]).mul_(rec.e)  # b~: pre-recurrence burst rate
+                pre = torch.sigmoid(gs.select(bdim, 0)).mul_(rec.e)  # b~: pre-recurrence rate
                 u.sub_(_lateral(z, pre))
                 updates[f"{st.name}.recurrent"] = _lateral_update(u * self.recurrent_lr, pre)
-            diagnostics[st.name] = {"apical": u.abs().mean()}
-            us[1].add_(u)  # u^t
+            per = tuple(range(bdim, u.dim()))  # per replica
+            diagnostics[st.name] = {"apical": u.abs().mean(per)}
+            us.select(bdim, 1).add_(u)  # u^t
             ps = self._burst(us)  # (p, p^t)
-            ps[1].sub_(ps[0])
-            ps.mul_(rec.e)  # (b, b^t - b)
-            deltas[i] = ps[1]
-            stacked = ps.flatten(0, 1)
+            ps.select(bdim, 1).sub_(ps.select(bdim, 0))
+            ps.mul_(e)  # (b, b^t - b)
+            deltas[i] = ps.select(bdim, 1)
+            stacked = ps.flatten(bdim, bdim + 1)
         directions = local_directions(stages, records, [-deltas[i] for i in range(len(stages))])
         for name, p in model.named_parameters():
             if name not in directions:

@@ -24,7 +24,7 @@ class Stage:
     name: str
     layer: FeedbackLayer
     activation: str | None = None
-    flatten_before: bool = False
+    flatten_from: int | None = None  # flatten the input from this dimension on
 
 
 @dataclass
@@ -54,20 +54,20 @@ def sequential_chain(model: nn.Module, rule: str) -> list[Stage]:
     if type(model) is not nn.Sequential:
         raise ApicalError(f"{hint}; got a {type(model).__name__}")
     stages: list[Stage] = []
-    flatten = False
+    flatten: int | None = None
     for name, module in _modules(model):
         if isinstance(module, FeedbackLayer):
-            stages.append(Stage(name, module, flatten_before=flatten))
-            flatten = False
+            stages.append(Stage(name, module, flatten_from=flatten))
+            flatten = None
         elif type(module) in ACTIVATIONS and stages and stages[-1].activation is None:
             stages[-1].activation = ACTIVATIONS[type(module)]
-        elif isinstance(module, nn.Flatten) and module.start_dim == 1 and module.end_dim == -1:
-            flatten = True
+        elif isinstance(module, nn.Flatten) and module.start_dim in (1, 2) and module.end_dim == -1:
+            flatten = module.start_dim  # 2 in replicated models (apical.replicas)
         else:
             raise ApicalError(f"{hint}; module {name!r} is a {type(module).__name__}")
     if not stages:
         raise ApicalError(f"{hint}; the model has no feedback layer")
-    if flatten:
+    if flatten is not None:
         raise ApicalError(f"{hint}; a Flatten after the last layer is not supported")
     return stages
 
@@ -93,8 +93,8 @@ def run_chain(stages: list[Stage], x: Tensor, noise: list[Tensor] | None = None)
     """Forward pass stage by stage (no autograd); `noise[i]` is added to stage i's v."""
     records = []
     for i, st in enumerate(stages):
-        if st.flatten_before:
-            x = x.flatten(1)
+        if st.flatten_from is not None:
+            x = x.flatten(st.flatten_from)
         v = st.layer._compute(x, st.layer.weight, st.layer.bias)
         if noise is not None:
             v = v + noise[i]

@@ -116,6 +116,8 @@ class TrainConfig:
         seeds, scales = self.seeds, self.lr_scales
         if not seeds or not all(isinstance(v, int) for v in seeds):
             raise ApicalError(f"seeds must be a non-empty list of integers, got {seeds!r}")
+        if scales is not None and not all(v > 0 and math.isfinite(v) for v in scales):
+            raise ApicalError(f"lr_scales must be positive finite numbers, got {scales!r}")
         if scales is not None and len(scales) != len(seeds):
             raise ApicalError(
                 f"lr_scales has {len(scales)} entries for {len(seeds)} seeds; give one per seed"

@@ -129,7 +129,7 @@ def plot_sweep(
                 means = [_mean_of(rows, "layer", layer, key) for layer in depth]
                 axes[row][col].plot(depth, means, marker="o", ms=3, label=variant)
         axes[0][col].set(title=f"{x_axis} {x}", yscale="log")
-        axes[1][col].set(xlabel="hidden layer", ylim=(0, 100))
+        axes[1][col].set(xlabel="hidden layer", ylim=(0, 180))
     axes[0][0].set_ylabel("mean |apical potential|")
     axes[1][0].set_ylabel("angle to backprop (deg)")
     axes[1][0].legend(fontsize=7)

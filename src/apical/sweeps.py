@@ -24,7 +24,6 @@ from __future__ import annotations
 import copy
 import csv
 import math
-import tomllib
 from dataclasses import dataclass, field
 from itertools import product
 from pathlib import Path
@@ -33,7 +32,6 @@ from typing import Any
 from apical.errors import ApicalError, DivergedError
 from apical.train import DATA_FIELDS, Run, TrainConfig, load_config_data, train
 
-SPECIAL_AXES = ("dataset", "depth", "gain", "variant")
 RESULT_COLUMNS = [
     "point", "seed", "lr_scale", "lr", "output_lr", "chosen", "epochs", "test_error",
     "val_error", "best_val_error", "epochs_to_threshold", "diverged", "seconds",
@@ -106,14 +104,6 @@ def parse_sweep(d: dict[str, Any], origin: str) -> Sweep:
     for name in [None, *sweep.presets]:
         expand(sweep.preset(name))  # validates every config now, not after hours
     return sweep
-
-
-def load_sweep(path: str | Path) -> Sweep:
-    path = Path(path)
-    try:
-        return parse_sweep(tomllib.loads(path.read_text()), path.name)
-    except tomllib.TOMLDecodeError as e:
-        raise ApicalError(f"sweep file {path.name} is malformed: {e}") from None
 
 
 def _apply(config: dict[str, Any], axis: str, value: Any, sweep: Sweep) -> None:

@@ -6,7 +6,8 @@ Model: the NN 2021 MNIST net 784-500x3-10 (logistic, squared error) at batch 32,
 backprop, FA and burstprop with learned feedback and Z. One step = the rule's directions,
 `.grad`, an SGD-with-momentum step and after_step, on synthetic inputs. Reported per rule
 and R: seconds per step of the replicated model divided by R times the seconds per step of
-one ordinary network (below 1: replicas pay), median of interleaved repetitions.
+one ordinary network (below 1: replicas pay); medians of interleaved repetitions in a
+shuffled order.
 """
 
 from __future__ import annotations
@@ -14,11 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
+from rules_vs_backprop import interleaved_medians  # this folder's timing helper
 
 import apical
 from apical.models import burstprop_mlp
@@ -45,11 +45,6 @@ def _step(rule, model, x, y) -> Callable[[], None]:
     return step
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def bench(device: torch.device, counts: list[int], reps: int, steps: int) -> dict:
     out = {}
     for label, opts in RULES.items():
@@ -65,21 +60,11 @@ def bench(device: torch.device, counts: list[int], reps: int, steps: int) -> dic
             if r == 1:
                 fns["single"] = _step(rule, models[0].to(device), x[0], y[0])
             fns[r] = _step(rule, replicate(models).to(device), x, y)
-        times: dict = {k: [] for k in fns}
-        for fn in fns.values():
-            fn()
-        for _ in range(reps):
-            for k, fn in fns.items():
-                _sync(device)
-                t0 = time.perf_counter()
-                for _ in range(steps):
-                    fn()
-                _sync(device)
-                times[k].append((time.perf_counter() - t0) / steps)
-        single = statistics.median(times["single"])
+        medians = interleaved_medians(fns, device, reps, steps)
+        single = medians["single"]
         out[label] = {"single network seconds per step": single}
         out[label].update({
-            f"R={r}": statistics.median(times[r]) / (r * single) for r in counts
+            f"R={r}": medians[r] / (r * single) for r in counts
         })  # fmt: skip
     return out
 

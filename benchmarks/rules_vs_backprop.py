@@ -122,14 +122,25 @@ def bench_model(case: Case, device, reps: int, steps: int) -> dict[str, float]:
         model = apical.convert(case.build(), rule, x[:2].cpu()).to(device)
         opt = torch.optim.SGD(apical.param_groups(model, 0.01), lr=0.01, momentum=0.9)
         fns[label] = _rule_step(model, rule, opt, x, y, gen)
-    for fn in fns.values():  # warm-up
+    medians = interleaved_medians(fns, device, reps, steps)
+    base = medians["plain backprop"]
+    out = {"plain backprop seconds per step": base}
+    out.update({k: v / base for k, v in medians.items() if k != "plain backprop"})
+    return out
+
+
+def interleaved_medians(fns: dict, device: torch.device, reps: int, steps: int) -> dict[str, float]:
+    """Median seconds per call of each function: after 3 warm-up calls each, `reps` rounds
+    in which every function runs `steps` times, in a shuffled order per round (so no
+    function always runs right after another)."""
+    for fn in fns.values():
         for _ in range(3):
             fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
+    times: dict = {k: [] for k in fns}
     order = random.Random(0)
     for _ in range(reps):
         labels = list(fns)
-        order.shuffle(labels)  # no rule always runs right after another
+        order.shuffle(labels)
         for label in labels:
             fn = fns[label]
             _sync(device)
@@ -138,10 +149,7 @@ def bench_model(case: Case, device, reps: int, steps: int) -> dict[str, float]:
                 fn()
             _sync(device)
             times[label].append((time.perf_counter() - t0) / steps)
-    base = statistics.median(times["plain backprop"])
-    out = {"plain backprop seconds per step": base}
-    out.update({k: statistics.median(v) / base for k, v in times.items() if k != "plain backprop"})
-    return out
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def main() -> None:

@@ -94,6 +94,8 @@ def alignment(
     A probe: the model's buffers (BatchNorm statistics) are restored afterwards, and
     `generator` should be a dedicated one so that training's random draws are untouched.
     """
+    if hasattr(rule, "alignment"):  # a rule that carries its own reference (eLife 2017)
+        return rule.alignment(model, x, y, generator)
     saved = {k: v.clone() for k, v in model.named_buffers()}
     try:
         step = rule.directions(model, x, y, generator)
@@ -133,6 +135,6 @@ def mean_hidden_angle(model: nn.Module, rows: dict[str, dict[str, float]]) -> fl
     hidden = [
         rows[n]["angle"]
         for n, m in model.named_modules()
-        if isinstance(m, FeedbackLayer) and m.position == "hidden" and n in rows
+        if getattr(m, "position", None) == "hidden" and n in rows
     ]
     return sum(hidden) / len(hidden) if hidden else math.nan

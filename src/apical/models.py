@@ -9,6 +9,7 @@ from itertools import pairwise
 import torch
 from torch import nn
 
+from apical.dendrites.network import segregated_dendrites
 from apical.errors import ApicalError
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -164,6 +165,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "burstprop_convnet_fa": burstprop_convnet_fa,
     "burstprop_imagenet": burstprop_imagenet,
     "burstprop_imagenet_fa": burstprop_imagenet_fa,
+    "segregated_dendrites": segregated_dendrites,
 }
 
 

@@ -13,8 +13,6 @@ from typing import NamedTuple
 
 from torch import nn
 
-from apical.layers import FeedbackLayer
-
 _KINDS = {"weight": "forward", "bias": "bias", "feedback": "feedback"}
 
 
@@ -29,8 +27,9 @@ def parameter_roles(model: nn.Module) -> dict[str, Role]:
     for module_name, module in model.named_modules():
         for name, _ in module.named_parameters(recurse=False):
             full = f"{module_name}.{name}" if module_name else name
-            if isinstance(module, FeedbackLayer):
-                roles[full] = Role(_KINDS.get(name, "other"), module.position)
+            position = getattr(module, "position", None)  # feedback and dendritic layers
+            if position in ("hidden", "output"):
+                roles[full] = Role(_KINDS.get(name, "other"), position)
             else:
                 roles[full] = Role("other", "hidden")
     return roles

@@ -21,19 +21,25 @@ def plot_runs(
     title: str = "",
 ) -> Path:
     """Test error (%) per epoch; mean hidden-layer angle to backprop (degrees) per step; and,
-    where a rule reports it (burstprop), the mean absolute apical potential per hidden layer.
-    `runs` maps a label to (history rows, probe rows)."""
-    apical_runs = {
-        label: probes
-        for label, (_, probes) in runs.items()
-        if probes and any("apical" in row for row in probes[-1]["layers"].values())
-    }
-    fig, axes = plt.subplots(1, 3 if apical_runs else 2, figsize=(15 if apical_runs else 10, 4))
+    where a rule reports them, the mean absolute apical potential per hidden layer
+    (burstprop) or Theorem 1's eigenvalue and the hidden/output loss correlation
+    (segregated dendrites). `runs` maps a label to (history rows, probe rows)."""
+
+    def having(key: str) -> dict[str, list[dict[str, Any]]]:
+        return {
+            label: probes
+            for label, (_, probes) in runs.items()
+            if probes and any(key in row for row in probes[-1]["layers"].values())
+        }
+
+    apical_runs, theorem_runs = having("apical"), having("eigenvalue")
+    extra = bool(apical_runs or theorem_runs)
+    fig, axes = plt.subplots(1, 3 if extra else 2, figsize=(15 if extra else 10, 4))
     ax_err, ax_ang = axes[0], axes[1]
     for label, (history, probes) in runs.items():
-        epochs = [0] + [h["epoch"] for h in history]
-        errors = [None] + [100 * (1 - h["test_accuracy"]) for h in history]
-        ax_err.plot(epochs[1:], errors[1:], marker="o", ms=3, label=label)
+        epochs = [h["epoch"] for h in history]
+        errors = [100 * (1 - h["test_accuracy"]) for h in history]
+        ax_err.plot(epochs, errors, marker="o", ms=3, label=label)
         if probes:
             ax_ang.plot(
                 [p["step"] for p in probes], [p["mean_hidden_angle"] for p in probes], label=label
@@ -45,17 +51,15 @@ def plot_runs(
     )  # fmt: skip
     ax_ang.axhline(90, color="grey", lw=0.5, ls="--")
     if apical_runs:
-        ax_ap = axes[2]
-        for label, probes in apical_runs.items():
-            layers = [n for n, row in probes[-1]["layers"].items() if "apical" in row]
-            for n in layers:
-                steps = [p["step"] for p in probes if "apical" in p["layers"].get(n, {})]
-                values = [
-                    p["layers"][n]["apical"] for p in probes if "apical" in p["layers"].get(n, {})
-                ]
-                ax_ap.plot(steps, values, label=f"{label} {n}")
-        ax_ap.set(xlabel="training step", ylabel="mean |apical potential|", yscale="log",
-                  title="apical potential (Z at work)")  # fmt: skip
+        _layer_curves(axes[2], apical_runs, "apical", "")
+        axes[2].set(xlabel="training step", ylabel="mean |apical potential|", yscale="log",
+                    title="apical potential (Z at work)")  # fmt: skip
+    elif theorem_runs:  # segregated dendrites (eLife Fig. 5 and its suppl. 1)
+        _layer_curves(axes[2], theorem_runs, "eigenvalue", " eigenvalue")
+        _layer_curves(axes[2], theorem_runs, "loss_correlation", " loss corr.", ls=":")
+        axes[2].axhline(1, color="grey", lw=0.5, ls="--")
+        axes[2].set(xlabel="training step", ylabel="value",
+                    title="Theorem 1 eigenvalue (< 1 wanted); corr(L_hidden, L_out)")  # fmt: skip
     for ax in axes:
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
@@ -66,6 +70,15 @@ def plot_runs(
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def _layer_curves(ax, runs: dict[str, list[dict]], key: str, suffix: str, **style) -> None:
+    """One curve per run and layer of a per-layer probe value."""
+    for label, probes in runs.items():
+        for n in [n for n, row in probes[-1]["layers"].items() if key in row]:
+            rows = [p for p in probes if key in p["layers"].get(n, {})]
+            ax.plot([p["step"] for p in rows], [p["layers"][n][key] for p in rows],
+                    label=f"{label} {n}{suffix}", **style)  # fmt: skip
 
 
 def load_runs(path: Path) -> dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
@@ -144,3 +157,39 @@ def plot_sweep(
 def _mean_of(rows: list[dict[str, Any]], key: str, value: Any, field: str) -> float:
     vals = [float(r[field]) for r in rows if r[key] == value]
     return sum(vals) / len(vals) if vals else float("nan")
+
+
+def plot_dendrite_traces(trace: dict[str, Any], label: int, path: Path, title: str = "") -> Path:
+    """eLife Fig. 4 for one image: a hidden neuron's basal, somatic and apical voltages and
+    its plateaus through the forward and target phases, and the output somata (the correct
+    class driven up by the teaching current, the others down)."""
+    forward, total = int(trace["forward"]), int(trace["forward"] + trace["target"])
+    t = range(total)
+    fig, (ax_h, ax_o) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
+    for name, color in (("basal", "tab:blue"), ("soma", "black"), ("apical", "tab:red")):
+        ax_h.plot(t, trace[name][:, 0].tolist(), color=color, lw=1, label=f"{name} voltage")
+    bounds = [int(v) for v in trace["windows"].flatten()]  # averaging windows of both phases
+    for phase, key in enumerate(("plateau_f", "plateau_t")):
+        start, end = bounds[2 * phase], bounds[2 * phase + 1]
+        ax_h.axvspan(start, end, color="tab:red", alpha=0.08)
+        ax_h.annotate(f"plateau {float(trace[key][0]):.3f}", (start, ax_h.get_ylim()[1]),
+                      fontsize=8, va="top", color="tab:red")  # fmt: skip
+    output = trace["output"]
+    for k in range(output.shape[1]):
+        correct = k == label
+        name = "correct class" if correct else ("other classes" if k == int(label == 0) else None)
+        ax_o.plot(t, output[:, k].tolist(), lw=1.5 if correct else 0.7,
+                  color="tab:green" if correct else "grey", label=name)  # fmt: skip
+    for ax in (ax_h, ax_o):
+        ax.axvline(forward, color="k", ls="--", lw=0.8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower left")
+    ax_h.set(ylabel="hidden neuron (V)", title="forward phase | target phase (teaching current on)")
+    ax_o.set(xlabel="time (ms)", ylabel="output somata (V)")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

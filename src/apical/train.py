@@ -26,6 +26,7 @@ from tqdm import tqdm
 from apical.augment import AUGMENTATIONS, training_batch
 from apical.convert import convert
 from apical.data import Dataset, load_dataset
+from apical.dendrites.keyed import example_keys
 from apical.errors import ApicalError, DivergedError
 from apical.metrics import alignment, evaluate, mean_hidden_angle
 from apical.models import build_model
@@ -208,6 +209,12 @@ def build(config: TrainConfig, data: Dataset, device: torch.device) -> tuple[nn.
     def one(seed: int) -> nn.Module:
         torch.manual_seed(seed)
         model = build_model(config.model, data.input_shape, data.n_classes, **config.model_options)
+        if rule.model_class is not None:
+            if not isinstance(model, rule.model_class):
+                raise ApicalError(
+                    f"rule {rule.name!r} trains its own model only; set model = {rule.name!r}"
+                )
+            return model
         return convert(model, rule, example, generator=torch.Generator().manual_seed(seed + 1))
 
     if config.seeds is not None:
@@ -379,7 +386,8 @@ def train(
         for i in bar:
             idx = perm[..., i * config.batch_size : (i + 1) * config.batch_size]
             x = training_batch(config.augment, data.x_train, idx, generators)
-            result = rule.directions(model, x, data.y_train[idx], generators["rule"])
+            keyed = {"keys": example_keys(config.seed, epoch, idx)} if rule.keyed else {}
+            result = rule.directions(model, x, data.y_train[idx], generators["rule"], **keyed)
             for name, direction in result.directions.items():
                 params[name].grad = direction if scales is None else direction * scales[name]
             if config.grad_clip:

@@ -14,6 +14,7 @@ from apical.rules.direct_feedback import DirectFeedbackAlignment
 from apical.rules.feedback_alignment import FeedbackAlignment
 from apical.rules.kolen_pollack import KolenPollack
 from apical.rules.node_perturbation import NodePerturbation
+from apical.rules.segregated_dendrites import SegregatedDendrites
 from apical.rules.sign_symmetry import SignSymmetry
 
 RULES: dict[str, type[Rule]] = {
@@ -26,6 +27,7 @@ RULES: dict[str, type[Rule]] = {
         KolenPollack,
         Burstprop,
         NodePerturbation,
+        SegregatedDendrites,
     )
 }
 

@@ -40,6 +40,10 @@ class Rule:
 
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
+    # A rule with its own model (segregated dendrites) names its class: the trainer builds
+    # that model unconverted, and passes per-example random keys to `directions` if keyed.
+    model_class: ClassVar[type[nn.Module] | None] = None
+    keyed: ClassVar[bool] = False
     loss: str = "cross_entropy"
 
     def __post_init__(self) -> None:

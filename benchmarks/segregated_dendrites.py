@@ -1,0 +1,123 @@
+"""Seconds per training image of the segregated-dendrite network (eLife 2017), against the
+authors' code (0.030 s per training image, 0.06-0.07 s per test image on 2 CPU cores;
+design notes originals.md section 3).
+
+    python benchmarks/segregated_dendrites.py [--device cpu|cuda|all] [--batches 1,32,128]
+                                              [--hidden 500] [--reps 3] [--json]
+
+Model 784-500-10 (or --hidden), preset original-code (the setting of the authors' timing:
+10-step PSP kernel, 50-57-step phases). One training step = the rule's directions (a
+forward and a target phase of every image of the batch), an SGD step and after_step
+(carried state, as in training); inputs: synthetic images with MNIST's density (19 % of
+pixels on, mean intensity 0.13). Eager and torch.compile'd time steps; medians of
+interleaved repetitions (the first calls, which compile, are not timed). A test image is
+one 250-step test phase, timed at the largest batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from collections.abc import Callable
+from functools import partial
+
+import torch
+from rules_vs_backprop import interleaved_medians  # this folder's timing helper
+
+import apical
+from apical.dendrites.config import dendrite_config
+from apical.dendrites.network import SegregatedNet
+
+ORIGINAL_TRAIN, ORIGINAL_TEST = 0.030, 0.065  # s per image, authors' code, 2 CPU cores
+
+
+def images(batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(batch)
+    on = torch.rand(batch, 784, generator=g) < 0.19
+    x = on * (0.2 + 0.8 * torch.rand(batch, 784, generator=g)) * 0.68
+    return x.to(device), torch.randint(0, 10, (batch,), generator=g).to(device)
+
+
+def _train_step(rule, net: SegregatedNet, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
+    opt = torch.optim.SGD(apical.param_groups(net, 0.21), lr=0.21)
+    params = dict(net.named_parameters())
+
+    def step() -> None:
+        result = rule.directions(net, x, y)
+        for name, d in result.directions.items():
+            params[name].grad = d
+        opt.step()
+        rule.after_step(net, result)
+
+    return step
+
+
+def bench(device: torch.device, batches: list[int], hidden: tuple[int, ...], reps: int) -> dict:
+    rule = apical.make_rule("segregated_dendrites")
+    out: dict = {}
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        net = SegregatedNet(dendrite_config(hidden=hidden, compile=compiled)).to(device)
+        fns = {batch: _train_step(rule, net, *images(batch, device)) for batch in batches}
+        medians = interleaved_medians(fns, device, reps, 1)
+        per_image = {b: medians[b] / b for b in batches}
+        best = min(per_image, key=per_image.get)
+        x, _ = images(max(batches), device)
+        test = interleaved_medians({"test": partial(net, x)}, device, reps, 1)["test"]
+        label = "compiled" if compiled else "eager"
+        out[label] = {
+            "seconds per training image": {f"B={b}": v for b, v in per_image.items()},
+            "best B": best,
+            "speed-up vs original at smallest B": ORIGINAL_TRAIN / per_image[batches[0]],
+            "speed-up vs original at best B": ORIGINAL_TRAIN / per_image[best],
+            "test batch": max(batches),
+            "seconds per test image": test / max(batches),
+            "test speed-up vs original": ORIGINAL_TEST / (test / max(batches)),
+        }
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--device", default="all", help="cpu, cuda or all (cuda where present)")
+    p.add_argument("--batches", default="1,8,32,128,512", help="batch sizes, smallest first")
+    p.add_argument("--hidden", default="500", help="hidden sizes, comma-separated")
+    p.add_argument("--reps", type=int, default=3, help="interleaved repetitions")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    args = p.parse_args()
+    torch._dynamo.config.cache_size_limit = 64  # one compiled step per batch size
+    batches = sorted(int(v) for v in args.batches.split(","))
+    hidden = tuple(int(v) for v in args.hidden.split(","))
+    devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
+    devices = [d for d in devices if d != "cuda" or torch.cuda.is_available()]
+    result = {
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "network": f"784-{'-'.join(map(str, hidden))}-10, preset original-code",
+        "results": {d: bench(torch.device(d), batches, hidden, args.reps) for d in devices},
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    for dev, modes in result["results"].items():
+        where = result["gpu"] if dev == "cuda" else f"CPU, {result['threads']} threads"
+        print(f"\n{dev} ({where}), {result['network']}")
+        for mode, row in modes.items():
+            times = "  ".join(
+                f"{k} {1e3 * v:.2f} ms" for k, v in row["seconds per training image"].items()
+            )
+            print(f"  {mode:<9} per training image: {times}")
+            print(
+                f"            speed-up vs the authors' 30 ms: "
+                f"{row['speed-up vs original at smallest B']:.1f}x at B={batches[0]}, "
+                f"{row['speed-up vs original at best B']:.1f}x at B={row['best B']}; test image "
+                f"{1e3 * row['seconds per test image']:.2f} ms "
+                f"({row['test speed-up vs original']:.1f}x the authors' 65 ms)"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,220 @@
+"""The spiking network of Guerguiev, Lillicrap & Richards (eLife 2017) as pure functions.
+
+Time is in 1-ms steps (forward Euler), rates in spikes per step (phi_max = 0.2). One step
+(eLife "Simulation details"; originals.md 1.14c), for B examples at once:
+
+1. input counts n ~ Poisson(phi_max x) (pixel intensities x in [0, 1]), filtered into PSPs;
+2. hidden layers, bottom to top: basal V^b = W s_below + b (Eq. 11), apical
+   V^a = Y s_out (Eq. 12, the output's PSP of the previous step, broadcast to every hidden
+   layer), soma dV/dt = -g_l V + g_b (V^b - V) + g_a (V^a - V) (Eq. 14, C_m = 1), counts
+   ~ Poisson(phi_max sigma(V)) (Eqs. 3-4, counts, so more than one spike per step is
+   possible), filtered;
+3. output: dendrite V^b = W s_hidden + b (Eq. 16), soma dV/dt = -g_l V + g_d (V^b - V) + I
+   (Eq. 17), with the teaching current I = g_E (E_E - V) + g_I (E_I - V) of the previous
+   step's soma in the target phase (Eqs. 19-20: g_E = 1 for the correct class, g_I = 1 for
+   the others), counts, filtered.
+
+PSPs (Eq. 10): s(t) = sum_d kappa(d) n(t - d + 1), kappa(t) = (e^{-t/tau_L} - e^{-t/tau_s})
+/ (tau_L - tau_s), which integrates to 1. The full kernel is two exponential traces
+(exact, constant memory); the authors' code truncates it to `psp_steps` past steps, kept
+as a short history of counts. Memory grows with B x neurons, never with simulated time.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from apical.dendrites.config import DendriteConfig
+from apical.dendrites.keyed import poisson, step_keys, uniform
+
+
+class Params(NamedTuple):
+    """Forward weights W^l (out, in) and biases b^l, the output layer's last; feedback
+    Y^l (n_l, n_out), one per hidden layer."""
+
+    weights: tuple[Tensor, ...]
+    biases: tuple[Tensor, ...]
+    feedback: tuple[Tensor, ...]
+
+
+class State(NamedTuple):
+    """PSP filter state of the input, every hidden layer and the output; somatic voltages
+    of every hidden layer and the output."""
+
+    filters: tuple[Tensor, ...]
+    soma: tuple[Tensor, ...]
+
+
+class Sums(NamedTuple):
+    """Window sums per example: forward-phase somatic voltages (hidden, then output),
+    apical potentials in each phase, the PSPs at each layer's basal synapses (forward
+    phase), and the output's instantaneous rate in the target phase."""
+
+    soma_f: tuple[Tensor, ...]
+    apical_f: tuple[Tensor, ...]
+    apical_t: tuple[Tensor, ...]
+    basal_f: tuple[Tensor, ...]
+    rate_t: Tensor
+
+
+class Windows(NamedTuple):
+    """Per-example step bounds [start, end) as (B, 1) tensors: the forward-phase window,
+    the target-phase window, the first target-phase step, and the apical windows of each
+    hidden layer ((B, 1), or (B, n_l) with per-neuron plateau times)."""
+
+    forward: tuple[Tensor, Tensor]
+    target: tuple[Tensor, Tensor]
+    teach_from: Tensor
+    apical_f: tuple[tuple[Tensor, Tensor], ...]
+    apical_t: tuple[tuple[Tensor, Tensor], ...]
+
+
+def kernel(config: DendriteConfig, t: Tensor) -> Tensor:
+    """kappa(t) of eLife Eq. 10 (zero for t < 0)."""
+    tl, ts = config.tau_l, config.tau_s
+    return ((torch.exp(-t / tl) - torch.exp(-t / ts)) / (tl - ts)).clamp_min(0) * (t >= 0)
+
+
+def filter_init(config: DendriteConfig, batch: int, n: int, device, dtype) -> Tensor:
+    """Rest: no spikes in the filter's memory."""
+    depth = 2 if config.psp_steps is None else config.psp_steps
+    return torch.zeros(depth, batch, n, device=device, dtype=dtype)
+
+
+def filter_push(config: DendriteConfig, state: Tensor, counts: Tensor) -> Tensor:
+    """Add this step's counts. Full kernel: traces a_tau <- e^{-1/tau} (a_tau + n), so that
+    a_tau(t) = sum_{d>=1} e^{-d/tau} n(t-d+1). Truncated: the newest `psp_steps` counts."""
+    if config.psp_steps is None:
+        decay = torch.tensor(
+            [math.exp(-1 / config.tau_l), math.exp(-1 / config.tau_s)],
+            device=state.device,
+            dtype=state.dtype,
+        )
+        return decay[:, None, None] * (state + counts)
+    return torch.cat([counts[None], state[:-1]])
+
+
+def filter_value(config: DendriteConfig, state: Tensor) -> Tensor:
+    """The PSP s(t) = sum_d kappa(d) n(t - d + 1) (d >= 1; the current count weighs kappa(1))."""
+    if config.psp_steps is None:
+        return (state[0] - state[1]) / (config.tau_l - config.tau_s)
+    d = torch.arange(1, config.psp_steps + 1, device=state.device, dtype=state.dtype)
+    return torch.tensordot(kernel(config, d), state, dims=1)
+
+
+def rest(config: DendriteConfig, batch: int, device, dtype=torch.float32) -> State:
+    sizes = config.sizes
+    return State(
+        tuple(filter_init(config, batch, n, device, dtype) for n in sizes),
+        tuple(torch.zeros(batch, n, device=device, dtype=dtype) for n in sizes[1:]),
+    )
+
+
+def step(
+    config: DendriteConfig,
+    params: Params,
+    state: State,
+    rate_in: Tensor,
+    target_sign: Tensor,
+    teach: Tensor,
+    keys: Tensor,
+    t: Tensor,
+) -> tuple[State, tuple[Tensor, ...], tuple[Tensor, ...]]:
+    """One time step (module docstring). `rate_in` (B, n_in): input rates per step;
+    `target_sign` (B, n_out): +1 for the correct class, -1 for the others; `teach` (B, 1):
+    1 in the target phase; `keys` (B,): per-example keys; `t` (0-d int64): the step.
+
+    Returns the new state, the step's hidden apical potentials and the PSPs at each
+    layer's basal synapses (input first).
+    """
+    c = config
+    n_hidden = len(c.hidden)
+    if c.feedback == "spikes":
+        top = filter_value(c, state.filters[-1])  # output PSP of the previous step
+    else:
+        top = c.rate_max * torch.sigmoid(state.soma[-1])  # its rate (eLife Fig. 7A red)
+    counts = poisson(uniform(step_keys(keys, 0, t), c.n_inputs), rate_in)
+    filters = [filter_push(c, state.filters[0], counts)]
+    below = filter_value(c, filters[0])
+    basal_psps, apicals, somas = [below], [], []
+    for layer in range(n_hidden):
+        v_basal = torch.addmm(params.biases[layer], below, params.weights[layer].T)
+        v_apical = top @ params.feedback[layer].T
+        v = state.soma[layer]
+        dv = -c.g_l * v + c.g_b * (v_basal - v)
+        if c.g_a:
+            dv = dv + c.g_a * (v_apical - v)
+        v = v + dv
+        rate = c.rate_max * torch.sigmoid(v)
+        counts = poisson(uniform(step_keys(keys, 1 + layer, t), c.hidden[layer]), rate)
+        filters.append(filter_push(c, state.filters[1 + layer], counts))
+        below = filter_value(c, filters[-1])
+        basal_psps.append(below)
+        apicals.append(v_apical)
+        somas.append(v)
+    v_basal = torch.addmm(params.biases[-1], below, params.weights[-1].T)
+    v = state.soma[-1]
+    reversal = torch.where(target_sign > 0, c.e_exc, c.e_inh)
+    v = v + (-c.g_l * v + c.g_d * (v_basal - v) + teach * (reversal - v))
+    rate = c.rate_max * torch.sigmoid(v)
+    counts = poisson(uniform(step_keys(keys, 1 + n_hidden, t), c.n_outputs), rate)
+    filters.append(filter_push(c, state.filters[-1], counts))
+    somas.append(v)
+    return State(tuple(filters), tuple(somas)), tuple(apicals), tuple(basal_psps)
+
+
+def _inside(t: Tensor, bounds: tuple[Tensor, Tensor]) -> Tensor:
+    return ((t >= bounds[0]) & (t < bounds[1])).float()
+
+
+def tick(
+    config: DendriteConfig,
+    params: Params,
+    state: State,
+    sums: Sums,
+    rate_in: Tensor,
+    target_sign: Tensor,
+    windows: Windows,
+    keys: Tensor,
+    t: Tensor,
+) -> tuple[State, Sums]:
+    """One step of a training presentation, adding what falls in each window to `sums`."""
+    teach = (t >= windows.teach_from).float()
+    state, apicals, basals = step(config, params, state, rate_in, target_sign, teach, keys, t)
+    in_f, in_t = _inside(t, windows.forward), _inside(t, windows.target)
+    out_rate = config.rate_max * torch.sigmoid(state.soma[-1])
+    sums = Sums(
+        tuple(s + in_f * v for s, v in zip(sums.soma_f, state.soma, strict=True)),
+        tuple(
+            s + _inside(t, w) * a
+            for s, a, w in zip(sums.apical_f, apicals, windows.apical_f, strict=True)
+        ),
+        tuple(
+            s + _inside(t, w) * a
+            for s, a, w in zip(sums.apical_t, apicals, windows.apical_t, strict=True)
+        ),
+        tuple(s + in_f * p for s, p in zip(sums.basal_f, basals, strict=True)),
+        sums.rate_t + in_t * out_rate,
+    )
+    return state, sums
+
+
+def test_tick(
+    config: DendriteConfig,
+    params: Params,
+    state: State,
+    total: Tensor,
+    rate_in: Tensor,
+    keys: Tensor,
+    t: Tensor,
+    window_from: int,
+) -> tuple[State, Tensor]:
+    """One step of a test presentation (no teacher), summing the output soma in the window."""
+    sign = torch.ones_like(state.soma[-1])
+    teach = torch.zeros_like(sign[:, :1])
+    state, *_ = step(config, params, state, rate_in, sign, teach, keys, t)
+    return state, total + (t >= window_from).float() * state.soma[-1]

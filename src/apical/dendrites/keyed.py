@@ -1,0 +1,87 @@
+"""Random numbers keyed per example: a counter-based generator.
+
+Every draw is a pure function of (example key, stream, time step, neuron index), so an
+example's Poisson spikes, phase lengths and plateau offsets do not depend on which other
+examples share its batch, and B examples at once equal B runs alone. The hash is the
+32-bit integer finaliser (xorshift-multiply) of C. Wellons' "hash prospector", computed in
+int64 with 31-bit multipliers so that no product overflows (identical on CPU and CUDA).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+_MASK = 0xFFFFFFFF
+_GOLDEN = 0x9E3779B9
+
+# Streams: input spikes use 0, hidden layer l uses 1 + l, the output 1 + n_hidden (at most
+# 64 populations); these two sit above every population.
+PHASE_STREAM = 100
+JITTER_STREAM = 101
+
+
+def mix(x: Tensor) -> Tensor:
+    """A 32-bit integer hash of each entry of an int64 tensor with values in [0, 2^32)."""
+    x = x ^ (x >> 16)
+    x = (x * 0x7FEB352D) & _MASK
+    x = x ^ (x >> 15)
+    x = (x * 0x31848BAB) & _MASK
+    return x ^ (x >> 16)
+
+
+def example_keys(seed: int, epoch: int, index: Tensor) -> Tensor:
+    """One key per example: from the run's seed, the epoch and the example's index in the
+    dataset (so a batch's composition never changes an example's draws)."""
+    base = mix(torch.tensor([(seed * 7919 + epoch) & _MASK], device=index.device))
+    return mix(base ^ (index.long() & _MASK))
+
+
+def step_keys(keys: Tensor, stream: int, t: Tensor | int) -> Tensor:
+    """Keys (B,) for one stream at time step t (a Python int or a 0-d int64 tensor)."""
+    return mix(keys ^ mix(torch.as_tensor(t, device=keys.device) + (stream << 20)))
+
+
+def uniform(keys: Tensor, n: int) -> Tensor:
+    """(B, n) uniforms in (0, 1) from step keys (B,): 24 random bits, centred in their bin."""
+    salt = mix((torch.arange(n, device=keys.device) * _GOLDEN) & _MASK)
+    bits = mix(keys[:, None] ^ salt) >> 8
+    return bits.float() * (1.0 / 2**24) + 2.0**-25
+
+
+def poisson(u: Tensor, rate: Tensor, terms: int = 7) -> Tensor:
+    """Poisson counts with mean `rate` by inversion of the CDF at uniforms `u`.
+
+    Exact to the 2^-24 resolution of `u` for the rates of this model (at most 0.2 per
+    step, where P(N >= 7) = 2.5e-9); larger counts are cut at `terms`.
+    """
+    p = torch.exp(-rate)
+    cdf = p
+    count = (u > cdf).to(rate.dtype)
+    for k in range(1, terms):
+        p = p * rate / k
+        cdf = cdf + p
+        count = count + (u > cdf).to(rate.dtype)
+    return count
+
+
+def normal(keys: Tensor, n: int) -> Tensor:
+    """(B, n) standard normals (Box-Muller on two keyed uniforms)."""
+    u = uniform(keys, 2 * n)
+    return torch.sqrt(-2 * torch.log(u[:, :n])) * torch.cos(2 * math.pi * u[:, n:])
+
+
+def wald(keys: Tensor, mean: float, scale: float, draw: int = 0) -> Tensor:
+    """One inverse-Gaussian (Wald) draw per key (Michael, Schucany & Haas 1976), as NumPy's
+    `wald(mean, scale)` defines it; `draw` numbers independent draws of the same key."""
+    nu = normal(step_keys(keys, PHASE_STREAM, 2 * draw), 1)[:, 0]
+    u = uniform(step_keys(keys, PHASE_STREAM, 2 * draw + 1), 1)[:, 0].double()
+    y = nu.double() ** 2
+    x = (
+        mean
+        + mean**2 * y / (2 * scale)
+        - mean / (2 * scale) * torch.sqrt(4 * mean * scale * y + mean**2 * y**2)
+    )
+    return torch.where(u <= mean / (mean + x), x, mean**2 / x)

@@ -1,0 +1,129 @@
+"""Segregated dendrites (Guerguiev, Lillicrap & Richards, eLife 2017) as a rule.
+
+Each step simulates a forward and a target phase of every image of the batch in the
+spiking three-compartment network (apical.dendrites) and returns the paper's local updates
+(eLife Eqs. 28, 33; module apical.dendrites.learning) as directions -Delta W / eta.
+Convention: **batch sums** (B = 1 is the paper's online protocol; with plain SGD at
+momentum 0, the hidden and output learning rates are the paper's eta^0 and eta^1).
+Random draws are keyed per example (the trainer passes keys from the seed, epoch and
+dataset index). The end state of the simulation is carried to the next batch in
+`after_step` (the authors' code never resets between training images).
+
+Diagnostics per hidden layer (eLife Figs. 5, 7): `angle`, the mean over examples of the
+angle between the hidden update and the update backprop's error would give from the same
+simulation (originals.md 1.14h); `batch_angle`, the same for the batch-summed updates;
+`loss_correlation`, the correlation over examples of the hidden loss ||alpha^t -
+alpha^f||^2 with the output loss; for the last hidden layer `eigenvalue`, the largest
+eigenvalue of Theorem 1's (I - J_beta J_gamma)^T (I - J_beta J_gamma).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from apical.dendrites import learning
+from apical.dendrites.dynamics import State
+from apical.dendrites.network import SegregatedNet
+from apical.errors import ApicalError
+from apical.rules.base import Rule, Step
+
+
+def _network(model: nn.Module) -> SegregatedNet:
+    if not isinstance(model, SegregatedNet):
+        raise ApicalError(
+            "rule segregated_dendrites trains the model segregated_dendrites only (got "
+            f'{type(model).__name__}); set model = "segregated_dendrites"'
+        )
+    return model
+
+
+@dataclass(frozen=True, kw_only=True)
+class SegregatedDendrites(Rule):
+    name: ClassVar[str] = "segregated_dendrites"
+    summary: ClassVar[str] = "spiking three-compartment neurons, plateau potentials (eLife 2017)"
+    model_class: ClassVar[type[nn.Module]] = SegregatedNet
+    keyed: ClassVar[bool] = True
+    loss: str = "mse"
+
+    def directions(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        generator: torch.Generator | None = None,
+        keys: Tensor | None = None,
+        carry: bool | None = None,
+    ) -> Step:
+        net = _network(model)
+        if keys is None:
+            keys = torch.randint(0, 2**32, (len(x),), generator=generator, device=x.device)
+        if carry is None:
+            carry = net.config.carry_state
+        averages, end = net.present(x, y, keys, carry)
+        errs = learning.errors(net.config, averages)
+        weights, biases = learning.directions(errs, averages)
+        directions = {}
+        for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
+            directions[f"layers.{i}.weight"], directions[f"layers.{i}.bias"] = w, b
+        state = {} if end is None or not carry else _named(end)
+        rates = net.config.rate_max * torch.sigmoid(averages.soma_f[-1])
+        return Step(
+            errs.output_loss.mean(),
+            rates / net.config.rate_max,
+            directions,
+            state_updates=state,
+            diagnostics=self._diagnostics(net, averages, errs),
+        )
+
+    def _diagnostics(self, net: SegregatedNet, averages, errs) -> dict[str, dict[str, Tensor]]:
+        params = net.params()
+        reference = learning.backprop_errors(net.config, params, averages)
+        out: dict[str, dict[str, Tensor]] = {}
+        for i, (ours, theirs) in enumerate(zip(errs.errors[:-1], reference, strict=True)):
+            s = averages.basal_f[i]
+            row = {
+                "angle": learning.row_angles(ours, theirs).nanmean(),
+                "batch_angle": learning.row_angles(
+                    (ours.T @ s).flatten()[None], (theirs.T @ s).flatten()[None]
+                )[0],
+                "loss_correlation": learning.correlation(errs.hidden_loss[i], errs.output_loss),
+            }
+            out[f"layers.{i}"] = row
+        if net.config.hidden:
+            last = out[f"layers.{len(net.config.hidden) - 1}"]
+            last["eigenvalue"] = learning.theorem1_eigenvalue(net.config, params, averages)
+        return out
+
+    @torch.no_grad()
+    def after_step(self, model: nn.Module, step: Step) -> None:
+        net = _network(model)
+        if step.state_updates:
+            net.carried = _unnamed(step.state_updates)
+        net.sync_feedback()
+
+    def alignment(
+        self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator | None = None
+    ) -> dict[str, dict[str, float]]:
+        """Probe rows: the diagnostics on a fixed batch, simulated from rest (the carried
+        training state is neither used nor changed)."""
+        step = self.directions(model, x, y, generator, carry=False)
+        return {
+            name: {k: float(v) for k, v in row.items()} for name, row in step.diagnostics.items()
+        }
+
+
+def _named(state: State) -> dict[str, Tensor]:
+    named = {f"filters.{i}": f for i, f in enumerate(state.filters)}
+    named.update({f"soma.{i}": v for i, v in enumerate(state.soma)})
+    return named
+
+
+def _unnamed(named: dict[str, Tensor]) -> State:
+    def part(prefix: str) -> tuple[Tensor, ...]:
+        return tuple(v for k, v in named.items() if k.startswith(prefix))
+
+    return State(part("filters."), part("soma."))

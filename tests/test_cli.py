@@ -85,7 +85,8 @@ def test_rules_and_reproduce_list():
     r = apical("rules")
     names = [line.split()[0] for line in r.stdout.splitlines()]
     assert names == [
-        "backprop", "fa", "dfa", "sign_symmetry", "kolen_pollack", "burstprop", "node_perturbation"
+        "backprop", "fa", "dfa", "sign_symmetry", "kolen_pollack", "burstprop",
+        "node_perturbation", "segregated_dendrites",
     ]  # fmt: skip
     r = apical("reproduce", "--list")
     assert "fa-mnist:" in r.stdout and "published" in r.stdout

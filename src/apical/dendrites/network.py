@@ -161,8 +161,12 @@ class SegregatedNet(nn.Module):
             return torch.sigmoid(simulate.test_rates(self.config, self.params(), x))
         if keys is None:
             keys = torch.randint(0, 2**32, (len(x),), device=x.device)
-        v = simulate.present_test(self.config, self.params(), x, keys, step_fn=self._steps[1])
-        return torch.sigmoid(v)
+        chunk = 512 if x.device.type == "cpu" else 8192  # a CPU's caches favour small batches
+        v = [
+            simulate.present_test(self.config, self.params(), xs, ks, step_fn=self._steps[1])
+            for xs, ks in zip(x.split(chunk), keys.split(chunk), strict=True)
+        ]
+        return torch.sigmoid(torch.cat(v))
 
     # -- carried state in checkpoints ---------------------------------------------------
     def get_extra_state(self) -> dict[str, list[Tensor]]:

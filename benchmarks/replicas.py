@@ -18,7 +18,7 @@ import platform
 from collections.abc import Callable
 
 import torch
-from rules_vs_backprop import interleaved_medians  # this folder's timing helper
+from rules_vs_backprop import interleaved_medians, training_step  # this folder's helpers
 
 import apical
 from apical.models import burstprop_mlp
@@ -32,17 +32,7 @@ RULES = {
 
 
 def _step(rule, model, x, y) -> Callable[[], None]:
-    opt = torch.optim.SGD(apical.param_groups(model, 0.01), lr=0.01, momentum=0.9)
-    params = dict(model.named_parameters())
-
-    def step() -> None:
-        result = rule.directions(model, x, y)
-        for name, d in result.directions.items():
-            params[name].grad = d
-        opt.step()
-        rule.after_step(model, result)
-
-    return step
+    return training_step(rule, model, x, y, lr=0.01, momentum=0.9)
 
 
 def bench(device: torch.device, counts: list[int], reps: int, steps: int) -> dict:

@@ -129,6 +129,22 @@ def bench_model(case: Case, device, reps: int, steps: int) -> dict[str, float]:
     return out
 
 
+def training_step(rule, model, x, y, lr: float, momentum: float) -> Callable[[], None]:
+    """One training step of `rule` as a closure: directions, `.grad`, an SGD step (shared
+    by this folder's benchmarks)."""
+    opt = torch.optim.SGD(apical.param_groups(model, lr), lr=lr, momentum=momentum)
+    params = dict(model.named_parameters())
+
+    def step() -> None:
+        result = rule.directions(model, x, y)
+        for name, d in result.directions.items():
+            params[name].grad = d
+        opt.step()
+        rule.after_step(model, result)
+
+    return step
+
+
 def interleaved_medians(fns: dict, device: torch.device, reps: int, steps: int) -> dict[str, float]:
     """Median seconds per call of each function: after 3 warm-up calls each, `reps` rounds
     in which every function runs `steps` times, in a shuffled order per round (so no

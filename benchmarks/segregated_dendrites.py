@@ -19,11 +19,10 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-from collections.abc import Callable
 from functools import partial
 
 import torch
-from rules_vs_backprop import interleaved_medians  # this folder's timing helper
+from rules_vs_backprop import interleaved_medians, training_step  # this folder's helpers
 
 import apical
 from apical.dendrites.config import dendrite_config
@@ -39,27 +38,16 @@ def images(batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor
     return x.to(device), torch.randint(0, 10, (batch,), generator=g).to(device)
 
 
-def _train_step(rule, net: SegregatedNet, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
-    opt = torch.optim.SGD(apical.param_groups(net, 0.21), lr=0.21)
-    params = dict(net.named_parameters())
-
-    def step() -> None:
-        result = rule.directions(net, x, y)
-        for name, d in result.directions.items():
-            params[name].grad = d
-        opt.step()
-        rule.after_step(net, result)
-
-    return step
-
-
 def bench(device: torch.device, batches: list[int], hidden: tuple[int, ...], reps: int) -> dict:
     rule = apical.make_rule("segregated_dendrites")
     out: dict = {}
     for compiled in (False, True):
         torch.manual_seed(0)
         net = SegregatedNet(dendrite_config(hidden=hidden, compile=compiled)).to(device)
-        fns = {batch: _train_step(rule, net, *images(batch, device)) for batch in batches}
+        fns = {
+            batch: training_step(rule, net, *images(batch, device), lr=0.21, momentum=0.0)
+            for batch in batches
+        }
         medians = interleaved_medians(fns, device, reps, 1)
         per_image = {b: medians[b] / b for b in batches}
         best = min(per_image, key=per_image.get)

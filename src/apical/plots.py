@@ -63,8 +63,13 @@ def plot_runs(
     for ax in axes:
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
+    return _save(fig, path, title)
+
+
+def _save(fig, path: Path, title: str = "", fontsize: int = 10) -> Path:
+    """Title (if any), tight layout, write `path` (its folder created), close."""
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title, fontsize=fontsize)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -125,11 +130,7 @@ def plot_sweep(
         if x_axis == "gain":
             ax.set_xscale("log")
         ax.legend(fontsize=8)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    paths = [out_dir / "error.png"]
-    fig.savefig(paths[0], dpi=120)
-    plt.close(fig)
+    paths = [_save(fig, out_dir / "error.png", title, fontsize=9)]
 
     xs = list(dict.fromkeys(r[x_axis] for r in summary))
     fig, axes = plt.subplots(2, len(xs), figsize=(2.6 * len(xs), 5.5), squeeze=False)
@@ -146,11 +147,7 @@ def plot_sweep(
     axes[0][0].set_ylabel("mean |apical potential|")
     axes[1][0].set_ylabel("angle to backprop (deg)")
     axes[1][0].legend(fontsize=7)
-    fig.suptitle(f"{title} ({datasets[0]})", fontsize=9)
-    fig.tight_layout()
-    paths.append(out_dir / "layers.png")
-    fig.savefig(paths[1], dpi=120)
-    plt.close(fig)
+    paths.append(_save(fig, out_dir / "layers.png", f"{title} ({datasets[0]})", fontsize=9))
     return paths
 
 
@@ -186,10 +183,4 @@ def plot_dendrite_traces(trace: dict[str, Any], label: int, path: Path, title: s
         ax.legend(fontsize=8, loc="lower left")
     ax_h.set(ylabel="hidden neuron (V)", title="forward phase | target phase (teaching current on)")
     ax_o.set(xlabel="time (ms)", ylabel="output somata (V)")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path, title)

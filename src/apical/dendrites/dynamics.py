@@ -88,13 +88,10 @@ def filter_init(config: DendriteConfig, batch: int, n: int, device, dtype) -> Te
 def filter_push(config: DendriteConfig, state: Tensor, counts: Tensor) -> Tensor:
     """Add this step's counts. Full kernel: traces a_tau <- e^{-1/tau} (a_tau + n), so that
     a_tau(t) = sum_{d>=1} e^{-d/tau} n(t-d+1). Truncated: the newest `psp_steps` counts."""
-    if config.psp_steps is None:
-        decay = torch.tensor(
-            [math.exp(-1 / config.tau_l), math.exp(-1 / config.tau_s)],
-            device=state.device,
-            dtype=state.dtype,
-        )
-        return decay[:, None, None] * (state + counts)
+    if config.psp_steps is None:  # Python-float decays: no host-to-device copy per step
+        slow = math.exp(-1 / config.tau_l) * (state[0] + counts)
+        fast = math.exp(-1 / config.tau_s) * (state[1] + counts)
+        return torch.stack((slow, fast))
     return torch.cat([counts[None], state[:-1]])
 
 

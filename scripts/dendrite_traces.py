@@ -33,6 +33,8 @@ def main() -> None:
     args = p.parse_args()
     options = {"preset": "original-code", "hidden": [500]}
     if args.run is not None:
+        if not (args.run / "config.json").is_file():
+            raise ApicalError(f"{args.run} is not a run folder (no config.json in it)")
         config = json.loads((args.run / "config.json").read_text())
         if config.get("model") != "segregated_dendrites":
             raise ApicalError(f"{args.run} is not a segregated_dendrites run")

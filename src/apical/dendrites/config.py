@@ -98,11 +98,10 @@ class DendriteConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise bad(f"{name} must be a non-negative number, got {value}")
-        window = self.window or 1
-        if self.settle + window > self.phase_min and self.window is None:
-            raise bad("settle must be shorter than phase_min")
-        if self.window is not None and self.window > self.phase_min:
-            raise bad(f"window {self.window} is longer than phase_min {self.phase_min}")
+        if self.window is None and self.settle >= self.phase_min:
+            raise bad(f"settle {self.settle} must be shorter than phase_min {self.phase_min}")
+        if self.window is not None and not 0 < self.window <= self.phase_min:
+            raise bad(f"window {self.window} must be between 1 and phase_min {self.phase_min}")
         test_window = self.test_window or self.test_steps - self.settle
         if not 0 < test_window <= self.test_steps:
             raise bad(f"test_window {self.test_window} does not fit test_steps {self.test_steps}")

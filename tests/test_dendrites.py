@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from apical.dendrites import dynamics, keyed, learning, simulate
+from apical import keyed
+from apical.dendrites import dynamics, learning, simulate
 from apical.dendrites.config import dendrite_config
 from apical.dendrites.dynamics import Params
 from apical.dendrites.network import SegregatedNet

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from apical.augment import AUGMENTATIONS, training_batch
 from apical.convert import convert
 from apical.data import Dataset, load_dataset
-from apical.dendrites.keyed import example_keys
+from apical.keyed import example_keys
 from apical.errors import ApicalError, DivergedError
 from apical.metrics import alignment, evaluate, mean_hidden_angle
 from apical.models import build_model

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from apical.dendrites.config import DendriteConfig
-from apical.dendrites.keyed import poisson, step_keys, uniform
+from apical.keyed import poisson, step_keys, uniform
 
 
 class Params(NamedTuple):

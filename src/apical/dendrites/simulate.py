@@ -22,7 +22,7 @@ from torch.nn import functional as F
 from apical.dendrites.config import DendriteConfig
 from apical.dendrites.dynamics import Params, State, Sums, Windows, rest, test_tick, tick
 from apical.dendrites.dynamics import step as dynamics_step
-from apical.dendrites.keyed import JITTER_STREAM, normal, step_keys, wald
+from apical.keyed import JITTER_STREAM, normal, step_keys, wald
 
 
 class Averages(NamedTuple):

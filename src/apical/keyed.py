@@ -1,8 +1,9 @@
-"""Random numbers keyed per example: a counter-based generator.
+"""Random numbers keyed per example or per replica: a counter-based generator.
 
-Every draw is a pure function of (example key, stream, time step, neuron index), so an
-example's Poisson spikes, phase lengths and plateau offsets do not depend on which other
-examples share its batch, and B examples at once equal B runs alone. The hash is the
+Every draw is a pure function of (key, stream, time step, neuron index), so an example's
+(or a spiking replica's) draws do not depend on what else shares its batch: B examples at
+once equal B runs alone, and a resumed run continues the same draws with no generator
+state to save. The hash is the
 32-bit integer finaliser (xorshift-multiply) of C. Wellons' "hash prospector", computed in
 int64 with 31-bit multipliers so that no product overflows (identical on CPU and CUDA).
 """
@@ -17,7 +18,7 @@ from torch import Tensor
 _MASK = 0xFFFFFFFF
 _GOLDEN = 0x9E3779B9
 
-# Streams: input spikes use 0, hidden layer l uses 1 + l, the output 1 + n_hidden (at most
+# Streams of the segregated-dendrite model: input spikes use 0, hidden layer l uses 1 + l, the output 1 + n_hidden (at most
 # 64 populations); these two sit above every population.
 PHASE_STREAM = 100
 JITTER_STREAM = 101

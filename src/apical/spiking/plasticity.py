@@ -1,0 +1,91 @@
+"""Burst-dependent synaptic plasticity (NN Eq. 1) with the paper code's homeostatic terms
+(spiking.md 3, `AdaptiveEBCPConnection`), one time step for a whole projection.
+
+    dw_ij/dt = eta E~_j [B_i - P-bar_i E_i + h_i (E_i + B_i)] + eta max(0, e_min - r_i) E_j
+
+E_i, B_i: postsynaptic event and burst trains; E~_j: presynaptic event trace (+1 per event,
+tau_pre); P-bar_i = B-hat_i / E-hat_i, the ratio of exponential moving averages (tau_avg) of
+bursts and events, read before this step's event (1 where undefined or >= 1);
+h_i = -(e_i - e_max)/e_i where the event-rate estimate e_i = E-hat_i / tau_avg exceeds
+e_max; r_i: rate from a 30-s trace of all postsynaptic spikes (starts at 0.1 Hz). Weights
+are clipped to [0, w_max] after each change and exist only where the mask is 1.
+
+The weights are updated in place, touching only the rows of presynaptic events and the
+columns of postsynaptic events/bursts (at most k of each per replica and step): copying a
+dense (R, N_pre, N_post) matrix every step would dominate the simulation.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from apical.spiking.config import BurstRule
+from apical.spiking.synapses import Selected, rows
+
+
+class Traces(NamedTuple):
+    """Per-neuron traces the rule reads (every neuron of the network, (R, N))."""
+
+    pre: Tensor  # E~: presynaptic events, tau_pre
+    events: Tensor  # E-hat, tau_avg
+    bursts: Tensor  # B-hat, tau_avg
+    spikes: Tensor  # all spikes, tau_rate
+
+
+def traces(shape: tuple[int, ...], rule: BurstRule, device: torch.device | str = "cpu") -> Traces:
+    def z() -> Tensor:
+        return torch.zeros(shape, device=device)
+
+    return Traces(z(), z(), z(), z() + rule.rate0 * rule.tau_rate / 1000.0)
+
+
+def event_rate(t: Traces, rule: BurstRule) -> Tensor:
+    """e_i = E-hat_i / tau_avg in Hz."""
+    return t.events * (1000.0 / rule.tau_avg)
+
+
+def valence(t: Traces, events: Tensor, bursts: Tensor, rule: BurstRule) -> Tensor:
+    """The postsynaptic factor of this step: events (-P-bar + h), bursts (1 + h)."""
+    p_bar = torch.where(t.events > 0, t.bursts / t.events.clamp(min=1e-12), 1.0).clamp(max=1.0)
+    rate = event_rate(t, rule)
+    h = torch.where(rate > rule.e_max, -(rate - rule.e_max) / rate.clamp(min=1e-12), 0.0)
+    return events * (h - p_bar) + bursts * (1 + h)
+
+
+def advance(t: Traces, events: Tensor, bursts: Tensor, spikes: Tensor, dt: float,
+            rule: BurstRule) -> Traces:  # fmt: skip
+    """Add this step's counts, then decay (Auryn's order: traces decay after the step)."""
+
+    def d(tau: float) -> float:
+        return math.exp(-dt / tau)
+
+    return Traces(
+        t.pre * d(rule.tau_pre),  # already incremented by `pre_events` before the weights
+        (t.events + events) * d(rule.tau_avg),
+        (t.bursts + bursts) * d(rule.tau_avg),
+        (t.spikes + spikes) * d(rule.tau_rate),
+    )
+
+
+def potentiate_rows(w: Tensor, mask: Tensor, pre: Selected, post_rate: Tensor, eta: float,
+                    rule: BurstRule) -> None:  # fmt: skip
+    """Lower homeostasis: each presynaptic event adds eta max(0, e_min - r_i) to its
+    outgoing weights (rows of the selected presynaptic neurons), then clips."""
+    ar = torch.arange(w.shape[0], device=w.device)[:, None]
+    boost = eta * (rule.e_min - post_rate).clamp(min=0)  # (R, N_post)
+    new = rows(w, pre.index) + pre.value[:, :, None] * boost[:, None, :] * rows(mask, pre.index)
+    w.index_put_((ar, pre.index), new.clamp(0.0, rule.w_max))
+
+
+def update_columns(w: Tensor, mask: Tensor, post: Selected, value: Tensor, pre_trace: Tensor,
+                   eta: float, rule: BurstRule) -> None:  # fmt: skip
+    """Eq. 1 at the selected postsynaptic neurons: w_ij += eta value_i E~_j, then clip."""
+    r, n_pre, k = w.shape[0], w.shape[1], post.index.shape[1]
+    cols = post.index[:, None, :].expand(r, n_pre, k)
+    v = value.gather(1, post.index) * post.value  # (R, k)
+    new = w.gather(2, cols) + eta * pre_trace[:, :, None] * v[:, None, :] * mask.gather(2, cols)
+    w.scatter_(2, cols, new.clamp(0.0, rule.w_max))

@@ -1,0 +1,75 @@
+"""Synaptic transmission: sparse spike delivery through dense weights, and short-term
+plasticity (spiking.md 0 and 2).
+
+Spikes are sparse (a 500-neuron ensemble emits a few per 0.1-ms step), so delivery gathers
+the weight rows of at most `k` spiking neurons per replica (a fixed-size `topk`, so shapes
+never depend on data and nothing syncs with the host) instead of a dense mat-vec over all
+presynaptic neurons. Spikes beyond `k` in one step (synchronous volleys, e.g. at the onset
+of a simulation) are not dropped: they wait for the next step, and the caller counts them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+
+class Selected(NamedTuple):
+    """At most k spiking neurons per replica: their indices and 0/1 values."""
+
+    index: Tensor  # (R, k) distinct neuron indices
+    value: Tensor  # (R, k) spike counts there (0 for padding)
+    rest: Tensor  # (R, N) spikes that did not fit
+
+
+def select(spikes: Tensor, k: int) -> Selected:
+    """The spiking neurons of (R, N) `spikes` (counts), k slots per replica."""
+    value, index = spikes.topk(min(k, spikes.shape[1]), dim=1, sorted=False)
+    return Selected(index, value, spikes.scatter(1, index, 0.0))
+
+
+def rows(w: Tensor, index: Tensor) -> Tensor:
+    """w[r, index[r, j], :] as an (R, k, N_post) tensor (index_select on the flat rows:
+    several times faster than advanced indexing on CPU)."""
+    r, n_pre, n_post = w.shape
+    flat = (torch.arange(r, device=w.device)[:, None] * n_pre + index).reshape(-1)
+    return w.reshape(r * n_pre, n_post).index_select(0, flat).view(r, -1, n_post)
+
+
+def deliver(w: Tensor, sel: Selected) -> Tensor:
+    """Summed weights of the selected presynaptic spikes onto each postsynaptic neuron:
+    equal to spikes @ w per replica when nothing overflowed."""
+    return torch.bmm(sel.value.unsqueeze(1), rows(w, sel.index)).squeeze(1)
+
+
+class ShortTerm(NamedTuple):
+    """Tsodyks-Markram short-term plasticity per presynaptic neuron (spiking.md 2)."""
+
+    x: Tensor  # available resources, starts at 1
+    u: Tensor  # utilisation, starts at u0 (Auryn's 0.01)
+
+
+def short_term_step(
+    s: ShortTerm, spikes: Tensor, dt: float, tau_d: float, tau_f: float, big_u: float
+) -> tuple[ShortTerm, Tensor]:
+    """Efficacy x u of this step's spikes (values before the update), then at a spike
+    x <- x - u x and u <- u + U (1 - u), then relaxation dx/dt = (1 - x)/tau_D,
+    du/dt = (U - u)/tau_F over dt (exact exponential; Auryn's Euler differs by O(dt^2))."""
+    efficacy = spikes * s.x * s.u
+    x = s.x - spikes * s.u * s.x
+    u = s.u + spikes * big_u * (1 - s.u)
+    ed, ef = math.exp(-dt / tau_d), math.exp(-dt / tau_f)
+    return ShortTerm(1 - (1 - x) * ed, big_u + (u - big_u) * ef), efficacy
+
+
+def short_term_steady(rate: float, tau_d: float, tau_f: float, big_u: float) -> float:
+    """Closed-form efficacy x* u* at the spikes of a periodic train at `rate` (Hz):
+    u* = U / (1 - (1 - U) E_F), x* = (1 - E_D) / (1 - (1 - u*) E_D), E = exp(-T/tau)."""
+    period = 1000.0 / rate
+    e_d, e_f = math.exp(-period / tau_d), math.exp(-period / tau_f)
+    u = big_u / (1 - (1 - big_u) * e_f)
+    x = (1 - e_d) / (1 - (1 - u) * e_d)
+    return x * u

@@ -1,0 +1,193 @@
+"""The XOR protocol of NN Fig. 4 (spiking.md 4.5-4.7) on R seeds at once, with run folders,
+atomic checkpoints and exact resume.
+
+Schedule per seed: burn-in (3 tau_avg, no input, plasticity off); pre-test (the four
+patterns, one example each, plasticity off); training examples in the fixed order (0,0),
+(1,0), (0,1), (1,1), each a prediction window (90 %, plasticity off) then a teaching window
+(10 %, plasticity on, teacher current computed once at its start); post-test. The output
+ensemble's event rate during a test presentation (after its first quarter, a transient
+choice documented here) is compared with e_th = 6 Hz: a seed solves XOR when (1,0) and
+(0,1) lie above it and (0,0) and (1,1) below it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from apical.errors import ApicalError
+from apical.runs import load_checkpoint, save_checkpoint, write_json
+from apical.spiking import neurons, plasticity, xor_net
+from apical.spiking.config import XorConfig
+
+PATTERNS = ((0, 0), (1, 0), (0, 1), (1, 1))
+
+
+def target(pattern: tuple[int, int]) -> int:
+    return pattern[0] ^ pattern[1]
+
+
+def teacher(rate: Tensor, y: int, cfg: XorConfig) -> Tensor:
+    """Dendritic teaching current (pA) per output neuron from its event-rate estimate
+    (Hz), spiking.md 4.5: saturating at +-I_0, 1/(distance to the wrong bound) in between,
+    zero within the tolerance of the correct bound."""
+    lo, hi = cfg.rule.e_min + cfg.teacher_tolerance, cfg.rule.e_max - cfg.teacher_tolerance
+    i0 = cfg.teacher_max
+    if y == 0:
+        mid = -i0 / (cfg.rule.e_max - rate).clamp(min=1e-6)
+        return torch.where(rate >= hi, -i0, torch.where(rate > lo, mid, 0.0))
+    mid = i0 / (rate - cfg.rule.e_min).clamp(min=1e-6)
+    return torch.where(rate <= lo, i0, torch.where(rate < hi, mid, 0.0))
+
+
+def cost(rate: Tensor, y: int, cfg: XorConfig) -> Tensor:
+    """Binary cross-entropy of the normalised mean output rate (spiking.md 4.7), per seed."""
+    nu = ((rate.mean(1) - cfg.rule.e_min) / (cfg.rule.e_max - cfg.rule.e_min)).clamp(0.01, 0.99)
+    return -(y * torch.log(nu) + (1 - y) * torch.log(1 - nu))
+
+
+def schedule(cfg: XorConfig) -> list[dict[str, Any]]:
+    """Segments of the protocol, in order: kind, pattern, steps, plastic."""
+    tau_ex = cfg.example
+    test = cfg.test_example or tau_ex
+    burn = cfg.burn_in if cfg.burn_in is not None else 3 * cfg.rule.tau_avg
+    teach = cfg.steps(cfg.teach_fraction * tau_ex)
+    predict = cfg.steps(tau_ex) - teach
+    segs: list[dict[str, Any]] = [{"kind": "burn-in", "pattern": None, "steps": cfg.steps(burn)}]
+    segs += [{"kind": "pre-test", "pattern": p, "steps": cfg.steps(test)} for p in PATTERNS]
+    for e in range(cfg.examples):
+        p = PATTERNS[e % 4]
+        segs.append({"kind": "predict", "pattern": p, "steps": predict, "example": e})
+        segs.append({"kind": "teach", "pattern": p, "steps": teach, "example": e})
+    segs += [{"kind": "post-test", "pattern": p, "steps": cfg.steps(test)} for p in PATTERNS]
+    return segs
+
+
+def input_current(pattern: tuple[int, int] | None, cfg: XorConfig, r: int, device) -> Tensor:
+    i = torch.zeros(r, 5 * cfg.n, device=device)
+    if pattern is not None:
+        for k, bit in enumerate(pattern):
+            i[:, k * cfg.n : (k + 1) * cfg.n] = cfg.i_on if bit else cfg.i_off
+    return i
+
+
+def run_xor(
+    cfg: XorConfig,
+    run_dir: Path,
+    device: str = "cpu",
+    resume: bool = False,
+    echo: Callable[[str], None] | None = None,
+    stop_after: int | None = None,
+) -> dict[str, Any] | None:
+    """Run the protocol for every seed of `cfg` at once; returns the summary written to
+    run_dir/summary.json (test rates, solved per seed, late spikes, seconds), or None when
+    `stop_after` training examples were checkpointed first (to resume later)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    r, dev = len(cfg.seeds), torch.device(device)
+    keys = xor_net.replica_keys(cfg.seeds, dev)
+    consts = xor_net.constants(cfg, dev)
+    segs = schedule(cfg)
+    ckpt = run_dir / "checkpoint.pt"
+    if resume and ckpt.is_file():
+        saved = load_checkpoint(ckpt, dev)
+        if saved["config"] != _jsonable(cfg):
+            raise ApicalError(f"{ckpt} was written by a different config; use another --out")
+        state, weights = _unpack(saved["state"]), xor_net.Weights(**saved["weights"])
+        start, log, seconds = saved["segment"], saved["log"], saved["seconds"]
+    else:
+        state, weights = xor_net.initial_state(cfg, r, dev), xor_net.build(cfg, keys)
+        start, log, seconds = 0, {"bins": [], "tests": [], "costs": []}, 0.0
+        write_json(run_dir / "config.json", _jsonable(cfg))
+    step = torch.compile(xor_net.step, dynamic=False) if cfg.compile else xor_net.step
+    bin_steps = cfg.steps(cfg.bin or cfg.example / 20)
+    zero_d = torch.zeros(r, 5 * cfg.n, device=dev)
+    t0 = time.perf_counter()
+    for i in range(start, len(segs)):
+        seg = segs[i]
+        i_s = input_current(seg["pattern"], cfg, r, dev)
+        i_d = zero_d
+        if seg["kind"] == "teach":
+            rate = plasticity.event_rate(state.traces, cfg.rule)[:, 4 * cfg.n :]
+            i_d = torch.cat([zero_d[:, : 4 * cfg.n], teacher(rate, target(seg["pattern"]), cfg)], 1)
+        bins = []
+        for t in range(seg["steps"]):
+            state = step(state, weights, consts, i_s, i_d, keys, cfg, seg["kind"] == "teach")
+            if (t + 1) % bin_steps == 0 or t + 1 == seg["steps"]:
+                bins.append(state.counts / (cfg.n * ((t % bin_steps) + 1) * cfg.dt / 1000.0))
+                state = state._replace(counts=torch.zeros_like(state.counts))
+        rates = torch.stack(bins, 1).cpu()  # (R, bins, 2, 5): one host copy per segment
+        last = seg.get("example", -1) >= cfg.examples - 4  # full bins: tests, last 4 examples
+        kept = rates if last or seg["kind"] not in ("predict", "teach") else rates.mean(1, True)
+        log["bins"].append({"segment": i, "kind": seg["kind"], "pattern": seg["pattern"],
+                            "rates": kept.tolist()})  # fmt: skip
+        if seg["kind"] in ("predict", "teach"):
+            est = plasticity.event_rate(state.traces, cfg.rule)[:, 4 * cfg.n :]
+            y = target(seg["pattern"])
+            log["costs"].append({"example": seg["example"], "kind": seg["kind"], "target": y,
+                                 "cost": cost(est, y, cfg).tolist()})  # fmt: skip
+        if seg["kind"].endswith("test"):
+            keep = rates[:, rates.shape[1] // 4 :, 0, 4].mean(1)  # output event rate, Hz
+            log["tests"].append({"kind": seg["kind"], "pattern": list(seg["pattern"]),
+                                 "output_rate": keep.tolist()})  # fmt: skip
+        done = seg["kind"] == "teach" and (seg["example"] + 1) % cfg.checkpoint_every == 0
+        if done or i + 1 == len(segs):
+            elapsed = seconds + time.perf_counter() - t0
+            save_checkpoint(ckpt, {"config": _jsonable(cfg), "state": _pack(state),
+                                   "weights": weights._asdict(), "segment": i + 1, "log": log,
+                                   "seconds": elapsed})  # fmt: skip
+            if echo and done:
+                c = log["costs"][-1]["cost"]
+                echo(f"example {seg['example'] + 1}/{cfg.examples}: cost "
+                     f"{sum(c) / len(c):.3f}, {elapsed:.0f} s")  # fmt: skip
+            if done and stop_after is not None and seg["example"] + 1 >= stop_after:
+                return None
+    seconds += time.perf_counter() - t0
+    out = summarize(log, cfg, seconds)
+    out["late_spikes"], out["missed_updates"] = state.late.tolist(), state.missed.tolist()
+    write_json(run_dir / "summary.json", out)
+    (run_dir / "log.json").write_text(json.dumps(log))
+    return out
+
+
+def summarize(log: dict[str, Any], cfg: XorConfig, seconds: float) -> dict[str, Any]:
+    tests: dict[str, dict] = {"pre-test": {}, "post-test": {}}
+    for t in log["tests"]:
+        tests[t["kind"]][tuple(t["pattern"])] = t["output_rate"]
+    post = tests["post-test"]
+    solved = [all((post[p][s] > cfg.threshold) == bool(target(p)) for p in PATTERNS)
+              for s in range(len(cfg.seeds))]  # fmt: skip
+    simulated = sum(seg["steps"] for seg in schedule(cfg)) * cfg.dt / 1000.0
+    return {
+        "seeds": list(cfg.seeds),
+        "solved": solved,
+        "solved_count": sum(solved),
+        "pre_test": {str(p): v for p, v in tests["pre-test"].items()},
+        "post_test": {str(p): v for p, v in post.items()},
+        "threshold_hz": cfg.threshold,
+        "simulated_seconds": simulated,
+        "wall_seconds": seconds,
+        "simulated_per_wall_second": simulated / max(seconds, 1e-9),
+    }
+
+
+def _jsonable(cfg: XorConfig) -> dict[str, Any]:
+    return json.loads(json.dumps(asdict(cfg)))
+
+
+def _pack(s: xor_net.State) -> dict[str, Any]:
+    return {"neurons": s.neurons._asdict(), "detector": s.detector._asdict(),
+            "traces": s.traces._asdict(), "t": s.t, "counts": s.counts,
+            "pending": s.pending, "late": s.late, "missed": s.missed}  # fmt: skip
+
+
+def _unpack(d: dict[str, Any]) -> xor_net.State:
+    return xor_net.State(neurons.Neurons(**d["neurons"]), neurons.Detector(**d["detector"]),
+                         plasticity.Traces(**d["traces"]), d["t"], d["counts"],
+                         d["pending"], d["late"], d["missed"])  # fmt: skip

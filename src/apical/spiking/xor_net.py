@@ -1,0 +1,190 @@
+"""The XOR network of NN Fig. 4 (spiking.md 4) as explicit weights, state and one pure step,
+batched over R independent replicas (seeds).
+
+Five ensembles of n stochastic-burst neurons laid out in one (R, 5n) tensor: input1,
+input2 | hidden1, hidden2 | output. Projections (each pair drawn independently with
+probability p, every weight starting at the same constant; spiking.md 4.3):
+
+    inputs  -> hiddens  soma AMPA (plastic, events) and soma GABA (fixed, events)
+    hiddens -> output   soma AMPA (plastic, events) and soma GABA (fixed, events)
+    output  -> hidden1/2 dendrite AMPA and GABA (fixed, bursts)
+
+Every ensemble has private Poisson background onto soma and dendrite (exc and inh). The
+four input->hidden projections are one (2n x 2n) matrix with an independent draw per pair,
+which is the same thing; likewise for the others.
+
+Randomness: every draw is keyed on (replica seed, stream, step, neuron) (apical.keyed), so a
+replica's spikes do not depend on the others in its batch and a resumed run is exact.
+Background spikes are Poisson counts per step (Auryn: Bernoulli(rate dt), the same to
+O(rate dt)^2, and still exact at coarse dt); their 0.8-ms delay is dropped (a private
+Poisson train delayed is the same Poisson train).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from apical.errors import ApicalError
+from apical.keyed import mix, normal, poisson, step_keys, uniform
+from apical.spiking import neurons, plasticity
+from apical.spiking.config import Background, XorConfig
+from apical.spiking.synapses import Selected, deliver, select
+
+POPULATIONS = ("input1", "input2", "hidden1", "hidden2", "output")
+NOISE_STREAM, CONNECT_STREAM = 1, 2
+INITIAL_V_KEY = 42  # the code's fixed seed: initial V_s identical across seeds (quirk 8)
+
+
+class Weights(NamedTuple):
+    ih: Tensor  # (R, 2n, 2n) inputs -> hiddens, excitatory, plastic
+    ih_mask: Tensor
+    ih_inh: Tensor
+    ho: Tensor  # (R, 2n, n) hiddens -> output, excitatory, plastic
+    ho_mask: Tensor
+    ho_inh: Tensor
+    oh_exc: Tensor  # (R, n, 2n) output bursts -> hidden dendrites
+    oh_inh: Tensor
+
+
+class Constants(NamedTuple):
+    """Per-neuron constants (5n,): background rate x dt and weight per target, dendritic
+    offset currents."""
+
+    noise_mean: Tensor  # (4, 5n) expected background spikes per step
+    noise_weight: Tensor  # (4, 5n)
+    i_d: Tensor  # (5n,) pA
+
+
+class State(NamedTuple):
+    neurons: neurons.Neurons
+    detector: neurons.Detector
+    traces: plasticity.Traces
+    t: Tensor  # 0-d int64: the step counter every draw is keyed on
+    counts: Tensor  # (R, 2, 5) events and bursts per ensemble since the last read
+    pending: Tensor  # (R, 5n) events (inputs, hiddens) and bursts (output) waiting a step
+    late: Tensor  # (R,) spikes delivered a step late (beyond the transmission capacity)
+    missed: Tensor  # (R,) postsynaptic spikes whose weight update did not fit
+
+
+def replica_keys(seeds: tuple[int, ...] | list[int], device: torch.device | str) -> Tensor:
+    return mix(torch.tensor([s & 0xFFFFFFFF for s in seeds], device=device, dtype=torch.long))
+
+
+def _connect(keys: Tensor, stream: int, n_pre: int, n_post: int, p: float) -> Tensor:
+    u = uniform(step_keys(keys, CONNECT_STREAM, stream), n_pre * n_post)
+    return (u < p).float().view(-1, n_pre, n_post)
+
+
+def build(cfg: XorConfig, keys: Tensor) -> Weights:
+    """Masks drawn per replica (spiking.md 4.3) and the initial weights."""
+    n = cfg.n
+    m = [_connect(keys, s, a, b, cfg.p) for s, (a, b) in
+         enumerate([(2 * n, 2 * n)] * 2 + [(2 * n, n)] * 2 + [(n, 2 * n)] * 2)]  # fmt: skip
+    half = torch.arange(2 * n, device=keys.device) < n  # hidden1 columns
+    fb_exc = torch.where(half, cfg.w_fb_h1[0], cfg.w_fb_h2[0])
+    fb_inh = torch.where(half, cfg.w_fb_h1[1], cfg.w_fb_h2[1])
+    return Weights(cfg.w_ff * m[0], m[0], cfg.w_ff_inh * m[1], cfg.w_ff * m[2], m[2],
+                   cfg.w_ff_inh * m[3], fb_exc * m[4], fb_inh * m[5])  # fmt: skip
+
+
+def constants(cfg: XorConfig, device: torch.device | str) -> Constants:
+    def per_neuron(get) -> Tensor:
+        groups: list[Background] = [cfg.bg_input] * 2 + [cfg.bg_hidden] * 2 + [cfg.bg_output]
+        return torch.tensor([[get(b, target) for b in groups for _ in range(cfg.n)]
+                             for target in ("soma_exc", "soma_inh", "dend_exc", "dend_inh")],
+                            device=device)  # fmt: skip
+
+    mean = per_neuron(lambda b, t: getattr(b, t)[0] * cfg.dt / 1000.0)
+    if mean.max() > 0.7:
+        raise ApicalError(
+            f"background rate x dt reaches {mean.max():.2f} spikes per step; use a smaller dt"
+        )
+    weight = per_neuron(lambda b, t: getattr(b, t)[1])
+    i_d = [0.0] * 2 * cfg.n + [cfg.i_hidden1_d] * cfg.n + [cfg.i_hidden2_d] * cfg.n
+    i_d += [cfg.i_output_d] * cfg.n
+    return Constants(mean, weight, torch.tensor(i_d, device=device))
+
+
+def initial_state(cfg: XorConfig, r: int, device: torch.device | str) -> State:
+    p, shape = cfg.neuron, (r, 5 * cfg.n)
+    v0 = p.e_l + p.v0_sd * normal(mix(torch.tensor([INITIAL_V_KEY], device=device)), 5 * cfg.n)
+    return State(
+        neurons.rest(p, v0.expand(shape).clone()),
+        neurons.detector(shape, device),
+        plasticity.traces(shape, cfg.rule, device),
+        torch.zeros((), dtype=torch.long, device=device),
+        torch.zeros(r, 2, 5, device=device),
+        torch.zeros(shape, device=device),
+        torch.zeros(r, device=device),
+        torch.zeros(r, device=device),
+    )
+
+
+def step(
+    s: State, w: Weights, c: Constants, i_s: Tensor, i_d: Tensor, keys: Tensor,
+    cfg: XorConfig, plastic: bool,
+) -> State:  # fmt: skip
+    """One dt of the whole network (spiking.md 0, order of one step): neurons, detection,
+    delivery (one-step latency), plasticity when the teacher gate is on, traces.
+
+    i_s, i_d: injected currents (R, 5n) in pA (input patterns; teacher on the output).
+    """
+    n, rule, total = cfg.n, cfg.rule, 5 * cfg.n
+    u = uniform(step_keys(keys, NOISE_STREAM, s.t), 6 * total).view(-1, 6, total)
+    bg = poisson(u[:, :4], c.noise_mean) * c.noise_weight  # (R, 4, 5n)
+    nrn, first, second = neurons.step(s.neurons, cfg.neuron, cfg.dt, i_s, c.i_d + i_d, u[:, 4],
+                                      u[:, 5])  # fmt: skip
+    spikes = first + second
+    det, events, bursts = neurons.classify(
+        s.detector, spikes, math.exp(-cfg.dt / rule.burst_window)
+    )
+    k = cfg.capacity
+    send = s.pending + torch.cat([events[:, : 4 * n], bursts[:, 4 * n :]], 1)
+    sel_in = select(send[:, : 2 * n], 2 * k)
+    sel_hid = select(send[:, 2 * n : 4 * n], 2 * k)
+    sel_out = select(send[:, 4 * n :], k)
+    pending = torch.cat([sel_in.rest, sel_hid.rest, sel_out.rest], 1)
+    z2, z1 = events.new_zeros(events.shape[0], 2 * n), events.new_zeros(events.shape[0], n)
+    from_in = [deliver(w.ih, sel_in), deliver(w.ih_inh, sel_in)]
+    from_hid = [deliver(w.ho, sel_hid), deliver(w.ho_inh, sel_hid)]
+    from_out = [deliver(w.oh_exc, sel_out), deliver(w.oh_inh, sel_out)]
+    nrn = nrn._replace(
+        g_es=nrn.g_es + bg[:, 0] + torch.cat([z2, from_in[0], from_hid[0]], 1),
+        g_is=nrn.g_is + bg[:, 1] + torch.cat([z2, from_in[1], from_hid[1]], 1),
+        g_ed=nrn.g_ed + bg[:, 2] + torch.cat([z2, from_out[0], z1], 1),
+        g_id=nrn.g_id + bg[:, 3] + torch.cat([z2, from_out[1], z1], 1),
+    )
+    tr = s.traces._replace(pre=s.traces.pre + events)  # presynaptic events first (item 7)
+    missed = s.missed
+    if plastic:
+        missed = missed + _learn(w, tr, events, bursts, sel_in, sel_hid, cfg)
+    tr = plasticity.advance(tr, events, bursts, spikes, cfg.dt, rule)
+    r = events.shape[0]
+    counts = torch.stack([events.view(r, 5, n).sum(2), bursts.view(r, 5, n).sum(2)], 1)
+    return State(nrn, det, tr, s.t + 1, s.counts + counts, pending,
+                 s.late + pending.sum(1), missed)  # fmt: skip
+
+
+@torch.compiler.disable  # in-place updates of a few rows and columns: eager is faster
+def _learn(w: Weights, tr: plasticity.Traces, events: Tensor, bursts: Tensor, sel_in: Selected,
+           sel_hid: Selected, cfg: XorConfig) -> Tensor:  # fmt: skip
+    """NN Eq. 1 with homeostasis on the two plastic projections (presynaptic events as
+    transmitted this step); returns the postsynaptic spikes beyond the capacity."""
+    n, k, rule = cfg.n, 2 * cfg.capacity, cfg.rule
+    rate = tr.spikes * (1000.0 / rule.tau_rate)
+    plasticity.potentiate_rows(
+        w.ih, w.ih_mask, sel_in, rate[:, 2 * n : 4 * n], cfg.eta_hidden, rule
+    )
+    plasticity.potentiate_rows(w.ho, w.ho_mask, sel_hid, rate[:, 4 * n :], cfg.eta_output, rule)
+    val = plasticity.valence(tr, events, bursts, rule)
+    fired = events + bursts
+    post_hid, post_out = select(fired[:, 2 * n : 4 * n], 2 * k), select(fired[:, 4 * n :], k)
+    plasticity.update_columns(w.ih, w.ih_mask, post_hid, val[:, 2 * n : 4 * n],
+                              tr.pre[:, : 2 * n], cfg.eta_hidden, rule)  # fmt: skip
+    plasticity.update_columns(w.ho, w.ho_mask, post_out, val[:, 4 * n :],
+                              tr.pre[:, 2 * n : 4 * n], cfg.eta_output, rule)  # fmt: skip
+    return post_hid.rest.sum(1) + post_out.rest.sum(1)

@@ -1,0 +1,224 @@
+"""Spiking burst ensembles (Payeur et al. 2021): neuron, synapses, plasticity, XOR network."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+
+from apical.errors import ApicalError
+from apical.spiking import neurons, plasticity, protocols, synapses, xor_net
+from apical.spiking.config import BurstNeuron, BurstRule, XorConfig, with_options
+from apical.spiking.xor import cost, run_xor, teacher
+
+
+def test_burst_fraction_follows_the_dendritic_sigmoid():
+    """V_d clamped before each step (the step's own Euler update moves it a little, and p
+    is read from the updated value): second spikes per first spike = the mean of
+    sigma((V_d - E_d)/D) at the first spikes, within 4 s.e."""
+    p, dt, per = BurstNeuron(), 0.5, 100
+    v_d = torch.linspace(-80.0, -35.0, 10).repeat_interleave(per)[None]
+    s = neurons.rest(p, torch.full_like(v_d, -60.0))
+    gen = torch.Generator().manual_seed(0)
+    first = second = expected = torch.zeros_like(v_d)
+    drive = torch.full_like(v_d, 900.0)  # pA: the soma fires at tens of Hz
+    for _ in range(4000):
+        s = s._replace(v_d=v_d)
+        u = torch.rand((2, *v_d.shape), generator=gen)
+        s, f, b = neurons.step(s, p, dt, drive, torch.zeros_like(v_d), u[0], u[1])
+        first, second = first + f, second + b
+        expected = expected + f * torch.sigmoid((s.v_d - p.e_d) / p.slope_d)
+    n = first.view(10, per).sum(1)
+    frac = second.view(10, per).sum(1) / n
+    expected = expected.view(10, per).sum(1) / n
+    assert (expected[1:] > expected[:-1]).all() and expected[0] < 0.05 and expected[-1] > 0.9
+    se = torch.sqrt(expected * (1 - expected) / n)
+    assert n.min() > 1500
+    assert ((frac - expected).abs() < 4 * se).all(), (frac, expected)
+
+
+def test_burst_isi_and_refractoriness():
+    p, dt = BurstNeuron(), 0.1
+    s = neurons.rest(p, torch.full((1, 1), -49.0))
+    spikes = []
+    for t in range(400):  # u_burst = 0: always burst; u_isi = 0.5: n = floor(10 ms / dt)
+        s, f, b = neurons.step(s, p, dt, torch.full((1, 1), 2000.0), torch.zeros(1, 1),
+                               torch.zeros(1, 1), torch.full((1, 1), 0.5))  # fmt: skip
+        if f.item() or b.item():
+            spikes.append((t, "first" if f.item() else "second"))
+    assert spikes[0] == (0, "first") and spikes[1] == (99, "second")  # ISI (n - 1) dt
+    assert spikes[2] == (299, "first")  # 20 ms after the second spike
+
+
+def test_short_term_plasticity_reaches_closed_form_steady_state():
+    dt = 1.0
+    for tau_d, tau_f, big_u in ((20.0, 1000.0, 0.9), (100.0, 100.0, 0.02)):
+        for rate in (10.0, 40.0):
+            period = round(1000.0 / rate / dt)
+            s = synapses.ShortTerm(torch.ones(1), torch.full((1,), 0.01))
+            last = None
+            for t in range(20000):
+                spike = torch.tensor([1.0 if t % period == 0 else 0.0])
+                s, eff = synapses.short_term_step(s, spike, dt, tau_d, tau_f, big_u)
+                if spike.item():
+                    last = eff.item()
+            expected = synapses.short_term_steady(rate, tau_d, tau_f, big_u)
+            assert last == pytest.approx(expected, rel=1e-4)
+
+
+def test_event_burst_detection_follows_the_trace_rule():
+    decay = math.exp(-1 / 16)  # dt = 1 ms
+    d = neurons.detector((1, 1))
+    kinds = []
+    # 95: 20 ms after a burst's second spike the trace is 0.40 > 1/e (quirk 10); 130: event
+    train = {0: 1, 10: 1, 12: 1, 60: 1, 75: 1, 95: 1, 130: 1}
+    for t in range(140):
+        x = torch.tensor([[float(train.get(t, 0))]])
+        d, e, b = neurons.classify(d, x, decay)
+        if x.item():
+            kinds.append("event" if e.item() else "burst" if b.item() else "ignored")
+    assert kinds == ["event", "burst", "ignored", "event", "burst", "ignored", "event"]
+
+
+def test_plasticity_signs_of_figure_2():
+    rule = protocols.ProtocolRule()
+    trains = protocols.periodic_pairing([5.0, 100.0])
+    dw = protocols.weight_change(trains, trains, rule, 5.0, 0.15)
+    assert dw[0] < 0 < dw[1]  # LTD at low, LTP at high pairing frequency (b)
+    gen = torch.Generator().manual_seed(3)
+    rates = torch.tensor([2.0, 50.0], dtype=torch.float64).repeat_interleave(5)
+    pre = protocols.renewal(rates, 30.0, 0.002, gen)
+    post = protocols.renewal(rates, 30.0, 0.002, gen)
+    dw = protocols.weight_change(pre, post, rule, 5.0, 0.3).view(2, 5).mean(1)
+    assert dw[0] < 0 < dw[1]  # sign set by the postsynaptic rate (c)
+    gen = torch.Generator().manual_seed(2)
+    p = torch.tensor([0.05, 0.45], dtype=torch.float64).repeat_interleave(5)
+    pre, post = protocols.burst_trains(5.0, p, 60.0, gen), protocols.burst_trains(5.0, p, 60.0, gen)
+    dw = protocols.weight_change(pre, post, rule, 5.0, 0.2).view(2, 5).mean(1)
+    assert dw[0] < 0 < dw[1]  # potentiation iff burst probability exceeds P-bar = 0.2 (d)
+
+
+def test_protocol_rule_by_hand():
+    """One presynaptic event at 0, a postsynaptic event at 10 ms and its burst at 15 ms."""
+    rule = protocols.ProtocolRule()
+    inf = float("inf")
+    pre = torch.tensor([[0.0, inf]], dtype=torch.float64)
+    post = torch.tensor([[0.010, 0.015]], dtype=torch.float64)
+    e0, p0 = 5.0, 0.2
+    dw = protocols.weight_change(pre, post, rule, e0, p0).item()
+    decay = math.exp(-0.010 / rule.alpha)
+    e_bar = e0 * decay
+    b_bar = e0 * p0 * decay
+    expected = rule.eta * (-(b_bar / e_bar) * math.exp(-10 / 50) + math.exp(-15 / 50))
+    assert dw == pytest.approx(expected, rel=1e-12)
+
+
+def test_sparse_delivery_equals_dense_and_late_spikes_arrive_next_step():
+    gen = torch.Generator().manual_seed(0)
+    w = torch.rand(3, 40, 7, generator=gen)
+    spikes = (torch.rand(3, 40, generator=gen) < 0.3).float()
+    sel = synapses.select(spikes, 4)
+    late = synapses.select(sel.rest, 40)
+    total = synapses.deliver(w, sel) + synapses.deliver(w, late)
+    torch.testing.assert_close(total, torch.bmm(spikes[:, None], w)[:, 0])
+    assert sel.value.sum() == 12 and late.value.sum() == spikes.sum() - 12
+
+
+def test_plasticity_updates_equal_dense_reference():
+    rule = BurstRule()
+    gen = torch.Generator().manual_seed(1)
+    r, n_pre, n_post = 2, 12, 9
+    mask = (torch.rand(r, n_pre, n_post, generator=gen) < 0.5).float()
+    w = 0.5 * mask
+    pre_tr = torch.rand(r, n_pre, generator=gen)
+    events = (torch.rand(r, n_post, generator=gen) < 0.3).float()
+    bursts = (torch.rand(r, n_post, generator=gen) < 0.2).float() * (1 - events)
+    e_hat, b_hat = (
+        30 * torch.rand(r, n_post, generator=gen),
+        5 * torch.rand(r, n_post, generator=gen),
+    )
+    tr = plasticity.Traces(pre_tr, e_hat, b_hat, torch.ones(r, n_post))
+    val = plasticity.valence(tr, events, bursts, rule)
+    # dense reference, written from Eq. 1 and spiking.md 3 items 3-5
+    e_rate = tr.events * 1000 / rule.tau_avg
+    h = torch.where(e_rate > rule.e_max, -(e_rate - rule.e_max) / e_rate, 0.0)
+    p_bar = torch.clamp(tr.bursts / tr.events, max=1.0)
+    ref_val = events * (h - p_bar) + bursts * (1 + h)
+    torch.testing.assert_close(val, ref_val)
+    ref = (w + 0.01 * pre_tr[:, :, None] * ref_val[:, None, :] * mask).clamp(0, rule.w_max)
+    plasticity.update_columns(w, mask, synapses.select(events + bursts, n_post), val, pre_tr,
+                              0.01, rule)  # fmt: skip
+    torch.testing.assert_close(w, ref)
+    pre_events = (torch.rand(r, n_pre, generator=gen) < 0.4).float()
+    rate = torch.tensor([[0.5, 3.0, 1.0, 0.0, 2.5, 1.9, 0.1, 4.0, 2.0]]).expand(r, -1)
+    ref = w + 0.01 * pre_events[:, :, None] * (rule.e_min - rate).clamp(min=0)[:, None] * mask
+    plasticity.potentiate_rows(w, mask, synapses.select(pre_events, n_pre), rate, 0.01, rule)
+    torch.testing.assert_close(w, ref.clamp(0, rule.w_max))
+
+
+def test_teacher_and_cost_follow_the_code():
+    cfg = XorConfig()
+    rate = torch.tensor([[1.0, 2.5, 4.0, 8.0, 9.5, 12.0]])
+    to_zero = torch.tensor([[0.0, 0.0, -1000 / 6, -500.0, -1000.0, -1000.0]])
+    to_one = torch.tensor([[1000.0, 1000.0, 500.0, 1000 / 6, 0.0, 0.0]])
+    torch.testing.assert_close(teacher(rate, 0, cfg), to_zero)
+    torch.testing.assert_close(teacher(rate, 1, cfg), to_one)
+    assert cost(torch.full((1, 5), 8.0), 1, cfg).item() == pytest.approx(-math.log(0.75))
+    assert cost(torch.full((1, 5), 1.0), 0, cfg).item() == pytest.approx(-math.log(0.99))
+
+
+def _tiny(**kw) -> XorConfig:
+    base = dict(n=40, dt=1.0, example=200.0, examples=4, burn_in=100.0, checkpoint_every=2,
+                compile=False, seeds=(1, 2, 3), bin=50.0, spike_capacity=1)  # fmt: skip
+    return XorConfig(**{**base, **kw})
+
+
+def _simulate(cfg: XorConfig, steps: int, plastic: bool) -> list[torch.Tensor]:
+    keys = xor_net.replica_keys(cfg.seeds, "cpu")
+    w, c = xor_net.build(cfg, keys), xor_net.constants(cfg, "cpu")
+    s = xor_net.initial_state(cfg, len(cfg.seeds), "cpu")
+    i_s = torch.zeros(len(cfg.seeds), 5 * cfg.n)
+    i_s[:, : cfg.n] = cfg.i_on
+    trace = []
+    for _ in range(steps):
+        s = xor_net.step(s, w, c, i_s, torch.zeros_like(i_s), keys, cfg, plastic)
+        trace.append(s.counts.clone())
+    return [torch.stack(trace), w.ih, s.neurons.v_s, s.late]
+
+
+def test_same_seed_same_spikes_and_replicas_batched_equal_alone():
+    cfg = _tiny()
+    a = _simulate(cfg, 150, plastic=True)
+    b = _simulate(cfg, 150, plastic=True)
+    for x, y in zip(a, b, strict=True):
+        assert torch.equal(x, y)
+    assert a[0][:, :, 0].sum() > 100  # the network spikes
+    assert a[3].sum() > 0  # and some spikes waited for capacity (delivery still exact)
+    alone = _simulate(replace(cfg, seeds=(2,)), 150, plastic=True)
+    for x, y in zip(a, alone, strict=True):
+        torch.testing.assert_close(x[..., 1:2, :, :] if x.dim() == 4 else x[1:2], y,
+                                   rtol=1e-5, atol=1e-5)  # fmt: skip
+    assert torch.equal(a[0][:, 1:2], alone[0])  # identical spike counts
+
+
+def test_xor_run_resumes_exactly(tmp_path):
+    cfg = _tiny()
+    full = run_xor(cfg, tmp_path / "full")
+    part = run_xor(cfg, tmp_path / "part", stop_after=2)
+    assert part is None
+    resumed = run_xor(cfg, tmp_path / "part", resume=True)
+    assert resumed["post_test"] == full["post_test"]
+    assert resumed["late_spikes"] == full["late_spikes"]
+    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)["weights"]["ih"]
+    b = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=True)["weights"]["ih"]
+    assert torch.equal(a, b) and not torch.equal(a, cfg.w_ff * (a > 0).float())  # learned
+
+
+def test_bad_spiking_options_are_one_line():
+    with pytest.raises(ApicalError, match="unknown option 'tau'"):
+        with_options(XorConfig(), {"tau": 1.0})
+    with pytest.raises(ApicalError, match="coarser than 1 ms"):
+        XorConfig(dt=2.0)
+    assert with_options(XorConfig(), {"rule.tau_avg": 500.0}).rule.tau_avg == 500.0

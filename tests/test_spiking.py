@@ -222,3 +222,20 @@ def test_bad_spiking_options_are_one_line():
     with pytest.raises(ApicalError, match="coarser than 1 ms"):
         XorConfig(dt=2.0)
     assert with_options(XorConfig(), {"rule.tau_avg": 500.0}).rule.tau_avg == 500.0
+
+
+def test_reproduce_spiking_commands(tmp_path):
+    from tests.test_cli import apical
+
+    r = apical("reproduce", "spiking-plasticity", "--preset", "tiny", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    b = next(line for line in r.stdout.splitlines() if line.startswith("b (pairings)"))
+    assert 62.5 < float(b.split("LTP from ")[1].split(" Hz")[0]) <= 100  # NN Fig. 2b
+    assert (tmp_path / "spiking-plasticity-tiny" / "figure2.png").read_bytes()[:4] == b"\x89PNG"
+    r = apical("reproduce", "spiking-xor", "--preset", "tiny", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    rows = [line.split() for line in r.stdout.splitlines() if line[:4].strip() in ("1", "2")]
+    assert len(rows) == 2 and all(0 < float(x) < 100 for row in rows for x in row[1:5])
+    assert (tmp_path / "spiking-xor-tiny" / "xor.png").read_bytes()[:4] == b"\x89PNG"
+    r = apical("reproduce", "spiking-xor", "--preset", "nope", "--out", str(tmp_path))
+    assert r.returncode != 0 and r.stderr.strip().endswith("presets: cpu, tiny")

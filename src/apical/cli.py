@@ -13,7 +13,7 @@ import click
 from apical import __version__
 from apical.compare import format_table, summary, train_all
 from apical.errors import ApicalError
-from apical.experiments import experiments, get_experiment, sweeps, verdicts
+from apical.experiments import experiments, get_experiment, spiking_experiments, sweeps, verdicts
 from apical.plots import load_runs, plot_runs, plot_sweep
 from apical.rules import RULES
 from apical.sweeps import run_sweep, summarize
@@ -221,9 +221,16 @@ def reproduce(name: str | None, list_only: bool, data_dir: str | None, out: Path
             click.echo(f"{exp.name}: {exp.title}\n  source: {exp.source}\n  claim: {exp.claim}")
             for r in exp.runs:
                 click.echo(f"    {r.label}: published {r.published or '-'}")
+        for sp in spiking_experiments().values():
+            presets = ", ".join(sp.presets) or "none"
+            click.echo(f"{sp.name} (spiking; presets: {presets}): {sp.title}")
+            click.echo(f"  source: {sp.source}\n  claim: {sp.claim}\n    published {sp.published}")
         for sw in sweeps().values():
             presets = ", ".join(sw.presets) or "none"
             click.echo(f"{sw.name} (sweep; presets: {presets}): {sw.title}\n  claim: {sw.claim}")
+        return
+    if name in spiking_experiments():
+        _reproduce_spiking(spiking_experiments()[name], preset, out, device or "cpu", resume)
         return
     if name in sweeps():
         overrides = {"data_dir": data_dir, "device": device, "epochs": epochs}
@@ -268,6 +275,18 @@ def reproduce(name: str | None, list_only: bool, data_dir: str | None, out: Path
         json.dumps({"final": final, "verdict": verdict}, indent=2)
     )
     click.echo(f"figure: {fig}")
+
+
+def _reproduce_spiking(exp, preset, out: Path, device: str, resume: bool) -> None:
+    from apical.spiking.reproduce import reproduce as run_protocol
+
+    out_dir = out / (exp.name + (f"-{preset}" if preset else ""))
+    lines, fig = run_protocol(exp.protocol, exp.preset_options(preset), out_dir, device, resume,
+                              lambda s: click.echo(s, err=True))  # fmt: skip
+    click.echo(f"{exp.title}\nsource: {exp.source}")
+    for line in lines:
+        click.echo(line)
+    click.echo(f"published: {exp.published}\nfigure: {fig}")
 
 
 def _reproduce_sweep(sweep, preset, out: Path, overrides: dict, resume: bool) -> None:

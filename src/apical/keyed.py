@@ -18,8 +18,8 @@ from torch import Tensor
 _MASK = 0xFFFFFFFF
 _GOLDEN = 0x9E3779B9
 
-# Streams of the segregated-dendrite model: input spikes use 0, hidden layer l uses 1 + l, the output 1 + n_hidden (at most
-# 64 populations); these two sit above every population.
+# Streams of the segregated-dendrite model: input spikes use 0, hidden layer l uses 1 + l,
+# the output 1 + n_hidden (at most 64 populations); these two sit above every population.
 PHASE_STREAM = 100
 JITTER_STREAM = 101
 

@@ -26,8 +26,8 @@ from tqdm import tqdm
 from apical.augment import AUGMENTATIONS, training_batch
 from apical.convert import convert
 from apical.data import Dataset, load_dataset
-from apical.keyed import example_keys
 from apical.errors import ApicalError, DivergedError
+from apical.keyed import example_keys
 from apical.metrics import alignment, evaluate, mean_hidden_angle
 from apical.models import build_model
 from apical.optim import DecoupledMomentumSGD

@@ -75,15 +75,59 @@ def _shipped() -> list[tuple[str, str]]:
     ]
 
 
+def _kind(text: str) -> str:
+    first = text.lstrip().splitlines()[0] if text.strip() else ""
+    return first.split("=", 1)[1].strip().strip('"') if first.startswith("kind") else "train"
+
+
 def _is_sweep(text: str) -> bool:
-    return text.lstrip().startswith('kind = "sweep"')
+    return _kind(text) == "sweep"
+
+
+@dataclass(frozen=True)
+class SpikingExperiment:
+    """A spiking-simulation reproduction (`kind = "spiking"`): a protocol of
+    apical.spiking.reproduce, its config options and named shorter presets."""
+
+    name: str
+    title: str
+    source: str
+    claim: str
+    protocol: str
+    published: str
+    options: dict[str, Any] = field(default_factory=dict)
+    presets: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def preset_options(self, preset: str | None) -> dict[str, Any]:
+        if preset is None:
+            return dict(self.options)
+        if preset not in self.presets:
+            known = ", ".join(self.presets) or "none"
+            raise ApicalError(f"{self.name} has no preset {preset!r}; presets: {known}")
+        return {**self.options, **self.presets[preset]}
+
+
+def spiking_experiments() -> dict[str, SpikingExperiment]:
+    """Every shipped spiking reproduction, by name."""
+    found = {}
+    for origin, text in _shipped():
+        if _kind(text) == "spiking":
+            try:
+                d = tomllib.loads(text)
+                exp = SpikingExperiment(d["name"], d["title"], d["source"], d["claim"],
+                                        d["protocol"], d["published"], d.get("options", {}),
+                                        d.get("presets", {}))  # fmt: skip
+            except (tomllib.TOMLDecodeError, KeyError) as e:
+                raise ApicalError(f"experiment file {origin} is malformed: {e}") from None
+            found[exp.name] = exp
+    return found
 
 
 def experiments() -> dict[str, Experiment]:
     """Every shipped experiment, by name (sweeps are listed by `sweeps`)."""
     found = {}
     for origin, text in _shipped():
-        if not _is_sweep(text):
+        if _kind(text) == "train":
             exp = parse_experiment(text, origin)
             found[exp.name] = exp
     return found
@@ -102,7 +146,7 @@ def sweeps() -> dict[str, Sweep]:
 def get_experiment(name: str) -> Experiment:
     known = experiments()
     if name not in known:
-        names = [*known, *sweeps()]
+        names = [*known, *sweeps(), *spiking_experiments()]
         raise ApicalError(f"unknown experiment {name!r}; known: {', '.join(names)}")
     return known[name]
 

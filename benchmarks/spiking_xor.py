@@ -1,0 +1,103 @@
+"""Simulated seconds per wall-clock second of the spiking XOR network (Payeur et al. 2021,
+Fig. 4), for one replica and for R replicas (seeds) batched, against the paper code (a
+C++/Auryn simulation: 16,070 simulated s in 3-4 h per seed on a 1.6 GHz laptop, i.e. about
+1.1-1.5 simulated s per s at dt = 0.1 ms; spiking.md 4.7).
+
+    python benchmarks/spiking_xor.py [--device cpu|cuda|all] [--dt 1.0,0.1] [--replicas 1,5]
+                                     [--seconds 2] [--no-compile] [--json]
+
+One timed unit is a training example in miniature: 90 % of the simulated time with
+plasticity off (prediction window) and 10 % with it on (teaching window), after a warm-up
+example (compilation, the onset transient). Medians over --reps repetitions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import torch
+
+from apical.spiking import xor_net
+from apical.spiking.config import XorConfig
+from apical.spiking.xor import input_current
+
+ORIGINAL = (16070 / (4 * 3600), 16070 / (3 * 3600))  # simulated s per s, one seed, dt 0.1 ms
+
+
+def example(step, state, weights, consts, keys, cfg, steps: int):
+    i_s = input_current((1, 0), cfg, len(cfg.seeds), keys.device)
+    zero = torch.zeros_like(i_s)
+    teach = steps // 10
+    for t in range(steps):
+        state = step(state, weights, consts, i_s, zero, keys, cfg, t >= steps - teach)
+    return state
+
+
+def bench(device: torch.device, dt: float, replicas: int, seconds: float, compiled: bool,
+          reps: int) -> float:  # fmt: skip
+    cfg = XorConfig(dt=dt, seeds=tuple(range(1, replicas + 1)), compile=compiled)
+    keys = xor_net.replica_keys(cfg.seeds, device)
+    weights, consts = xor_net.build(cfg, keys), xor_net.constants(cfg, device)
+    state = xor_net.initial_state(cfg, replicas, device)
+    step = torch.compile(xor_net.step, dynamic=False) if compiled else xor_net.step
+    steps = cfg.steps(seconds * 1000)
+    state = example(step, state, weights, consts, keys, cfg, steps)  # warm-up
+    times = []
+    for _ in range(reps):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        state = example(step, state, weights, consts, keys, cfg, steps)
+        state.t.item()  # wait for the device
+        times.append(time.perf_counter() - t0)
+    return seconds / sorted(times)[len(times) // 2]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "all"])
+    p.add_argument("--dt", default="1.0,0.1")
+    p.add_argument("--replicas", default="1,5")
+    p.add_argument("--seconds", type=float, default=2.0)
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--no-compile", action="store_true")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args()
+    devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
+    if "cuda" in devices and not torch.cuda.is_available():
+        if args.device == "cuda":
+            raise SystemExit("error: --device cuda but no CUDA device is visible")
+        devices.remove("cuda")
+    out: dict = {
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "original_simulated_s_per_s_one_seed": ORIGINAL,
+        "results": {},
+    }
+    for dev in devices:
+        device = torch.device(dev)
+        name = torch.cuda.get_device_name() if dev == "cuda" else f"cpu x{torch.get_num_threads()}"
+        for dt in (float(x) for x in args.dt.split(",")):
+            for r in (int(x) for x in args.replicas.split(",")):
+                rate = bench(device, dt, r, args.seconds, not args.no_compile, args.reps)
+                key = f"{dev} dt={dt:g}ms R={r}"
+                out["results"][key] = {
+                    "device": name,
+                    "simulated s per s (all replicas advance together)": rate,
+                    "seed-seconds per s": rate * r,
+                    "speed-up vs original (seeds x rate, vs 1.1-1.5)": [
+                        rate * r / ORIGINAL[1], rate * r / ORIGINAL[0]],
+                }  # fmt: skip
+                if not args.json:
+                    print(f"{key}: {rate:.3f} simulated s per s, {rate * r:.3f} seed-s per s "
+                          f"({name})")  # fmt: skip
+    if args.json:
+        print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -8,7 +8,9 @@ tau_pre); P-bar_i = B-hat_i / E-hat_i, the ratio of exponential moving averages 
 bursts and events, read before this step's event (1 where undefined or >= 1);
 h_i = -(e_i - e_max)/e_i where the event-rate estimate e_i = E-hat_i / tau_avg exceeds
 e_max; r_i: rate from a 30-s trace of all postsynaptic spikes (starts at 0.1 Hz). Weights
-are clipped to [0, w_max] after each change and exist only where the mask is 1.
+are clipped to [0, w_max] after each change. A plastic matrix marks absent synapses with
+-1 (so no mask is read: the gathers of scattered columns dominate the cost of a step);
+`apical.spiking.synapses.deliver` reads them as 0.
 
 The weights are updated in place, touching only the rows of presynaptic events and the
 columns of postsynaptic events/bursts (at most k of each per replica and step): copying a
@@ -71,21 +73,26 @@ def advance(t: Traces, events: Tensor, bursts: Tensor, spikes: Tensor, dt: float
     )
 
 
-def potentiate_rows(w: Tensor, mask: Tensor, pre: Selected, post_rate: Tensor, eta: float,
+def _add_clipped(old: Tensor, delta: Tensor, rule: BurstRule) -> Tensor:
+    """old + delta clipped to [0, w_max] where a synapse exists (old >= 0)."""
+    return torch.where(old < 0, old, (old + delta).clamp(0.0, rule.w_max))
+
+
+def potentiate_rows(w: Tensor, pre: Selected, post_rate: Tensor, eta: float,
                     rule: BurstRule) -> None:  # fmt: skip
     """Lower homeostasis: each presynaptic event adds eta max(0, e_min - r_i) to its
     outgoing weights (rows of the selected presynaptic neurons), then clips."""
     ar = torch.arange(w.shape[0], device=w.device)[:, None]
     boost = eta * (rule.e_min - post_rate).clamp(min=0)  # (R, N_post)
-    new = rows(w, pre.index) + pre.value[:, :, None] * boost[:, None, :] * rows(mask, pre.index)
-    w.index_put_((ar, pre.index), new.clamp(0.0, rule.w_max))
+    new = _add_clipped(rows(w, pre.index), pre.value[:, :, None] * boost[:, None, :], rule)
+    w.index_put_((ar, pre.index), new)
 
 
-def update_columns(w: Tensor, mask: Tensor, post: Selected, value: Tensor, pre_trace: Tensor,
-                   eta: float, rule: BurstRule) -> None:  # fmt: skip
-    """Eq. 1 at the selected postsynaptic neurons: w_ij += eta value_i E~_j, then clip."""
+def update_columns(w: Tensor, post: Selected, pre_trace: Tensor, eta: float,
+                   rule: BurstRule) -> None:  # fmt: skip
+    """Eq. 1 at the selected postsynaptic neurons (post.value: their valence):
+    w_ij += eta valence_i E~_j, then clip."""
     r, n_pre, k = w.shape[0], w.shape[1], post.index.shape[1]
     cols = post.index[:, None, :].expand(r, n_pre, k)
-    v = value.gather(1, post.index) * post.value  # (R, k)
-    new = w.gather(2, cols) + eta * pre_trace[:, :, None] * v[:, None, :] * mask.gather(2, cols)
-    w.scatter_(2, cols, new.clamp(0.0, rule.w_max))
+    delta = eta * pre_trace[:, :, None] * post.value[:, None, :]
+    w.scatter_(2, cols, _add_clipped(w.gather(2, cols), delta, rule))

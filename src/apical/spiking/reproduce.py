@@ -40,8 +40,8 @@ def _xor(cfg: XorConfig, out: Path, device: str, resume: bool, echo) -> tuple[li
     lines.append(f"solved in {s['solved_count']} of {len(cfg.seeds)} seeds (published: 5 of 5); "
                  f"{s['simulated_seconds']:.0f} s simulated in {s['wall_seconds']:.0f} s "
                  f"({s['simulated_per_wall_second']:.2f} simulated s per s); spikes delivered "
-                 f"a step late {sum(s['late_spikes']):.0f}, missed updates "
-                 f"{sum(s['missed_updates']):.0f}")  # fmt: skip
+                 f"a step late {sum(s['late_spikes']):.0f}, weight updates a step late "
+                 f"{sum(s['late_updates']):.0f}, lost {sum(s['missed_updates']):.0f}")  # fmt: skip
     return lines, plot_xor(out)
 
 

@@ -31,6 +31,12 @@ def select(spikes: Tensor, k: int) -> Selected:
     return Selected(index, value, spikes.scatter(1, index, 0.0))
 
 
+def select_signed(x: Tensor, k: int) -> Selected:
+    """The k entries of largest magnitude of (R, N) `x` per replica, with their values."""
+    index = x.abs().topk(min(k, x.shape[1]), dim=1, sorted=False).indices
+    return Selected(index, x.gather(1, index), x.scatter(1, index, 0.0))
+
+
 def rows(w: Tensor, index: Tensor) -> Tensor:
     """w[r, index[r, j], :] as an (R, k, N_post) tensor (index_select on the flat rows:
     several times faster than advanced indexing on CPU)."""
@@ -41,8 +47,9 @@ def rows(w: Tensor, index: Tensor) -> Tensor:
 
 def deliver(w: Tensor, sel: Selected) -> Tensor:
     """Summed weights of the selected presynaptic spikes onto each postsynaptic neuron:
-    equal to spikes @ w per replica when nothing overflowed."""
-    return torch.bmm(sel.value.unsqueeze(1), rows(w, sel.index)).squeeze(1)
+    spikes @ w per replica (negative entries, the plastic matrices' absent synapses, read
+    as 0)."""
+    return torch.bmm(sel.value.unsqueeze(1), rows(w, sel.index).clamp(min=0.0)).squeeze(1)
 
 
 class ShortTerm(NamedTuple):

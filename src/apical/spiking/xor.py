@@ -150,7 +150,8 @@ def run_xor(
                 return None
     seconds += time.perf_counter() - t0
     out = summarize(log, cfg, seconds)
-    out["late_spikes"], out["missed_updates"] = state.late.tolist(), state.missed.tolist()
+    out["late_spikes"], out["late_updates"] = state.late.tolist(), state.late_updates.tolist()
+    out["missed_updates"] = state.missed.tolist()
     write_json(run_dir / "summary.json", out)
     (run_dir / "log.json").write_text(json.dumps(log))
     return out
@@ -184,10 +185,12 @@ def _jsonable(cfg: XorConfig) -> dict[str, Any]:
 def _pack(s: xor_net.State) -> dict[str, Any]:
     return {"neurons": s.neurons._asdict(), "detector": s.detector._asdict(),
             "traces": s.traces._asdict(), "t": s.t, "counts": s.counts,
-            "pending": s.pending, "late": s.late, "missed": s.missed}  # fmt: skip
+            "pending": s.pending, "late": s.late, "deferred": s.deferred,
+            "late_updates": s.late_updates, "missed": s.missed}  # fmt: skip
 
 
 def _unpack(d: dict[str, Any]) -> xor_net.State:
     return xor_net.State(neurons.Neurons(**d["neurons"]), neurons.Detector(**d["detector"]),
                          plasticity.Traces(**d["traces"]), d["t"], d["counts"],
-                         d["pending"], d["late"], d["missed"])  # fmt: skip
+                         d["pending"], d["late"], d["deferred"], d["late_updates"],
+                         d["missed"])  # fmt: skip

@@ -32,7 +32,7 @@ from apical.errors import ApicalError
 from apical.keyed import mix, normal, poisson, step_keys, uniform
 from apical.spiking import neurons, plasticity
 from apical.spiking.config import Background, XorConfig
-from apical.spiking.synapses import Selected, deliver, select
+from apical.spiking.synapses import Selected, deliver, select, select_signed
 
 POPULATIONS = ("input1", "input2", "hidden1", "hidden2", "output")
 NOISE_STREAM, CONNECT_STREAM = 1, 2
@@ -40,11 +40,9 @@ INITIAL_V_KEY = 42  # the code's fixed seed: initial V_s identical across seeds 
 
 
 class Weights(NamedTuple):
-    ih: Tensor  # (R, 2n, 2n) inputs -> hiddens, excitatory, plastic
-    ih_mask: Tensor
+    ih: Tensor  # (R, 2n, 2n) inputs -> hiddens, excitatory, plastic (-1: no synapse)
     ih_inh: Tensor
-    ho: Tensor  # (R, 2n, n) hiddens -> output, excitatory, plastic
-    ho_mask: Tensor
+    ho: Tensor  # (R, 2n, n) hiddens -> output, excitatory, plastic (-1: no synapse)
     ho_inh: Tensor
     oh_exc: Tensor  # (R, n, 2n) output bursts -> hidden dendrites
     oh_inh: Tensor
@@ -67,7 +65,9 @@ class State(NamedTuple):
     counts: Tensor  # (R, 2, 5) events and bursts per ensemble since the last read
     pending: Tensor  # (R, 5n) events (inputs, hiddens) and bursts (output) waiting a step
     late: Tensor  # (R,) spikes delivered a step late (beyond the transmission capacity)
-    missed: Tensor  # (R,) postsynaptic spikes whose weight update did not fit
+    deferred: Tensor  # (R, 3n) weight updates of hidden/output spikes waiting a step
+    late_updates: Tensor  # (R,) updates applied a step late (beyond the capacity)
+    missed: Tensor  # (R,) updates still waiting when the teaching window closed
 
 
 def replica_keys(seeds: tuple[int, ...] | list[int], device: torch.device | str) -> Tensor:
@@ -87,8 +87,9 @@ def build(cfg: XorConfig, keys: Tensor) -> Weights:
     half = torch.arange(2 * n, device=keys.device) < n  # hidden1 columns
     fb_exc = torch.where(half, cfg.w_fb_h1[0], cfg.w_fb_h2[0])
     fb_inh = torch.where(half, cfg.w_fb_h1[1], cfg.w_fb_h2[1])
-    return Weights(cfg.w_ff * m[0], m[0], cfg.w_ff_inh * m[1], cfg.w_ff * m[2], m[2],
-                   cfg.w_ff_inh * m[3], fb_exc * m[4], fb_inh * m[5])  # fmt: skip
+    return Weights(torch.where(m[0] > 0, cfg.w_ff, -1.0), cfg.w_ff_inh * m[1],
+                   torch.where(m[2] > 0, cfg.w_ff, -1.0), cfg.w_ff_inh * m[3], fb_exc * m[4],
+                   fb_inh * m[5])  # fmt: skip
 
 
 def constants(cfg: XorConfig, device: torch.device | str) -> Constants:
@@ -119,6 +120,8 @@ def initial_state(cfg: XorConfig, r: int, device: torch.device | str) -> State:
         torch.zeros((), dtype=torch.long, device=device),
         torch.zeros(r, 2, 5, device=device),
         torch.zeros(shape, device=device),
+        torch.zeros(r, device=device),
+        torch.zeros(r, 3 * cfg.n, device=device),
         torch.zeros(r, device=device),
         torch.zeros(r, device=device),
     )
@@ -159,32 +162,33 @@ def step(
         g_id=nrn.g_id + bg[:, 3] + torch.cat([z2, from_out[1], z1], 1),
     )
     tr = s.traces._replace(pre=s.traces.pre + events)  # presynaptic events first (item 7)
-    missed = s.missed
     if plastic:
-        missed = missed + _learn(w, tr, events, bursts, sel_in, sel_hid, cfg)
+        deferred = _learn(w, tr, events, bursts, sel_in, sel_hid, s.deferred, cfg)
+        late_updates, missed = s.late_updates + (deferred != 0).sum(1), s.missed
+    else:  # the window closed: what still waits is lost (counted)
+        deferred = torch.zeros_like(s.deferred)
+        late_updates, missed = s.late_updates, s.missed + (s.deferred != 0).sum(1)
     tr = plasticity.advance(tr, events, bursts, spikes, cfg.dt, rule)
     r = events.shape[0]
     counts = torch.stack([events.view(r, 5, n).sum(2), bursts.view(r, 5, n).sum(2)], 1)
-    return State(nrn, det, tr, s.t + 1, s.counts + counts, pending,
-                 s.late + pending.sum(1), missed)  # fmt: skip
+    return State(nrn, det, tr, s.t + 1, s.counts + counts, pending, s.late + pending.sum(1),
+                 deferred, late_updates, missed)  # fmt: skip
 
 
 @torch.compiler.disable  # in-place updates of a few rows and columns: eager is faster
 def _learn(w: Weights, tr: plasticity.Traces, events: Tensor, bursts: Tensor, sel_in: Selected,
-           sel_hid: Selected, cfg: XorConfig) -> Tensor:  # fmt: skip
+           sel_hid: Selected, deferred: Tensor, cfg: XorConfig) -> Tensor:  # fmt: skip
     """NN Eq. 1 with homeostasis on the two plastic projections (presynaptic events as
-    transmitted this step); returns the postsynaptic spikes beyond the capacity."""
-    n, k, rule = cfg.n, 2 * cfg.capacity, cfg.rule
+    transmitted this step). Postsynaptic updates beyond the capacity per step wait a step
+    (applied with the next step's presynaptic trace); returns what waits."""
+    n, k, rule = cfg.n, cfg.capacity, cfg.rule
     rate = tr.spikes * (1000.0 / rule.tau_rate)
-    plasticity.potentiate_rows(
-        w.ih, w.ih_mask, sel_in, rate[:, 2 * n : 4 * n], cfg.eta_hidden, rule
-    )
-    plasticity.potentiate_rows(w.ho, w.ho_mask, sel_hid, rate[:, 4 * n :], cfg.eta_output, rule)
-    val = plasticity.valence(tr, events, bursts, rule)
-    fired = events + bursts
-    post_hid, post_out = select(fired[:, 2 * n : 4 * n], 2 * k), select(fired[:, 4 * n :], k)
-    plasticity.update_columns(w.ih, w.ih_mask, post_hid, val[:, 2 * n : 4 * n],
-                              tr.pre[:, : 2 * n], cfg.eta_hidden, rule)  # fmt: skip
-    plasticity.update_columns(w.ho, w.ho_mask, post_out, val[:, 4 * n :],
-                              tr.pre[:, 2 * n : 4 * n], cfg.eta_output, rule)  # fmt: skip
-    return post_hid.rest.sum(1) + post_out.rest.sum(1)
+    hid, out = slice(2 * n, 4 * n), slice(4 * n, 5 * n)
+    plasticity.potentiate_rows(w.ih, sel_in, rate[:, hid], cfg.eta_hidden, rule)
+    plasticity.potentiate_rows(w.ho, sel_hid, rate[:, out], cfg.eta_output, rule)
+    val = plasticity.valence(tr, events, bursts, rule)[:, 2 * n :] + deferred
+    post_hid = select_signed(val[:, : 2 * n], k)
+    post_out = select_signed(val[:, 2 * n :], k // 2)
+    plasticity.update_columns(w.ih, post_hid, tr.pre[:, : 2 * n], cfg.eta_hidden, rule)
+    plasticity.update_columns(w.ho, post_out, tr.pre[:, hid], cfg.eta_output, rule)
+    return torch.cat([post_hid.rest, post_out.rest], 1)

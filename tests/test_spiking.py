@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import replace
 
@@ -240,3 +241,18 @@ def test_reproduce_spiking_commands(tmp_path):
     assert (tmp_path / "spiking-xor-tiny" / "xor.png").read_bytes()[:4] == b"\x89PNG"
     r = apical("reproduce", "spiking-xor", "--preset", "nope", "--out", str(tmp_path))
     assert r.returncode != 0 and r.stderr.strip().endswith("presets: cpu, tiny")
+
+
+def test_multiplexing_rates_follow_their_inputs(tmp_path):
+    """NN Fig. 3 on a small network (200 neurons per population, 2 seeds, 1 s after the
+    burn-in): each of the four signals correlates with its reference."""
+    from tests.test_cli import apical
+
+    r = apical("reproduce", "spiking-multiplexing", "--preset", "tiny", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    res = json.loads((tmp_path / "spiking-multiplexing-tiny" / "multiplexing.json").read_text())
+    corr = {k: v["mean"] for k, v in res["0.25"]["correlations"].items()}
+    assert corr["pyr2 BP ~ I_d"] > 0.7 and corr["pyr1 ER ~ I_s"] > 0.7
+    assert corr["pyr2 ER ~ pyr1 ER"] > 0.5 and corr["pyr1 BP ~ pyr2 BR"] > 0.3
+    er = torch.tensor(res["0.25"]["er"])
+    assert 1 < er.mean() < 20  # Hz, the figure's range

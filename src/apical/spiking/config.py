@@ -45,6 +45,7 @@ class BurstNeuron:
     v0_sd: float = 5.0  # initial V_s ~ N(E_L, v0_sd)
     # Quirk 5: the paper code drives dendritic synapses with the *somatic* voltage.
     dendritic_driving: str = "soma"  # or "dendrite"
+    integrator: str = "exponential"  # or "euler" (the paper code's, right at dt = 0.1 ms)
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,8 @@ class XorConfig:
                 f"dt = {self.dt} ms is coarser than 1 ms, which the 5-15 ms burst ISIs and "
                 "20-ms refractoriness do not survive; use dt <= 1"
             )
+        if self.neuron.integrator not in ("exponential", "euler"):
+            raise ApicalError("neuron.integrator must be 'exponential' or 'euler'")
         if self.neuron.dendritic_driving not in ("soma", "dendrite"):
             raise ApicalError("neuron.dendritic_driving must be 'soma' (code) or 'dendrite'")
         if not self.seeds:

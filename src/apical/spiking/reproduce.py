@@ -4,6 +4,7 @@ published, draw its figure."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 from apical.errors import ApicalError
 from apical.plots import _save, plt
 from apical.spiking.config import XorConfig, with_options
+from apical.spiking.multiplex import MultiplexConfig, simulate
 from apical.spiking.protocols import figure2
 from apical.spiking.xor import PATTERNS, run_xor
 
@@ -22,7 +24,54 @@ def reproduce(protocol: str, options: dict[str, Any], out: Path, device: str, re
         return _xor(with_options(XorConfig(), options), out, device, resume, echo)
     if protocol == "plasticity":
         return _plasticity(options, out)
-    raise ApicalError(f"unknown spiking protocol {protocol!r}; known: xor, plasticity")
+    if protocol == "multiplexing":
+        return _multiplexing(options, out, device)
+    raise ApicalError(
+        f"unknown spiking protocol {protocol!r}; known: xor, plasticity, multiplexing"
+    )
+
+
+def _multiplexing(options: dict[str, Any], out: Path, device: str) -> tuple[list[str], Path]:
+    """NN Fig. 3 at each dt of options["dts"]: the four correlations, mean (s.d.) over seeds."""
+    opts = dict(options)
+    dts = opts.pop("dts", [0.1])
+    results = {}
+    for dt in dts:
+        cfg = with_options(MultiplexConfig(), {**opts, "dt": float(dt)})
+        t0 = time.perf_counter()
+        results[str(dt)] = simulate(cfg, device)
+        results[str(dt)]["wall_seconds"] = time.perf_counter() - t0
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "multiplexing.json").write_text(json.dumps(results))
+    lines = [f"{cfg.n_pyr} pyramidal neurons per population, {len(cfg.seeds)} seeds, "
+             f"{cfg.duration / 1000:g} s; Pearson r over the bins after the burn-in, "
+             "mean (s.d.) over seeds"]  # fmt: skip
+    for dt, res in results.items():
+        cells = ", ".join(f"{k} {v['mean']:.2f} ({v['sd']:.2f})"
+                          for k, v in res["correlations"].items())  # fmt: skip
+        lines.append(f"dt {dt} ms: {cells}; {res['wall_seconds']:.0f} s")
+    first = results[str(dts[0])]
+    fig, ax = plt.subplots(2, 2, figsize=(11, 6), sharex=True)
+    t = first["t_ms"]
+    panels = [("pyr1 ER", "er", 0, "i_s"), ("pyr1 BP", "bp", 0, None),
+              ("pyr2 ER", "er", 1, None), ("pyr2 BP", "bp", 1, "i_d")]  # fmt: skip
+    for a, (title, key, pop, ref) in zip(ax.flat, panels, strict=True):
+        for seed_row in first[key]:
+            a.plot(t, [b[pop] for b in seed_row], lw=0.8, alpha=0.7)
+        if ref:
+            r = first[ref]
+            lo, hi = min(r), max(r)
+            ys = [b[pop] for b in first[key][0]]
+            a.plot(t, [min(ys) + (v - lo) / (hi - lo + 1e-12) * (max(ys) - min(ys)) for v in r],
+                   "k--", lw=1, label=f"{ref} (rescaled)")  # fmt: skip
+            a.legend(fontsize=8)
+        a.set(title=title)
+    for a in ax[1]:
+        a.set(xlabel="time (ms)")
+    path = _save(
+        fig, out / "multiplexing.png", f"Multiplexing (Payeur et al. 2021, Fig. 3), dt {dts[0]} ms"
+    )
+    return lines, path
 
 
 def _xor(cfg: XorConfig, out: Path, device: str, resume: bool, echo) -> tuple[list[str], Path]:

@@ -14,7 +14,7 @@ from apical.plots import _save, plt
 from apical.spiking.config import XorConfig, with_options
 from apical.spiking.multiplex import MultiplexConfig, simulate
 from apical.spiking.protocols import figure2
-from apical.spiking.xor import PATTERNS, run_xor
+from apical.spiking.xor import PATTERNS, ensemble_responses, run_xor
 
 
 def reproduce(protocol: str, options: dict[str, Any], out: Path, device: str, resume: bool,
@@ -91,6 +91,16 @@ def _xor(cfg: XorConfig, out: Path, device: str, resume: bool, echo) -> tuple[li
                  f"({s['simulated_per_wall_second']:.2f} simulated s per s); spikes delivered "
                  f"a step late {sum(s['late_spikes']):.0f}, weight updates a step late "
                  f"{sum(s['late_updates']):.0f}, lost {sum(s['missed_updates']):.0f}")  # fmt: skip
+    resp = ensemble_responses(json.loads((out / "log.json").read_text()))
+    lines.append("hidden ensembles' event rate (Hz) before -> after learning, mean over seeds "
+                 "(NN Fig. 4f):")  # fmt: skip
+    for p in map(str, PATTERNS):
+        cells = []
+        for k, name in ((2, "hidden1"), (3, "hidden2"), (4, "output")):
+            pre, post = (sum(row[k] for row in resp[kind][p]["er"]) / len(resp[kind][p]["er"])
+                         for kind in ("pre-test", "post-test"))  # fmt: skip
+            cells.append(f"{name} {pre:5.2f} -> {post:5.2f}")
+        lines.append(f"  {p}: " + ", ".join(cells))
     return lines, plot_xor(out)
 
 

@@ -178,6 +178,19 @@ def summarize(log: dict[str, Any], cfg: XorConfig, seconds: float) -> dict[str, 
     }
 
 
+def ensemble_responses(log: dict[str, Any]) -> dict[str, dict[str, list]]:
+    """Per test kind and pattern: event rate (Hz) and burst probability of every ensemble,
+    per seed ([seed][ensemble]), over the presentation after its first quarter (Fig. 4f)."""
+    out: dict[str, dict[str, list]] = {"pre-test": {}, "post-test": {}}
+    for b in log["bins"]:
+        if b["kind"] in out:
+            r = torch.tensor(b["rates"])  # (R, bins, 2, 5)
+            r = r[:, r.shape[1] // 4 :].mean(1)
+            bp = (r[:, 1] / r[:, 0].clamp(min=1e-9)).tolist()
+            out[b["kind"]][str(tuple(b["pattern"]))] = {"er": r[:, 0].tolist(), "bp": bp}
+    return out
+
+
 def _jsonable(cfg: XorConfig) -> dict[str, Any]:
     return json.loads(json.dumps(asdict(cfg)))
 

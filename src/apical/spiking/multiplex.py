@@ -103,7 +103,11 @@ class MultiplexConfig:
         return self.capacity or max(16, math.ceil(4 * n * 100.0 * self.dt / 1000.0))
 
 
-class AdexParams(NamedTuple):  # per neuron (PV then SOM), spiking.md 1.3
+class Constants(NamedTuple):
+    """Built once on the device (no host-to-device copies in the time loop): AdEx
+    parameters per interneuron (PV then SOM, spiking.md 1.3), background weights, PV's
+    constant current."""
+
     tau_m: Tensor
     c: Tensor
     delta_t: Tensor
@@ -113,6 +117,9 @@ class AdexParams(NamedTuple):  # per neuron (PV then SOM), spiking.md 1.3
     tau_w: Tensor
     v_reset: Tensor
     t_ref: Tensor  # steps
+    bg_pyr: Tensor  # (4, 1): soma exc, soma inh, dendrite exc, dendrite inh
+    bg_int: Tensor  # (2, n_int): exc, inh
+    i_int: Tensor  # (n_int,) pA
 
 
 class State(NamedTuple):
@@ -163,13 +170,17 @@ def build(cfg: MultiplexConfig, device) -> Weights:
     return Weights(*mats)
 
 
-def adex(cfg: MultiplexConfig, device) -> AdexParams:
+def adex(cfg: MultiplexConfig, device) -> Constants:
     def col(pv: float, som: float) -> Tensor:
         return torch.tensor([pv] * cfg.n_pv + [som] * cfg.n_som, device=device)
 
-    return AdexParams(col(10.0, 20.0), col(100.0, 100.0), col(2.0, 4.0), col(-48.0, -61.84),
+    return Constants(col(10.0, 20.0), col(100.0, 100.0), col(2.0, 4.0), col(-48.0, -61.84),
                       col(0.0, 0.1), col(0.0, 2.0), col(5.0, 500.0), col(-55.0, -65.0),
-                      col(round(1.0 / cfg.dt), round(2.0 / cfg.dt)))  # fmt: skip
+                      col(round(1.0 / cfg.dt), round(2.0 / cfg.dt)),
+                      torch.tensor(cfg.bg_pyr, device=device)[:, None],
+                      torch.stack([col(cfg.bg_pv[0], cfg.bg_som[0]),
+                                   col(cfg.bg_pv[1], cfg.bg_som[1])]),
+                      col(cfg.i_pv, 0.0))  # fmt: skip
 
 
 def initial_state(cfg: MultiplexConfig, device) -> State:
@@ -206,21 +217,14 @@ def currents(cfg: MultiplexConfig, t_ms: Tensor) -> tuple[Tensor, Tensor]:
     return (torch.cat([ones * i_s1, ones * cfg.i_s2]), torch.cat([ones * cfg.i_d1, ones * i_d2]))
 
 
-def step(s: State, w: Weights, ap: AdexParams, keys: Tensor, cfg: MultiplexConfig) -> State:
+def step(s: State, w: Weights, ap: Constants, keys: Tensor, cfg: MultiplexConfig) -> State:
     dt, n, r = cfg.dt, cfg.n_pyr, s.v_s.shape[0]
     n2, ni = 2 * n, cfg.n_pv + cfg.n_som
     lam = cfg.bg_rate * dt / 1000.0
     u = uniform(step_keys(keys, 1, s.t), 4 * n2 + 2 * ni)
     bg = poisson(u, torch.full_like(u, lam))
-    bg_p = bg[:, : 4 * n2].view(r, 4, n2) * torch.tensor(cfg.bg_pyr, device=u.device)[:, None]
-    wi = torch.cat(
-        [
-            torch.tensor(cfg.bg_pv, device=u.device)[:, None].expand(2, cfg.n_pv),
-            torch.tensor(cfg.bg_som, device=u.device)[:, None].expand(2, cfg.n_som),
-        ],
-        1,
-    )  # fmt: skip  (exc, inh) per interneuron
-    bg_i = bg[:, 4 * n2 :].view(r, 2, ni) * wi
+    bg_p = bg[:, : 4 * n2].view(r, 4, n2) * ap.bg_pyr
+    bg_i = bg[:, 4 * n2 :].view(r, 2, ni) * ap.bg_int
     i_s, i_d = currents(cfg, s.t * dt)
 
     # pyramidal neurons: f and leaks from start-of-step voltages; dendritic synapses use V_s
@@ -253,9 +257,7 @@ def step(s: State, w: Weights, ap: AdexParams, keys: Tensor, cfg: MultiplexConfi
     refr = s.ref_i > 0
     v_new = torch.where(refr, cfg.e_l, (v + dt * dv / ap.tau_m).clamp(-80.0, 20.0))
     w_new = s.w_i + dt * (ap.a * (v - cfg.e_l) - s.w_i) / ap.tau_w
-    i_int = torch.cat([torch.full((cfg.n_pv,), cfg.i_pv, device=v.device),
-                       torch.zeros(cfg.n_som, device=v.device)])  # fmt: skip
-    v_new = v_new + dt * i_int / ap.c
+    v_new = v_new + dt * ap.i_int / ap.c
     spike_i = (v_new > 0.0) & ~refr
     spi = spike_i.float()
     v_new = torch.where(spike_i, ap.v_reset, v_new)
@@ -281,14 +283,15 @@ def step(s: State, w: Weights, ap: AdexParams, keys: Tensor, cfg: MultiplexConfi
     som = select(arrive[:, 2, n2 + cfg.n_pv :], ki)
     zero_n = torch.zeros(r, n, device=v.device)
     decay_e, decay_i = math.exp(-dt / 5.0), math.exp(-dt / 10.0)
-    g_new = g * torch.tensor([decay_e, decay_i, decay_e, decay_i], device=v.device)[:, None]
-    g_new = g_new + bg_p + torch.stack([
+    g_new = torch.stack([g[:, 0] * decay_e, g[:, 1] * decay_i, g[:, 2] * decay_e,
+                         g[:, 3] * decay_i], 1) + bg_p  # fmt: skip
+    g_new = g_new + torch.stack([
         torch.cat([zero_n, deliver(w.w12, d1)], 1),
         torch.cat([zero_n, deliver(w.wpv2, pv)], 1),
         torch.cat([deliver(w.w21, f2), zero_n], 1),
         torch.cat([deliver(w.w11, f1) + deliver(w.wsom1, som), deliver(w.w22, f2)], 1),
     ], 1)  # fmt: skip
-    gi_new = gi * torch.tensor([decay_e, decay_i], device=v.device)[:, None] + bg_i
+    gi_new = torch.stack([gi[:, 0] * decay_e, gi[:, 1] * decay_i], 1) + bg_i
     gi_new = gi_new + torch.stack(
         [torch.cat([deliver(w.w1pv, d1), deliver(w.w2som, f2)], 1), torch.zeros_like(zi)], 1
     )

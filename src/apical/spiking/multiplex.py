@@ -99,8 +99,9 @@ class MultiplexConfig:
             raise ApicalError(f"dt = {self.dt} ms: the 2-ms BAP box needs dt <= 0.5")
 
     def cap(self, n: int) -> int:
-        """Spikes of n neurons transmitted per step: what they emit at 100 Hz, x4."""
-        return self.capacity or max(16, math.ceil(4 * n * 100.0 * self.dt / 1000.0))
+        """Spikes of n neurons transmitted per step: what they emit at 50 Hz (the
+        populations fire at 2-13 Hz), at least 16; more wait a step (counted as late)."""
+        return self.capacity or max(16, math.ceil(n * 50.0 * self.dt / 1000.0))
 
 
 class Constants(NamedTuple):
@@ -140,6 +141,8 @@ class State(NamedTuple):
     detector: neurons.Detector
     t: Tensor
     counts: Tensor  # (R, 2, 2) events, bursts of pyr1, pyr2 since the last read
+    pending: Tensor  # (R, 3, N) efficacies beyond the capacity, delivered next step
+    late: Tensor  # (R,) spikes delivered a step late
 
 
 class Weights(NamedTuple):
@@ -198,7 +201,8 @@ def initial_state(cfg: MultiplexConfig, device) -> State:
                  z(r, 2, ni), ShortTerm(z(r, cfg.n_pyr, value=1.0), z(r, cfg.n_pyr, value=0.01)),
                  ShortTerm(z(r, n2, value=1.0), z(r, n2, value=0.01)),
                  z(delay, r, 3, n2 + ni), neurons.detector((r, n2), device),
-                 torch.zeros((), dtype=torch.long, device=device), z(r, 2, 2))  # fmt: skip
+                 torch.zeros((), dtype=torch.long, device=device), z(r, 2, 2),
+                 z(r, 3, n2 + ni), z(r))  # fmt: skip
 
 
 def drives(cfg: MultiplexConfig, t_ms: Tensor) -> tuple[Tensor, Tensor]:
@@ -273,7 +277,7 @@ def step(s: State, w: Weights, ap: Constants, keys: Tensor, cfg: MultiplexConfig
         torch.cat([eff_stf, zi], 1),  # facilitating (pyr1, pyr2)
         torch.cat([torch.zeros_like(sp), spi], 1),  # interneurons (static)
     ], 1)  # fmt: skip
-    arrive = s.queue[0]
+    arrive = s.queue[0] + s.pending
     queue = torch.cat([s.queue[1:], now[None]], 0)
 
     k, ki = cfg.cap(n), cfg.cap(max(cfg.n_pv, cfg.n_som))
@@ -281,6 +285,11 @@ def step(s: State, w: Weights, ap: Constants, keys: Tensor, cfg: MultiplexConfig
     f1, f2 = select(arrive[:, 1, :n], k), select(arrive[:, 1, n:n2], k)
     pv = select(arrive[:, 2, n2 : n2 + cfg.n_pv], ki)
     som = select(arrive[:, 2, n2 + cfg.n_pv :], ki)
+    pending = torch.stack([
+        torch.cat([d1.rest, torch.zeros_like(d1.rest), zi], 1),
+        torch.cat([f1.rest, f2.rest, zi], 1),
+        torch.cat([torch.zeros_like(sp), pv.rest, som.rest], 1),
+    ], 1)  # fmt: skip
     zero_n = torch.zeros(r, n, device=v.device)
     decay_e, decay_i = math.exp(-dt / 5.0), math.exp(-dt / 10.0)
     g_new = torch.stack([g[:, 0] * decay_e, g[:, 1] * decay_i, g[:, 2] * decay_e,
@@ -299,7 +308,8 @@ def step(s: State, w: Weights, ap: Constants, keys: Tensor, cfg: MultiplexConfig
     det, events, bursts = neurons.classify(s.detector, sp, math.exp(-dt / 16.0))
     counts = torch.stack([events.view(r, 2, n).sum(2), bursts.view(r, 2, n).sum(2)], 1)
     return State(v_s, v_d, w_s, w_d, theta, bap_left, g_new, v_new, w_new, ref_i, gi_new, std,
-                 stf, queue, det, s.t + 1, s.counts + counts)  # fmt: skip
+                 stf, queue, det, s.t + 1, s.counts + counts, pending,
+                 s.late + (pending > 0).sum((1, 2)))  # fmt: skip
 
 
 def simulate(cfg: MultiplexConfig, device: str = "cpu") -> dict:
@@ -338,6 +348,7 @@ def simulate(cfg: MultiplexConfig, device: str = "cpu") -> dict:
     return {
         "t_ms": t.tolist(), "i_s": i_s1.tolist(), "i_d": i_d2.tolist(),
         "er": er.tolist(), "br": br.tolist(), "bp": bp.tolist(),
+        "late_spikes": s.late.tolist(),
         "correlations": {k: {"mean": v.mean().item(), "sd": v.std().item() if len(v) > 1 else 0.0,
                              "per_seed": v.tolist()} for k, v in pairs.items()},
     }  # fmt: skip

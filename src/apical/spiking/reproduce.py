@@ -49,7 +49,8 @@ def _multiplexing(options: dict[str, Any], out: Path, device: str) -> tuple[list
     for dt, res in results.items():
         cells = ", ".join(f"{k} {v['mean']:.2f} ({v['sd']:.2f})"
                           for k, v in res["correlations"].items())  # fmt: skip
-        lines.append(f"dt {dt} ms: {cells}; {res['wall_seconds']:.0f} s")
+        late = sum(res["late_spikes"])
+        lines.append(f"dt {dt} ms: {cells}; {res['wall_seconds']:.0f} s; {late:.0f} spikes late")
     first = results[str(dts[0])]
     fig, ax = plt.subplots(2, 2, figsize=(11, 6), sharex=True)
     t = first["t_ms"]

@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 from collections.abc import Callable
 
 import torch
-from rules_vs_backprop import interleaved_medians, training_step  # this folder's helpers
+from rules_vs_backprop import (  # this folder's helpers
+    devices,
+    interleaved_medians,
+    machine,
+    training_step,
+)
 
 import apical
 from apical.models import burstprop_mlp
@@ -68,15 +72,10 @@ def main() -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args()
     counts = [int(v) for v in args.replicas.split(",")]
-    devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
-    devices = [d for d in devices if d != "cuda" or torch.cuda.is_available()]
     result = {
-        "torch": torch.__version__,
-        "cpu": platform.processor() or platform.machine(),
-        "threads": torch.get_num_threads(),
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        **machine(),
         "time per replica-step / single network": {
-            d: bench(torch.device(d), counts, args.reps, args.steps) for d in devices
+            d: bench(torch.device(d), counts, args.reps, args.steps) for d in devices(args.device)
         },
     }
     if args.json:

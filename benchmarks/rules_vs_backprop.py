@@ -168,6 +168,22 @@ def interleaved_medians(fns: dict, device: torch.device, reps: int, steps: int) 
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def devices(choice: str) -> list[str]:
+    """The devices a --device value names: cpu, cuda or all (cuda only where present)."""
+    names = ["cpu", "cuda"] if choice == "all" else [choice]
+    return [d for d in names if d != "cuda" or torch.cuda.is_available()]
+
+
+def machine() -> dict:
+    """Where a benchmark ran: torch version, CPU, threads, GPU name."""
+    return {
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--device", default="all", help="cpu, cuda or all (cuda where present)")
@@ -176,13 +192,8 @@ def main() -> None:
     p.add_argument("--only", help="run only the models whose name contains this text")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args()
-    devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
-    devices = [d for d in devices if d != "cuda" or torch.cuda.is_available()]
     result: dict = {
-        "torch": torch.__version__,
-        "cpu": platform.processor() or platform.machine(),
-        "threads": torch.get_num_threads(),
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        **machine(),
         "ratios": {},
         # the authors' code against its own autograd baseline, 2 CPU cores (originals.md
         # section 3: 0.016 / 0.0044 s per MNIST batch, 0.081 / 0.051 s per CIFAR-10 batch)
@@ -191,7 +202,7 @@ def main() -> None:
             "burstprop learned feedback + Z, CIFAR-10 net": 1.6,
         },
     }
-    for dev in devices:
+    for dev in devices(args.device):
         device = torch.device(dev)
         result["ratios"][dev] = {
             name: bench_model(case, device, args.reps, args.steps)

@@ -18,11 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 from functools import partial
 
 import torch
-from rules_vs_backprop import interleaved_medians, training_step  # this folder's helpers
+from rules_vs_backprop import (  # this folder's helpers
+    devices,
+    interleaved_medians,
+    machine,
+    training_step,
+)
 
 import apical
 from apical.dendrites.config import dendrite_config
@@ -77,15 +81,12 @@ def main() -> None:
     torch._dynamo.config.cache_size_limit = 64  # one compiled step per batch size
     batches = sorted(int(v) for v in args.batches.split(","))
     hidden = tuple(int(v) for v in args.hidden.split(","))
-    devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
-    devices = [d for d in devices if d != "cuda" or torch.cuda.is_available()]
     result = {
-        "torch": torch.__version__,
-        "cpu": platform.processor() or platform.machine(),
-        "threads": torch.get_num_threads(),
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        **machine(),
         "network": f"784-{'-'.join(map(str, hidden))}-10, preset original-code",
-        "results": {d: bench(torch.device(d), batches, hidden, args.reps) for d in devices},
+        "results": {
+            d: bench(torch.device(d), batches, hidden, args.reps) for d in devices(args.device)
+        },
     }
     if args.json:
         print(json.dumps(result, indent=2))

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 
 import torch
+from rules_vs_backprop import devices, machine  # this folder's helpers
 
 from apical.spiking import xor_net
 from apical.spiking.config import XorConfig
@@ -66,19 +66,12 @@ def main() -> None:
     p.add_argument("--no-compile", action="store_true")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
-    devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
-    if "cuda" in devices and not torch.cuda.is_available():
-        if args.device == "cuda":
-            raise SystemExit("error: --device cuda but no CUDA device is visible")
-        devices.remove("cuda")
     out: dict = {
-        "torch": torch.__version__,
-        "cpu": platform.processor() or platform.machine(),
-        "threads": torch.get_num_threads(),
+        **machine(),
         "original_simulated_s_per_s_one_seed": ORIGINAL,
         "results": {},
     }
-    for dev in devices:
+    for dev in devices(args.device):
         device = torch.device(dev)
         name = torch.cuda.get_device_name() if dev == "cuda" else f"cpu x{torch.get_num_threads()}"
         for dt in (float(x) for x in args.dt.split(",")):

@@ -241,6 +241,9 @@ def test_reproduce_spiking_commands(tmp_path):
     assert (tmp_path / "spiking-xor-tiny" / "xor.png").read_bytes()[:4] == b"\x89PNG"
     r = apical("reproduce", "spiking-xor", "--preset", "nope", "--out", str(tmp_path))
     assert r.returncode != 0 and r.stderr.strip().endswith("presets: cpu, tiny")
+    r = apical("reproduce", "spiking-xor", "--epochs", "3", "--out", str(tmp_path))
+    assert r.returncode != 0 and r.stderr.strip().startswith("error: --epochs does not apply")
+    assert "Traceback" not in r.stderr
 
 
 def test_multiplexing_rates_follow_their_inputs(tmp_path):

@@ -17,7 +17,7 @@ from apical.experiments import experiments, get_experiment, spiking_experiments,
 from apical.plots import load_runs, plot_runs, plot_sweep
 from apical.rules import RULES
 from apical.sweeps import run_sweep, summarize
-from apical.train import TrainConfig
+from apical.train import TrainConfig, resolve_device
 from apical.train import train as run_training
 
 DEMO_RULES = ("backprop", "fa", "dfa", "sign_symmetry")
@@ -230,7 +230,12 @@ def reproduce(name: str | None, list_only: bool, data_dir: str | None, out: Path
             click.echo(f"{sw.name} (sweep; presets: {presets}): {sw.title}\n  claim: {sw.claim}")
         return
     if name in spiking_experiments():
-        _reproduce_spiking(spiking_experiments()[name], preset, out, device or "cpu", resume)
+        for flag, value in (("--epochs", epochs), ("--data-dir", data_dir)):
+            if value is not None:
+                raise ApicalError(f"{flag} does not apply to the spiking simulation {name}; "
+                                  "use --preset for a shorter protocol")  # fmt: skip
+        device = str(resolve_device(device or "cpu"))
+        _reproduce_spiking(spiking_experiments()[name], preset, out, device, resume)
         return
     if name in sweeps():
         overrides = {"data_dir": data_dir, "device": device, "epochs": epochs}

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from apical.errors import ApicalError
-from apical.spiking import neurons, plasticity, protocols, synapses, xor_net
+from apical.spiking import neurons, plasticity, protocols, raster, synapses, xor_net
 from apical.spiking.config import BurstNeuron, BurstRule, XorConfig, with_options
 from apical.spiking.xor import cost, run_xor, teacher
 
@@ -51,6 +51,28 @@ def test_burst_isi_and_refractoriness():
             spikes.append((t, "first" if f.item() else "second"))
     assert spikes[0] == (0, "first") and spikes[1] == (99, "second")  # ISI (n - 1) dt
     assert spikes[2] == (299, "first")  # 20 ms after the second spike
+
+
+def test_raster_records_every_spike_of_the_watched_neurons():
+    """`neurons.spiked` marks exactly the first and second spikes of a step; the recorder
+    returns them as (time, neuron) pairs of replica 0; the 16-ms burst rule of the plots."""
+    p, dt = BurstNeuron(), 0.5
+    s = neurons.rest(p, torch.full((2, 40), -60.0))
+    gen = torch.Generator().manual_seed(1)
+    watched = torch.tensor([3, 17, 29])
+    rec = raster.Recorder(watched, 2000, dt)
+    expected = []
+    for step in range(2000):
+        u = torch.rand((2, 2, 40), generator=gen)
+        s, f, b = neurons.step(s, p, dt, torch.full((2, 40), 900.0), torch.zeros(2, 40), *u)
+        assert torch.equal(neurons.spiked(s, p, dt), (f + b) > 0)
+        rec(neurons.spiked(s, p, dt))
+        for j, k in enumerate(watched.tolist()):
+            if f[0, k] + b[0, k] > 0:
+                expected.append([(step + 1) * dt, j])
+    assert len(expected) > 50 and rec.spikes() == expected
+    train = [[0.0, 0], [10.0, 0], [50.0, 0], [100.0, 1], [110.0, 2], [120.0, 1], [130.0, 1]]
+    assert raster.in_bursts(train).tolist() == [True, True, False, False, False, True, True]
 
 
 def test_short_term_plasticity_reaches_closed_form_steady_state():

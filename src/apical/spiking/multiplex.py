@@ -31,8 +31,10 @@ from apical.errors import ApicalError
 from apical.keyed import mix, normal, poisson, step_keys, uniform
 from apical.spiking import neurons
 from apical.spiking.config import check_positive
+from apical.spiking.raster import Recorder
 from apical.spiking.synapses import ShortTerm, deliver, select, short_term_step
 
+RASTER_NEURONS = 50  # per pyramidal population, first seed
 STD = (20.0, 1000.0, 0.9)  # tau_D, tau_F (ms), U: depressing
 STF = (100.0, 100.0, 0.02)  # facilitating
 
@@ -320,9 +322,14 @@ def simulate(cfg: MultiplexConfig, device: str = "cpu") -> dict:
     w, ap, s = build(cfg, dev), adex(cfg, dev), initial_state(cfg, dev)
     fn = torch.compile(step, dynamic=False) if cfg.compile else step
     per_bin = max(1, round(cfg.bin / cfg.dt))
+    steps, full_bap = round(cfg.duration / cfg.dt), float(round(cfg.bap / cfg.dt))
+    shown = min(RASTER_NEURONS, cfg.n_pyr)
+    watched = torch.cat([torch.arange(shown), cfg.n_pyr + torch.arange(shown)]).to(dev)
+    raster = Recorder(watched, steps, cfg.dt)
     bins = []
-    for i in range(round(cfg.duration / cfg.dt)):
+    for i in range(steps):
         s = fn(s, w, ap, keys, cfg)
+        raster(s.bap == full_bap)  # every spike starts a full BAP box
         if (i + 1) % per_bin == 0:
             bins.append(s.counts)
             s = s._replace(counts=torch.zeros_like(s.counts))
@@ -349,6 +356,7 @@ def simulate(cfg: MultiplexConfig, device: str = "cpu") -> dict:
         "t_ms": t.tolist(), "i_s": i_s1.tolist(), "i_d": i_d2.tolist(),
         "er": er.tolist(), "br": br.tolist(), "bp": bp.tolist(),
         "late_spikes": s.late.tolist(),
+        "raster": raster.spikes(), "raster_per_population": shown,
         "correlations": {k: {"mean": v.mean().item(), "sd": v.std().item() if len(v) > 1 else 0.0,
                              "per_seed": v.tolist()} for k, v in pairs.items()},
     }  # fmt: skip

@@ -138,6 +138,12 @@ def step(
     return new, first_f, second.float()
 
 
+def spiked(s: Neurons, p: BurstNeuron, dt: float) -> Tensor:
+    """Which neurons spiked (first or second spike) in the step that produced `s`: every
+    spike starts a full refractory period."""
+    return s.refractory == float(round(p.refractory / dt))
+
+
 def classify(d: Detector, spikes: Tensor, decay: float) -> tuple[Detector, Tensor, Tensor]:
     """Events and bursts from spikes (spiking.md 0, `AdaptiveEBCPConnection`): with the
     trace x read before this spike, x < 1/e is an event (burst flag cleared), x > 1/e with

@@ -11,6 +11,7 @@ from typing import Any
 
 from apical.errors import ApicalError
 from apical.plots import _save, plt
+from apical.spiking import raster
 from apical.spiking.config import XorConfig, with_options
 from apical.spiking.multiplex import MultiplexConfig, simulate
 from apical.spiking.protocols import figure2
@@ -52,11 +53,19 @@ def _multiplexing(options: dict[str, Any], out: Path, device: str) -> tuple[list
         late = sum(res["late_spikes"])
         lines.append(f"dt {dt} ms: {cells}; {res['wall_seconds']:.0f} s; {late:.0f} spikes late")
     first = results[str(dts[0])]
-    fig, ax = plt.subplots(2, 2, figsize=(11, 6), sharex=True)
+    fig, ax = plt.subplots(3, 2, figsize=(11, 8.5), sharex=True)
     t = first["t_ms"]
+    per = first["raster_per_population"]
+    for pop, a in enumerate(ax[2]):
+        spikes = [
+            [ms, k - pop * per] for ms, k in first["raster"] if pop * per <= k < (pop + 1) * per
+        ]
+        raster.draw(a, spikes)
+        a.set(title=f"pyr{pop + 1} raster (first seed; bursts red)", xlabel="time (ms)",
+              ylabel="neuron")  # fmt: skip
     panels = [("pyr1 ER", "er", 0, "i_s"), ("pyr1 BP", "bp", 0, None),
               ("pyr2 ER", "er", 1, None), ("pyr2 BP", "bp", 1, "i_d")]  # fmt: skip
-    for a, (title, key, pop, ref) in zip(ax.flat, panels, strict=True):
+    for a, (title, key, pop, ref) in zip(ax[:2].flat, panels, strict=True):
         for seed_row in first[key]:
             a.plot(t, [b[pop] for b in seed_row], lw=0.8, alpha=0.7)
         if ref:
@@ -67,8 +76,6 @@ def _multiplexing(options: dict[str, Any], out: Path, device: str) -> tuple[list
                    "k--", lw=1, label=f"{ref} (rescaled)")  # fmt: skip
             a.legend(fontsize=8)
         a.set(title=title)
-    for a in ax[1]:
-        a.set(xlabel="time (ms)")
     path = _save(
         fig, out / "multiplexing.png", f"Multiplexing (Payeur et al. 2021, Fig. 3), dt {dts[0]} ms"
     )
@@ -102,6 +109,7 @@ def _xor(cfg: XorConfig, out: Path, device: str, resume: bool, echo) -> tuple[li
                          for kind in ("pre-test", "post-test"))  # fmt: skip
             cells.append(f"{name} {pre:5.2f} -> {post:5.2f}")
         lines.append(f"  {p}: " + ", ".join(cells))
+    plot_xor_rasters(out)
     return lines, plot_xor(out)
 
 
@@ -140,6 +148,32 @@ def plot_xor(run: Path) -> Path:
               title="event rate and burst probability")  # fmt: skip
     ax[2].legend(fontsize=7)
     return _save(fig, run / "xor.png", "Spiking XOR (Payeur et al. 2021, Fig. 4)")
+
+
+def plot_xor_rasters(run: Path, window: float = 2000.0) -> Path | None:
+    """Spike rasters of the recorded neurons of each ensemble (seed 1 of the run) over the
+    last `window` ms of each test presentation, before (top) and after (bottom) learning;
+    spikes in bursts in red."""
+    log = json.loads((run / "log.json").read_text())
+    rasters = log.get("rasters", [])
+    if not rasters:
+        return None
+    fig, ax = plt.subplots(2, 4, figsize=(15, 6.5), sharey=True)
+    names = ("input1", "input2", "hidden1", "hidden2", "output")
+    for r in rasters:
+        row = 0 if r["kind"] == "pre-test" else 1
+        a = ax[row, PATTERNS.index(tuple(r["pattern"]))]
+        end = max((t for t, _ in r["spikes"]), default=window)
+        start = max(0.0, end - window)
+        per = r["per_ensemble"]
+        for e in range(len(names)):
+            spikes = [[t, k - e * per] for t, k in r["spikes"]
+                      if t >= start and e * per <= k < (e + 1) * per]  # fmt: skip
+            raster.draw(a, spikes, offset=e * per, color=f"C{e}")
+        a.set(title=f"{r['kind']} {tuple(r['pattern'])}", xlabel="time in presentation (ms)")
+        a.set_yticks([(e + 0.5) * per for e in range(len(names))], names)
+    title = "Spiking XOR rasters (first seed; spikes within 16 ms of another: red)"
+    return _save(fig, run / "xor_raster.png", title)
 
 
 def _seed_mean(rates: list) -> list:

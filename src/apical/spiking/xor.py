@@ -26,8 +26,10 @@ from apical.errors import ApicalError
 from apical.runs import load_checkpoint, save_checkpoint, write_json
 from apical.spiking import neurons, plasticity, xor_net
 from apical.spiking.config import XorConfig
+from apical.spiking.raster import Recorder
 
 PATTERNS = ((0, 0), (1, 0), (0, 1), (1, 1))
+RASTER_NEURONS = 25  # per ensemble, replica 0, recorded during the test presentations
 
 
 def target(pattern: tuple[int, int]) -> int:
@@ -103,11 +105,13 @@ def run_xor(
         start, log, seconds = saved["segment"], saved["log"], saved["seconds"]
     else:
         state, weights = xor_net.initial_state(cfg, r, dev), xor_net.build(cfg, keys)
-        start, log, seconds = 0, {"bins": [], "tests": [], "costs": []}, 0.0
+        start, log, seconds = 0, {"bins": [], "tests": [], "costs": [], "rasters": []}, 0.0
         write_json(run_dir / "config.json", _jsonable(cfg))
     step = torch.compile(xor_net.step, dynamic=False) if cfg.compile else xor_net.step
     bin_steps = cfg.steps(cfg.bin or cfg.example / 20)
     zero_d = torch.zeros(r, 5 * cfg.n, device=dev)
+    watched = (torch.arange(5, device=dev)[:, None] * cfg.n
+               + torch.arange(min(RASTER_NEURONS, cfg.n), device=dev)).flatten()  # fmt: skip
     t0 = time.perf_counter()
     for i in range(start, len(segs)):
         seg = segs[i]
@@ -117,8 +121,11 @@ def run_xor(
             rate = plasticity.event_rate(state.traces, cfg.rule)[:, 4 * cfg.n :]
             i_d = torch.cat([zero_d[:, : 4 * cfg.n], teacher(rate, target(seg["pattern"]), cfg)], 1)
         bins = []
+        raster = Recorder(watched, seg["steps"], cfg.dt) if seg["kind"].endswith("test") else None
         for t in range(seg["steps"]):
             state = step(state, weights, consts, i_s, i_d, keys, cfg, seg["kind"] == "teach")
+            if raster is not None:
+                raster(neurons.spiked(state.neurons, cfg.neuron, cfg.dt))
             if (t + 1) % bin_steps == 0 or t + 1 == seg["steps"]:
                 bins.append(state.counts / (cfg.n * ((t % bin_steps) + 1) * cfg.dt / 1000.0))
                 state = state._replace(counts=torch.zeros_like(state.counts))
@@ -136,6 +143,9 @@ def run_xor(
             keep = rates[:, rates.shape[1] // 4 :, 0, 4].mean(1)  # output event rate, Hz
             log["tests"].append({"kind": seg["kind"], "pattern": list(seg["pattern"]),
                                  "output_rate": keep.tolist()})  # fmt: skip
+            log["rasters"].append({"kind": seg["kind"], "pattern": list(seg["pattern"]),
+                                   "per_ensemble": len(watched) // 5,
+                                   "spikes": raster.spikes()})  # fmt: skip
         done = seg["kind"] == "teach" and (seg["example"] + 1) % cfg.checkpoint_every == 0
         if done or i + 1 == len(segs):
             elapsed = seconds + time.perf_counter() - t0

@@ -1,23 +1,30 @@
-"""Does the XOR network's operating point depend on the time step? Event rate and burst
-probability of every ensemble for each input pattern, before learning, at several dt.
+"""Does the XOR network depend on the time step? (1) Its operating point: event rate and
+burst probability of every ensemble for each input pattern, before learning. (2) Its
+learning signal: the weight change of each plastic block over the first --examples
+training examples of the reduced CPU protocol (`apical reproduce spiking-xor --preset cpu`).
 
     python scripts/spiking_dt_check.py [--dts 0.1,0.5,1.0] [--seconds 4] [--seeds 1,2,3,4,5]
-                                       [--json]
+                                       [--examples 0] [--json]
 
-Per dt: burn-in 1 s without input, then each pattern for --seconds (the first second not
-counted); mean over seeds and the s.d. across seeds of the per-seed means.
+(1) per dt: burn-in 1 s without input, then each pattern for --seconds (the first second not
+counted); mean over seeds and the s.d. across seeds of the per-seed means. (2) with
+--examples E > 0: the cpu preset's protocol (its N and time constants) with E examples at
+each dt; the change of the mean weight of each plastic block, mean (s.d.) over seeds.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import tempfile
+from pathlib import Path
 
 import torch
 
+from apical.experiments import spiking_experiments
 from apical.spiking import xor_net
-from apical.spiking.config import XorConfig
-from apical.spiking.xor import PATTERNS, input_current
+from apical.spiking.config import XorConfig, with_options
+from apical.spiking.xor import PATTERNS, input_current, run_xor
 
 NAMES = ("input1", "input2", "hidden1", "hidden2", "output")
 
@@ -47,23 +54,61 @@ def operating_point(dt: float, seeds: tuple[int, ...], seconds: float) -> dict:
     return out
 
 
+BLOCKS = {"input1->hidden1": ("ih", 0, 0), "input2->hidden1": ("ih", 1, 0),
+          "input1->hidden2": ("ih", 0, 1), "input2->hidden2": ("ih", 1, 1),
+          "hidden1->output": ("ho", 0, 0), "hidden2->output": ("ho", 1, 0)}  # fmt: skip
+
+
+def learning_signal(dt: float, seeds: tuple[int, ...], examples: int) -> dict:
+    """Change of each plastic block's mean weight (x 1e-3) after `examples` examples of the
+    cpu preset's protocol at this dt (tests shortened to 0.1 s)."""
+    options = spiking_experiments()["spiking-xor"].preset_options("cpu")
+    cfg = with_options(XorConfig(), {**options, "dt": dt, "seeds": seeds, "examples": examples,
+                                     "test_example": 100.0})  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        run_xor(cfg, Path(tmp))
+        saved = torch.load(Path(tmp) / "checkpoint.pt", weights_only=False)
+    n, out = cfg.n, {}
+    for name, (key, a, b) in BLOCKS.items():
+        w = saved["weights"][key][:, a * n : (a + 1) * n, b * n : (b + 1) * n]
+        mean = torch.where(w >= 0, w, torch.nan).nanmean(dim=(1, 2))  # per seed
+        change = 1000 * (mean - cfg.w_ff)
+        out[name] = {"mean": change.mean().item(), "sd": change.std().item()}
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--dts", default="0.1,0.5,1.0")
     p.add_argument("--seconds", type=float, default=4.0)
     p.add_argument("--seeds", default="1,2,3,4,5")
+    p.add_argument("--examples", type=int, default=0)
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
+    torch._dynamo.config.recompile_limit = 64  # one compiled step per dt and protocol
     seeds = tuple(int(x) for x in args.seeds.split(","))
-    res = {dt: operating_point(float(dt), seeds, args.seconds) for dt in args.dts.split(",")}
+    dts = args.dts.split(",")
+    res = {dt: operating_point(float(dt), seeds, args.seconds) for dt in dts}
+    learn = (
+        {dt: learning_signal(float(dt), seeds, args.examples) for dt in dts}
+        if args.examples
+        else {}
+    )
     if args.json:
-        print(json.dumps(res, indent=1))
+        print(json.dumps({"operating_point": res, "learning": learn, "examples": args.examples},
+                         indent=1))  # fmt: skip
         return
     for pat in map(str, PATTERNS):
         print(f"pattern {pat}: event rate Hz / burst probability %, mean (s.d.) over seeds")
         for dt, r in res.items():
             cells = "  ".join(f"{n} {r[pat][n]['er']:5.2f}/{100 * r[pat][n]['bp']:4.1f}"
                               for n in NAMES)  # fmt: skip
+            print(f"  dt {dt:>4} ms: {cells}")
+    if learn:
+        print(f"mean weight change (x 1e-3) of each block after {args.examples} examples of the "
+              "cpu protocol, mean (s.d.) over seeds")  # fmt: skip
+        for dt, r in learn.items():
+            cells = "  ".join(f"{k} {v['mean']:+.2f} ({v['sd']:.2f})" for k, v in r.items())
             print(f"  dt {dt:>4} ms: {cells}")
 
 

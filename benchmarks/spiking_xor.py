@@ -4,7 +4,7 @@ C++/Auryn simulation: 16,070 simulated s in 3-4 h per seed on a 1.6 GHz laptop, 
 1.1-1.5 simulated s per s at dt = 0.1 ms; spiking.md 4.7).
 
     python benchmarks/spiking_xor.py [--device cpu|cuda|all] [--dt 1.0,0.1] [--replicas 1,5]
-                                     [--seconds 2] [--no-compile] [--json]
+                                     [--seconds 2] [--n 500] [--no-compile] [--json]
 
 One timed unit is a training example in miniature: 90 % of the simulated time with
 plasticity off (prediction window) and 10 % with it on (teaching window), after a warm-up
@@ -37,8 +37,9 @@ def example(step, state, weights, consts, keys, cfg, steps: int):
 
 
 def bench(device: torch.device, dt: float, replicas: int, seconds: float, compiled: bool,
-          reps: int) -> float:  # fmt: skip
-    cfg = XorConfig(dt=dt, seeds=tuple(range(1, replicas + 1)), compile=compiled)
+          reps: int, n: int = 500) -> float:  # fmt: skip
+    cfg = XorConfig(n=n, p=min(1.0, 100 / n), dt=dt, seeds=tuple(range(1, replicas + 1)),
+                    compile=compiled)  # fmt: skip
     keys = xor_net.replica_keys(cfg.seeds, device)
     weights, consts = xor_net.build(cfg, keys), xor_net.constants(cfg, device)
     state = xor_net.initial_state(cfg, replicas, device)
@@ -63,6 +64,12 @@ def main() -> None:
     p.add_argument("--replicas", default="1,5")
     p.add_argument("--seconds", type=float, default=2.0)
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument(
+        "--n",
+        type=int,
+        default=500,
+        help="neurons per ensemble (p = 100/n: 100 synapses per source, as N = 500)",
+    )
     p.add_argument("--no-compile", action="store_true")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
@@ -76,8 +83,8 @@ def main() -> None:
         name = torch.cuda.get_device_name() if dev == "cuda" else f"cpu x{torch.get_num_threads()}"
         for dt in (float(x) for x in args.dt.split(",")):
             for r in (int(x) for x in args.replicas.split(",")):
-                rate = bench(device, dt, r, args.seconds, not args.no_compile, args.reps)
-                key = f"{dev} dt={dt:g}ms R={r}"
+                rate = bench(device, dt, r, args.seconds, not args.no_compile, args.reps, args.n)
+                key = f"{dev} dt={dt:g}ms R={r}" + (f" n={args.n}" if args.n != 500 else "")
                 out["results"][key] = {
                     "device": name,
                     "simulated s per s (all replicas advance together)": rate,

@@ -82,7 +82,12 @@ def main() -> None:
     p.add_argument("--dts", default="0.1,0.5,1.0")
     p.add_argument("--seconds", type=float, default=4.0)
     p.add_argument("--seeds", default="1,2,3,4,5")
-    p.add_argument("--examples", type=int, default=0)
+    p.add_argument(
+        "--examples",
+        type=int,
+        default=0,
+        help="also compare the weight change over this many cpu-preset examples",
+    )
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     torch._dynamo.config.recompile_limit = 64  # one compiled step per dt and protocol

@@ -73,6 +73,8 @@ def main() -> None:
     p.add_argument("--no-compile", action="store_true")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
+    if args.n < 1:
+        p.error(f"--n must be a positive number of neurons, got {args.n}")
     out: dict = {
         **machine(),
         "original_simulated_s_per_s_one_seed": ORIGINAL,

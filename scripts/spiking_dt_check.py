@@ -90,6 +90,8 @@ def main() -> None:
     )
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
+    if args.examples < 0:
+        p.error(f"--examples must be 0 (off) or a positive count, got {args.examples}")
     torch._dynamo.config.recompile_limit = 64  # one compiled step per dt and protocol
     seeds = tuple(int(x) for x in args.seeds.split(","))
     dts = args.dts.split(",")

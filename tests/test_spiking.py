@@ -144,8 +144,14 @@ def test_sparse_delivery_equals_dense_and_late_spikes_arrive_next_step():
     spikes = (torch.rand(3, 40, generator=gen) < 0.3).float()
     sel = synapses.select(spikes, 4)
     late = synapses.select(sel.rest, 40)
-    total = synapses.deliver(w, sel) + synapses.deliver(w, late)
-    torch.testing.assert_close(total, torch.bmm(spikes[:, None], w)[:, 0])
+    marked = torch.where(torch.rand(3, 40, 7, generator=gen) < 0.5, w, -1.0)  # -1: absent
+    now, later = (synapses.deliver(s, [w, marked], [False, True]) for s in (sel, late))
+    torch.testing.assert_close(now[0] + later[0], torch.bmm(spikes[:, None], w)[:, 0])
+    dense = torch.bmm(spikes[:, None], marked.clamp(min=0))[:, 0]
+    torch.testing.assert_close(now[1] + later[1], dense)
+    compiled = torch.compile(synapses.deliver, dynamic=False)(sel, [w, marked], [False, True])
+    for a, b in zip(compiled, now, strict=True):  # one term per slot when compiled
+        torch.testing.assert_close(a, b)
     assert sel.value.sum() == 12 and late.value.sum() == spikes.sum() - 12
 
 
@@ -170,16 +176,29 @@ def test_plasticity_updates_equal_dense_reference():
     p_bar = torch.clamp(tr.bursts / tr.events, max=1.0)
     ref_val = events * (h - p_bar) + bursts * (1 + h)
     torch.testing.assert_close(val, ref_val)
-    ref = (0.5 + 0.01 * pre_tr[:, :, None] * ref_val[:, None, :]).clamp(0, rule.w_max)
-    ref = torch.where(mask > 0, ref, -1.0)
-    plasticity.update_columns(w, synapses.select_signed(val, n_post), pre_tr, 0.01, rule)
-    torch.testing.assert_close(w, ref)
+    # rows (lower homeostasis) first, then columns (Eq. 1), each clipped; every row and
+    # column is selected, so each weight gets both changes
     pre_events = (torch.rand(r, n_pre, generator=gen) < 0.4).float()
     rate = torch.tensor([[0.5, 3.0, 1.0, 0.0, 2.5, 1.9, 0.1, 4.0, 2.0]]).expand(r, -1)
     boost = 0.01 * pre_events[:, :, None] * (rule.e_min - rate).clamp(min=0)[:, None]
-    ref = torch.where(mask > 0, (w + boost).clamp(0, rule.w_max), -1.0)
-    plasticity.potentiate_rows(w, synapses.select(pre_events, n_pre), rate, 0.01, rule)
+    ref = (0.5 + boost).clamp(0, rule.w_max)
+    ref = (ref + 0.01 * pre_tr[:, :, None] * ref_val[:, None, :]).clamp(0, rule.w_max)
+    ref = torch.where(mask > 0, ref, -1.0)
+    pre, post = synapses.select(pre_events, n_pre), synapses.select_signed(val, n_post)
+    plasticity.write(w, plasticity.updates(w, pre, rate, post, pre_tr, 0.01, rule))
     torch.testing.assert_close(w, ref)
+    # one presynaptic event (row 3) and one postsynaptic valence (-2 at column 5): the rest
+    # of the matrix is untouched, and the column sees the row's change where they cross
+    w0 = w.clone()
+    one_pre = synapses.select(torch.zeros(r, n_pre).index_fill(1, torch.tensor([3]), 1.0), 1)
+    v = torch.zeros(r, n_post).index_fill(1, torch.tensor([5]), -2.0)
+    plasticity.write(w, plasticity.updates(w, one_pre, rate, synapses.select_signed(v, 1),
+                                           pre_tr, 0.01, rule))  # fmt: skip
+    ref = w0.clone()
+    ref[:, 3] = (w0[:, 3] + 0.01 * (rule.e_min - rate).clamp(min=0)).clamp(0, rule.w_max)
+    ref[:, :, 5] = (ref[:, :, 5] - 0.02 * pre_tr).clamp(0, rule.w_max)
+    torch.testing.assert_close(w, torch.where(w0 < 0, -1.0, ref))
+    assert (w != w0)[:, 3].any() and (w != w0)[:, :, 5].any()  # both changes happened
 
 
 def test_teacher_and_cost_follow_the_code():

@@ -296,16 +296,19 @@ def step(s: State, w: Weights, ap: Constants, keys: Tensor, cfg: MultiplexConfig
     decay_e, decay_i = math.exp(-dt / 5.0), math.exp(-dt / 10.0)
     g_new = torch.stack([g[:, 0] * decay_e, g[:, 1] * decay_i, g[:, 2] * decay_e,
                          g[:, 3] * decay_i], 1) + bg_p  # fmt: skip
+    (w12, w1pv), (w21, w22, w2som) = (
+        deliver(d1, [w.w12, w.w1pv]),
+        deliver(f2, [w.w21, w.w22, w.w2som]),
+    )
+    (w11,), (wpv2,), (wsom1,) = deliver(f1, [w.w11]), deliver(pv, [w.wpv2]), deliver(som, [w.wsom1])
     g_new = g_new + torch.stack([
-        torch.cat([zero_n, deliver(w.w12, d1)], 1),
-        torch.cat([zero_n, deliver(w.wpv2, pv)], 1),
-        torch.cat([deliver(w.w21, f2), zero_n], 1),
-        torch.cat([deliver(w.w11, f1) + deliver(w.wsom1, som), deliver(w.w22, f2)], 1),
+        torch.cat([zero_n, w12], 1),
+        torch.cat([zero_n, wpv2], 1),
+        torch.cat([w21, zero_n], 1),
+        torch.cat([w11 + wsom1, w22], 1),
     ], 1)  # fmt: skip
     gi_new = torch.stack([gi[:, 0] * decay_e, gi[:, 1] * decay_i], 1) + bg_i
-    gi_new = gi_new + torch.stack(
-        [torch.cat([deliver(w.w1pv, d1), deliver(w.w2som, f2)], 1), torch.zeros_like(zi)], 1
-    )
+    gi_new = gi_new + torch.stack([torch.cat([w1pv, w2som], 1), torch.zeros_like(zi)], 1)
 
     det, events, bursts = neurons.classify(s.detector, sp, math.exp(-dt / 16.0))
     counts = torch.stack([events.view(r, 2, n).sum(2), bursts.view(r, 2, n).sum(2)], 1)

@@ -12,9 +12,10 @@ are clipped to [0, w_max] after each change. A plastic matrix marks absent synap
 -1 (so no mask is read: the gathers of scattered columns dominate the cost of a step);
 `apical.spiking.synapses.deliver` reads them as 0.
 
-The weights are updated in place, touching only the rows of presynaptic events and the
-columns of postsynaptic events/bursts (at most k of each per replica and step): copying a
-dense (R, N_pre, N_post) matrix every step would dominate the simulation.
+`updates` computes the new values of only the rows of presynaptic events and the columns
+of postsynaptic events/bursts (at most k of each per replica and step), as a pure function
+that compiles well; `write` stores them in place: copying a dense (R, N_pre, N_post) matrix
+every step would dominate the simulation.
 """
 
 from __future__ import annotations
@@ -78,21 +79,39 @@ def _add_clipped(old: Tensor, delta: Tensor, rule: BurstRule) -> Tensor:
     return torch.where(old < 0, old, (old + delta).clamp(0.0, rule.w_max))
 
 
-def potentiate_rows(w: Tensor, pre: Selected, post_rate: Tensor, eta: float,
-                    rule: BurstRule) -> None:  # fmt: skip
-    """Lower homeostasis: each presynaptic event adds eta max(0, e_min - r_i) to its
-    outgoing weights (rows of the selected presynaptic neurons), then clips."""
-    ar = torch.arange(w.shape[0], device=w.device)[:, None]
-    boost = eta * (rule.e_min - post_rate).clamp(min=0)  # (R, N_post)
-    new = _add_clipped(rows(w, pre.index), pre.value[:, :, None] * boost[:, None, :], rule)
-    w.index_put_((ar, pre.index), new)
+class Writes(NamedTuple):
+    """New values of the touched weights of one plastic matrix: rows, then columns."""
+
+    rows: Tensor  # (R, k_pre) presynaptic neurons that transmitted an event
+    row_values: Tensor  # (R, k_pre, N_post)
+    cols: Tensor  # (R, k_post) postsynaptic neurons with an event or burst
+    col_values: Tensor  # (R, N_pre, k_post), the row update included where they cross
 
 
-def update_columns(w: Tensor, post: Selected, pre_trace: Tensor, eta: float,
-                   rule: BurstRule) -> None:  # fmt: skip
-    """Eq. 1 at the selected postsynaptic neurons (post.value: their valence):
-    w_ij += eta valence_i E~_j, then clip."""
+def updates(w: Tensor, pre: Selected, post_rate: Tensor, post: Selected, pre_trace: Tensor,
+            eta: float, rule: BurstRule) -> Writes:  # fmt: skip
+    """One step of the rule on a plastic matrix, as new values (pure; `write` applies them).
+
+    Rows (lower homeostasis): each presynaptic event adds eta max(0, e_min - r_i) to its
+    outgoing weights. Columns (Eq. 1 at the selected postsynaptic neurons, post.value their
+    valence): w_ij += eta valence_i E~_j. Each change is clipped; columns see the rows'
+    change first."""
     r, n_pre, k = w.shape[0], w.shape[1], post.index.shape[1]
+    boost = eta * (rule.e_min - post_rate).clamp(min=0)  # (R, N_post)
+    row_values = _add_clipped(rows(w, pre.index), pre.value[:, :, None] * boost[:, None, :], rule)
+    sent = pre_trace.new_zeros(r, n_pre).scatter(1, pre.index, pre.value)
     cols = post.index[:, None, :].expand(r, n_pre, k)
+    crossed = _add_clipped(
+        w.gather(2, cols), sent[:, :, None] * boost.gather(1, post.index)[:, None, :], rule
+    )  # the rows' change where a selected row meets a selected column, else unchanged
     delta = eta * pre_trace[:, :, None] * post.value[:, None, :]
-    w.scatter_(2, cols, _add_clipped(w.gather(2, cols), delta, rule))
+    return Writes(pre.index, row_values, post.index, _add_clipped(crossed, delta, rule))
+
+
+@torch.compiler.disable  # two in-place writes: compiled, each copied the whole matrix
+def write(w: Tensor, u: Writes) -> None:
+    """Apply `updates` in place (rows, then columns); every other weight is untouched."""
+    r, n_pre, n_post = w.shape
+    flat = (torch.arange(r, device=w.device)[:, None] * n_pre + u.rows).reshape(-1)
+    w.view(r * n_pre, n_post).index_copy_(0, flat, u.row_values.reshape(-1, n_post))
+    w.scatter_(2, u.cols[:, None, :].expand(r, n_pre, u.cols.shape[1]), u.col_values)

@@ -152,9 +152,9 @@ def step(
     sel_out = select(send[:, 4 * n :], k)
     pending = torch.cat([sel_in.rest, sel_hid.rest, sel_out.rest], 1)
     z2, z1 = events.new_zeros(events.shape[0], 2 * n), events.new_zeros(events.shape[0], n)
-    from_in = [deliver(w.ih, sel_in), deliver(w.ih_inh, sel_in)]
-    from_hid = [deliver(w.ho, sel_hid), deliver(w.ho_inh, sel_hid)]
-    from_out = [deliver(w.oh_exc, sel_out), deliver(w.oh_inh, sel_out)]
+    from_in = deliver(sel_in, [w.ih, w.ih_inh], marked=[True, False])
+    from_hid = deliver(sel_hid, [w.ho, w.ho_inh], marked=[True, False])
+    from_out = deliver(sel_out, [w.oh_exc, w.oh_inh])
     nrn = nrn._replace(
         g_es=nrn.g_es + bg[:, 0] + torch.cat([z2, from_in[0], from_hid[0]], 1),
         g_is=nrn.g_is + bg[:, 1] + torch.cat([z2, from_in[1], from_hid[1]], 1),
@@ -175,20 +175,21 @@ def step(
                  deferred, late_updates, missed)  # fmt: skip
 
 
-@torch.compiler.disable  # in-place updates of a few rows and columns: eager is faster
 def _learn(w: Weights, tr: plasticity.Traces, events: Tensor, bursts: Tensor, sel_in: Selected,
            sel_hid: Selected, deferred: Tensor, cfg: XorConfig) -> Tensor:  # fmt: skip
     """NN Eq. 1 with homeostasis on the two plastic projections (presynaptic events as
-    transmitted this step). Postsynaptic updates beyond the capacity per step wait a step
-    (applied with the next step's presynaptic trace); returns what waits."""
+    transmitted this step), written in place. Postsynaptic updates beyond the capacity per
+    step wait a step (applied with the next step's presynaptic trace); returns what waits."""
     n, k, rule = cfg.n, cfg.capacity, cfg.rule
     rate = tr.spikes * (1000.0 / rule.tau_rate)
     hid, out = slice(2 * n, 4 * n), slice(4 * n, 5 * n)
-    plasticity.potentiate_rows(w.ih, sel_in, rate[:, hid], cfg.eta_hidden, rule)
-    plasticity.potentiate_rows(w.ho, sel_hid, rate[:, out], cfg.eta_output, rule)
     val = plasticity.valence(tr, events, bursts, rule)[:, 2 * n :] + deferred
     post_hid = select_signed(val[:, : 2 * n], k)
     post_out = select_signed(val[:, 2 * n :], k // 2)
-    plasticity.update_columns(w.ih, post_hid, tr.pre[:, : 2 * n], cfg.eta_hidden, rule)
-    plasticity.update_columns(w.ho, post_out, tr.pre[:, hid], cfg.eta_output, rule)
+    ih = plasticity.updates(w.ih, sel_in, rate[:, hid], post_hid, tr.pre[:, : 2 * n],
+                            cfg.eta_hidden, rule)  # fmt: skip
+    ho = plasticity.updates(w.ho, sel_hid, rate[:, out], post_out, tr.pre[:, hid],
+                            cfg.eta_output, rule)  # fmt: skip
+    plasticity.write(w.ih, ih)
+    plasticity.write(w.ho, ho)
     return torch.cat([post_hid.rest, post_out.rest], 1)

@@ -12,7 +12,7 @@ import torch
 from apical.errors import ApicalError
 from apical.spiking import neurons, plasticity, protocols, raster, synapses, xor_net
 from apical.spiking.config import BurstNeuron, BurstRule, XorConfig, with_options
-from apical.spiking.xor import cost, run_xor, teacher
+from apical.spiking.xor import cost, input_current, run_xor, teacher
 
 
 def test_burst_fraction_follows_the_dendritic_sigmoid():
@@ -300,3 +300,32 @@ def test_multiplexing_rates_follow_their_inputs(tmp_path):
     assert corr["pyr2 ER ~ pyr1 ER"] > 0.5 and corr["pyr1 BP ~ pyr2 BR"] > 0.3
     er = torch.tensor(res["0.25"]["er"])
     assert 1 < er.mean() < 20  # Hz, the figure's range
+
+
+def test_a_teacher_pushing_the_output_up_potentiates_and_one_pushing_it_down_depresses():
+    """The learning signal of NN Fig. 4 in the whole network: from the same state and
+    random draws, a teaching window with the output's dendrites driven up (+I_0, the
+    teacher of a target 1) moves the hidden->output weights up (bursts above their moving
+    average), one driven down (-I_0, target 0) moves them down. The 30-s rate estimate
+    starts at 5 Hz, inside [e_min, e_max], so the homeostatic terms stay off; tau_avg is
+    0.2 s so that the burn-in (3 tau_avg, as in the protocol) sets the moving averages."""
+    cfg = _tiny(n=100, spike_capacity=None)
+    cfg = replace(cfg, rule=replace(cfg.rule, rate0=5.0, tau_avg=200.0))
+    keys, r = xor_net.replica_keys(cfg.seeds, "cpu"), len(cfg.seeds)
+    w0, c = xor_net.build(cfg, keys), xor_net.constants(cfg, "cpu")
+    i_s = input_current((1, 0), cfg, r, "cpu")
+    zero = torch.zeros_like(i_s)
+    s0 = xor_net.initial_state(cfg, r, "cpu")
+    for _ in range(600):
+        s0 = xor_net.step(s0, w0, c, i_s, zero, keys, cfg, False)
+    change = {}
+    for sign in (1.0, -1.0):
+        w = xor_net.Weights(*(m.clone() for m in w0))
+        i_d = zero.clone()
+        i_d[:, 4 * cfg.n :] = sign * cfg.teacher_max
+        s = s0
+        for _ in range(200):
+            s = xor_net.step(s, w, c, i_s, i_d, keys, cfg, True)
+        present = w0.ho >= 0
+        change[sign] = ((w.ho - w0.ho) * present).sum((1, 2)) / present.sum((1, 2))
+    assert (change[1.0] > 0).all() and (change[-1.0] < 0).all(), change

@@ -86,7 +86,8 @@ def _xor(cfg: XorConfig, out: Path, device: str, resume: bool, echo) -> tuple[li
     s = run_xor(cfg, out, device=device, resume=resume, echo=echo)
     assert s is not None
     lines = [
-        f"XOR, {len(cfg.seeds)} seeds, dt {cfg.dt} ms, {cfg.examples} examples of "
+        f"XOR, {len(cfg.seeds)} seeds, ensembles of {cfg.n} neurons (p = {cfg.p:g}), "
+        f"dt {cfg.dt} ms, {cfg.examples} examples of "
         f"{cfg.example / 1000:g} s, tau_avg {cfg.rule.tau_avg / 1000:g} s: output event "
         f"rate (Hz) in the post-test, threshold {cfg.threshold:g} Hz"
     ]

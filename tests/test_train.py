@@ -64,7 +64,9 @@ def test_run_folder_contents(tmp_path):
     assert {"rule", "shuffle", "torch"} <= set(ckpt["rng"])
     probes = (tmp_path / "probes.jsonl").read_text().splitlines()
     assert json.loads(probes[0])["step"] == 0
-    assert 0 < json.loads(probes[-1])["mean_hidden_angle"] < 90
+    last = json.loads(probes[-1])
+    assert last["images"] == last["step"] * run.config.batch_size > 0
+    assert 0 < last["mean_hidden_angle"] < 90
     assert not list(tmp_path.glob(".*"))  # no temporary files left behind
 
 

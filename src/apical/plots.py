@@ -32,6 +32,10 @@ def plot_runs(
             if probes and any(key in row for row in probes[-1]["layers"].values())
         }
 
+    # probes against training images where every row has them (steps x batch size), so
+    # that runs with different batch sizes line up; else against steps
+    rows = [p for _, probes in runs.values() for p in probes]
+    x_key = "images" if all("images" in p for p in rows) else "step"
     apical_runs, theorem_runs = having("apical"), having("eigenvalue")
     extra = bool(apical_runs or theorem_runs)
     fig, axes = plt.subplots(1, 3 if extra else 2, figsize=(15 if extra else 10, 4))
@@ -42,24 +46,25 @@ def plot_runs(
         ax_err.plot(epochs, errors, marker="o", ms=3, label=label)
         if probes:
             ax_ang.plot(
-                [p["step"] for p in probes], [p["mean_hidden_angle"] for p in probes], label=label
+                [p[x_key] for p in probes], [p["mean_hidden_angle"] for p in probes], label=label
             )
     ax_err.set(xlabel="epoch", ylabel="test error (%)", title="learning curves")
+    x_label = "training images" if x_key == "images" else "training step"
     ax_ang.set(
-        xlabel="training step", ylabel="angle to backprop (deg)", ylim=(0, 100),
+        xlabel=x_label, ylabel="angle to backprop (deg)", ylim=(0, 100),
         title="hidden-layer update vs backprop",
     )  # fmt: skip
     ax_ang.axhline(90, color="grey", lw=0.5, ls="--")
     if apical_runs:
-        _layer_curves(axes[2], apical_runs, "apical", "")
-        axes[2].set(xlabel="training step", ylabel="mean |apical potential|", yscale="log",
+        _layer_curves(axes[2], apical_runs, "apical", "", x_key)
+        axes[2].set(xlabel=x_label, ylabel="mean |apical potential|", yscale="log",
                     title="apical potential (Z at work)")  # fmt: skip
     elif theorem_runs:  # segregated dendrites (eLife Fig. 5 and its suppl. 1)
-        _layer_curves(axes[2], theorem_runs, "eigenvalue", " eigenvalue")
-        _layer_curves(axes[2], theorem_runs, "loss_correlation", " loss corr.", ls=":")
+        _layer_curves(axes[2], theorem_runs, "eigenvalue", " eigenvalue", x_key)
+        _layer_curves(axes[2], theorem_runs, "loss_correlation", " loss corr.", x_key, ls=":")
         axes[2].axhline(1, color="grey", lw=0.5, ls="--")
-        axes[2].set(xlabel="training step", ylabel="value",
-                    title="Theorem 1 eigenvalue (< 1 wanted); corr(L_hidden, L_out)")  # fmt: skip
+        axes[2].set(xlabel=x_label, ylabel="value",
+                    title="Theorem 1 eigenvalue (< 1 wanted),\ncorr(L_hidden, L_out)")  # fmt: skip
     for ax in axes:
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
@@ -77,12 +82,14 @@ def _save(fig, path: Path, title: str = "", fontsize: int = 10) -> Path:
     return path
 
 
-def _layer_curves(ax, runs: dict[str, list[dict]], key: str, suffix: str, **style) -> None:
-    """One curve per run and layer of a per-layer probe value."""
+def _layer_curves(
+    ax, runs: dict[str, list[dict]], key: str, suffix: str, x_key: str, **style
+) -> None:
+    """One curve per run and layer of a per-layer probe value, against `x_key`."""
     for label, probes in runs.items():
         for n in [n for n, row in probes[-1]["layers"].items() if key in row]:
             rows = [p for p in probes if key in p["layers"].get(n, {})]
-            ax.plot([p["step"] for p in rows], [p["layers"][n][key] for p in rows],
+            ax.plot([p[x_key] for p in rows], [p["layers"][n][key] for p in rows],
                     label=f"{label} {n}{suffix}", **style)  # fmt: skip
 
 
@@ -104,7 +111,10 @@ def load_runs(path: Path) -> dict[str, tuple[list[dict[str, Any]], list[dict[str
         label = f.name
         config = f / "config.json"
         if config.is_file():
-            label = f"{f.name} ({json.loads(config.read_text())['rule']})"
+            cfg = json.loads(config.read_text())
+            label = f"{f.name} ({cfg['rule']})"
+            for p in probes:  # runs from before probes recorded images
+                p.setdefault("images", p["step"] * cfg["batch_size"])
         out[label] = (read_jsonl(f / "metrics.jsonl"), probes)
     return out
 

@@ -230,6 +230,7 @@ def _probe(model, rule, x, y, seed, device, epoch, step, config) -> list[dict[st
         {
             "epoch": epoch,
             "step": step,
+            "images": step * config.batch_size,
             **tag,
             "mean_hidden_angle": mean_hidden_angle(model, layers),
             "layers": layers,

@@ -100,6 +100,7 @@ def _rule_step(model: nn.Module, rule, opt, x, y, gen) -> Callable[[], None]:
     params = dict(model.named_parameters())
 
     def step() -> None:
+        opt.zero_grad(set_to_none=True)  # as the trainer: last step's directions go first
         result = rule.directions(model, x, y, gen)
         for name, d in result.directions.items():
             params[name].grad = d
@@ -136,6 +137,7 @@ def training_step(rule, model, x, y, lr: float, momentum: float) -> Callable[[],
     params = dict(model.named_parameters())
 
     def step() -> None:
+        opt.zero_grad(set_to_none=True)  # as the trainer: last step's directions go first
         result = rule.directions(model, x, y)
         for name, d in result.directions.items():
             params[name].grad = d

@@ -88,6 +88,20 @@ def _train_z(rule, net, x, y, steps):
     return apical_sq
 
 
+def test_after_step_adds_exactly_the_z_increments():
+    x = torch.rand(5, 6, dtype=torch.float64)
+    y = torch.randint(0, 3, (5,))
+    rule = apical.make_rule("burstprop", recurrent_lr=0.01)
+    net = apical.convert(_mlp(), rule, x)
+    step = rule.directions(net, x, y)
+    before = {n: b.clone() for n, b in net.named_buffers() if n.endswith("recurrent")}
+    increments = step.increments()
+    assert set(increments) == set(before) == {"1.recurrent", "3.recurrent"}
+    rule.after_step(net, step)
+    for name, z in before.items():
+        torch.testing.assert_close(net.get_buffer(name), z + increments[name], rtol=1e-12, atol=0)
+
+
 def test_z_rule_lowers_the_apical_potential():
     x = torch.rand(16, 6, dtype=torch.float64)
     y = torch.randint(0, 3, (16,))
@@ -187,7 +201,7 @@ def test_conv_layers_on_1x1_inputs_equal_linear_layers():
                 torch.testing.assert_close(b.reshape(a.shape), a)
     for ln, cn in (("1", "0"), ("3", "2")):
         torch.testing.assert_close(
-            sc.state_updates[f"{cn}.recurrent"], sl.state_updates[f"{ln}.recurrent"]
+            sc.increments()[f"{cn}.recurrent"], sl.increments()[f"{ln}.recurrent"]
         )
 
 
@@ -237,7 +251,7 @@ def test_one_step_equals_a_numpy_computation_of_the_equations():
         np.testing.assert_allclose(step.directions[f"{name}.weight"].numpy(), dW[layer], rtol=1e-10)
     for layer, name in ((0, "0"), (1, "2")):
         np.testing.assert_allclose(
-            step.state_updates[f"{name}.recurrent"].numpy(), dZ[layer], rtol=1e-10
+            step.increments()[f"{name}.recurrent"].numpy(), dZ[layer], rtol=1e-10
         )
 
 

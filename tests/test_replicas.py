@@ -51,8 +51,8 @@ def test_each_replica_gets_the_step_it_gets_alone(name, opts):
         assert set(alone.directions) == set(together.directions)
         for key, d in alone.directions.items():
             torch.testing.assert_close(together.directions[key][r], d, rtol=1e-5, atol=1e-7)
-        for key, z in alone.state_updates.items():
-            torch.testing.assert_close(together.state_updates[key][r], z, rtol=1e-5, atol=1e-9)
+        for key, z in alone.increments().items():
+            torch.testing.assert_close(together.increments()[key][r], z, rtol=1e-5, atol=1e-9)
         for layer, diag in alone.diagnostics.items():
             got = together.diagnostics[layer]["apical"][r]
             torch.testing.assert_close(got, diag["apical"], rtol=1e-5, atol=0)

@@ -388,6 +388,11 @@ def train(
             idx = perm[..., i * config.batch_size : (i + 1) * config.batch_size]
             x = training_batch(config.augment, data.x_train, idx, generators)
             keyed = {"keys": example_keys(config.seed, epoch, idx)} if rule.keyed else {}
+            # free the last step's directions (its .grad and `result`) before this step's
+            # are made: the heap stays steady, where the allocator would otherwise return
+            # memory to the OS and page-fault it back every step
+            optimizer.zero_grad(set_to_none=True)
+            result = None
             result = rule.directions(model, x, data.y_train[idx], generators["rule"], **keyed)
             for name, direction in result.directions.items():
                 params[name].grad = direction if scales is None else direction * scales[name]

@@ -25,13 +25,23 @@ from apical.params import parameter_roles
 class Step:
     """One evaluation of a rule: detached loss and outputs, a direction per parameter name
     (as in `model.named_parameters()`), increments of buffers that no loss drives (applied
-    only by `after_step`, so probes never apply them), and per-layer diagnostics."""
+    only by `after_step`, so probes never apply them), and per-layer diagnostics.
+
+    A buffer's increment is either dense (`state_updates`) or a sum of outer products over
+    the batch, `a^T b` for `state_factors[name] = (a, b)` of shape (..., batch, features):
+    after_step adds those in place without forming the matrix (burstprop's Z)."""
 
     loss: Tensor
     outputs: Tensor
     directions: dict[str, Tensor]
     state_updates: dict[str, Tensor] = field(default_factory=dict)
     diagnostics: dict[str, dict[str, Tensor]] = field(default_factory=dict)
+    state_factors: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)
+
+    def increments(self) -> dict[str, Tensor]:
+        """Every buffer increment as a dense tensor (for tests and inspection)."""
+        low_rank = {name: a.mT @ b for name, (a, b) in self.state_factors.items()}
+        return {**self.state_updates, **low_rank}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,6 +88,12 @@ class Rule:
         if step.state_updates:
             buffers = [model.get_buffer(name) for name in step.state_updates]
             torch._foreach_add_(buffers, list(step.state_updates.values()))
+        for name, (a, b) in step.state_factors.items():
+            buffer = model.get_buffer(name)
+            if a.dim() == 2:
+                buffer.addmm_(a.mT, b)
+            else:
+                buffer.baddbmm_(a.mT, b)
 
     # -- the pure function ----------------------------------------------------------------
     def run(self, model: nn.Module, x: Tensor, generator: torch.Generator | None) -> Tensor:

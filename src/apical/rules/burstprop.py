@@ -78,18 +78,21 @@ def _target(y: Tensor, like: Tensor) -> Tensor:
     return nn.functional.one_hot(y, like.shape[-1]).to(like.dtype)
 
 
-def _lateral(z: Tensor, x: Tensor) -> Tensor:
-    """Z x per example: a matrix on features (per replica for replicated layers), or a
-    C x C 1x1 convolution across channels."""
-    return x @ z.mT if x.dim() == z.dim() else torch.einsum("dc,nchw->ndhw", z, x)
+def _subtract_lateral(u: Tensor, z: Tensor, x: Tensor) -> None:
+    """u -= Z x per example, in place: Z a matrix on features (per replica for replicated
+    layers; fused into the product), or a C x C 1x1 convolution across channels."""
+    if x.dim() == 2:
+        u.addmm_(x, z.mT, alpha=-1)
+    elif x.dim() == 3:
+        u.baddbmm_(x, z.mT, alpha=-1)
+    else:
+        u.sub_(torch.einsum("dc,nchw->ndhw", z, x))
 
 
 def _lateral_update(u: Tensor, x: Tensor) -> Tensor:
-    """u x^T summed over the batch; for a conv layer also averaged over positions, so that
+    """A conv layer's u x^T, summed over the batch and averaged over positions, so that
     eta_Z means the same per example as in a fully connected layer (a sum over 144
     positions made the conv Z diverge at the paper's eta_Z)."""
-    if u.dim() < 4:
-        return u.mT @ x
     return torch.einsum("nchw,ndhw->cd", u, x) / (u.shape[2] * u.shape[3])
 
 
@@ -180,7 +183,7 @@ class Burstprop(Rule):
         # dimension (1 for replicas): one feedback product and one burst function for both
         bdim = 1 if stages[0].layer.replicas else 0
         stacked = torch.cat([b, db], bdim)
-        updates, diagnostics = {}, {}
+        updates, factors, diagnostics = {}, {}, {}
         for i in range(len(stages) - 2, -1, -1):
             above, st, rec = stages[i + 1], stages[i], records[i]
             send = above.layer.through(require_feedback(above.layer, self.name), records[i + 1].x)
@@ -191,8 +194,11 @@ class Burstprop(Rule):
             z = st.layer.recurrent
             if z is not None:
                 pre = torch.sigmoid(gs.select(bdim, 0)).mul_(rec.e)  # b~: pre-recurrence rate
-                u.sub_(_lateral(z, pre))
-                updates[f"{st.name}.recurrent"] = _lateral_update(u * self.recurrent_lr, pre)
+                _subtract_lateral(u, z, pre)
+                if u.dim() < 4:  # dZ = eta_Z u^T b~, added in place by after_step
+                    factors[f"{st.name}.recurrent"] = (u * self.recurrent_lr, pre)
+                else:
+                    updates[f"{st.name}.recurrent"] = _lateral_update(u * self.recurrent_lr, pre)
             per = tuple(range(bdim, u.dim()))  # per replica
             diagnostics[st.name] = {"apical": u.abs().mean(per)}
             us.select(bdim, 1).add_(u)  # u^t
@@ -205,4 +211,4 @@ class Burstprop(Rule):
         for name, p in model.named_parameters():
             if name not in directions:
                 directions[name] = self.feedback_direction(name, directions, p)
-        return Step(loss, outputs, directions, updates, diagnostics)
+        return Step(loss, outputs, directions, updates, diagnostics, factors)

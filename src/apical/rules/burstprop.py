@@ -208,7 +208,8 @@ class Burstprop(Rule):
             deltas[i] = ps.select(bdim, 1)
             stacked = ps.flatten(bdim, bdim + 1)
         directions = local_directions(stages, records, [-deltas[i] for i in range(len(stages))])
-        for name, p in model.named_parameters():
-            if name not in directions:
-                directions[name] = self.feedback_direction(name, directions, p)
+        for st in stages:  # learned feedback (fixed feedback is a buffer)
+            if st.layer.learns_feedback:
+                name = f"{st.name}.feedback"
+                directions[name] = self.feedback_direction(name, directions, st.layer.feedback)
         return Step(loss, outputs, directions, updates, diagnostics, factors)

@@ -281,7 +281,7 @@ def test_reproduce_spiking_commands(tmp_path):
     assert len(rows) == 2 and all(0 < float(x) < 100 for row in rows for x in row[1:5])
     assert (tmp_path / "spiking-xor-tiny" / "xor.png").read_bytes()[:4] == b"\x89PNG"
     r = apical("reproduce", "spiking-xor", "--preset", "nope", "--out", str(tmp_path))
-    assert r.returncode != 0 and r.stderr.strip().endswith("presets: cpu, cpu-4s, tiny")
+    assert r.returncode != 0 and r.stderr.strip().endswith("presets: cpu, cpu-dt0.1, cpu-4s, tiny")
     r = apical("reproduce", "spiking-xor", "--epochs", "3", "--out", str(tmp_path))
     assert r.returncode != 0 and r.stderr.strip().startswith("error: --epochs does not apply")
     assert "Traceback" not in r.stderr

@@ -118,6 +118,26 @@ def test_output_learning_rate_and_gradient_clipping():
     assert moved <= 1e-6 * n_steps * 1.001
 
 
+def test_clip_grads_scales_a_shared_direction_once():
+    """A learned feedback tensor's .grad is its weight's direction itself (no copy): clipping
+    must equal clip_grad_norm_ over separate copies."""
+    from torch import nn
+
+    from apical.train import clip_grads
+
+    g = torch.tensor([[3.0, 4.0]])
+    shared, copies = nn.Linear(2, 1, bias=False), nn.Linear(2, 1, bias=False)
+    for net in (shared, copies):
+        net.feedback = nn.Parameter(torch.zeros(1, 2))
+        net.weight.grad = g.clone()
+    shared.feedback.grad = shared.weight.grad
+    copies.feedback.grad = g.clone()
+    clip_grads(shared, 1.0)
+    nn.utils.clip_grad_norm_(copies.parameters(), 1.0)
+    torch.testing.assert_close(shared.weight.grad, copies.weight.grad)
+    torch.testing.assert_close(shared.weight.grad, g / (50**0.5))  # norm over both: sqrt(50)
+
+
 def test_bad_config_values():
     with pytest.raises(ApicalError, match="unknown config key lerning_rate"):
         TrainConfig.from_dict({"lerning_rate": 0.1})

@@ -153,6 +153,16 @@ DATA_FIELDS = (
 )  # fmt: skip
 
 
+def clip_grads(model: nn.Module, max_norm: float) -> None:
+    """clip_grad_norm_ over every `.grad` (a learned feedback tensor's direction counted as
+    its own term, as it moves its tensor), scaling each tensor once where parameters share
+    one (`apical.rules.base.weight_direction`)."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    norm = nn.utils.get_total_norm([p.grad for p in params])
+    once = list({id(p.grad): p for p in params}.values())
+    nn.utils.clip_grads_with_norm_(once, max_norm, norm)
+
+
 def load_config_data(config: TrainConfig) -> Dataset:
     """The dataset a config trains on (configs equal in DATA_FIELDS share it)."""
     data = load_dataset(
@@ -397,7 +407,7 @@ def train(
             for name, direction in result.directions.items():
                 params[name].grad = direction if scales is None else direction * scales[name]
             if config.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                clip_grads(model, config.grad_clip)
             optimizer.step()
             rule.after_step(model, result)
             step += 1

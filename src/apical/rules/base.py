@@ -131,9 +131,11 @@ class Rule:
 
 
 def weight_direction(feedback_name: str, directions: dict[str, Tensor]) -> Tensor:
-    """A copy of the direction of the forward weight that `feedback_name` belongs to: learned
-    feedback that receives W's increment (Kolen–Pollack; burstprop's learned Y)."""
-    return directions[feedback_name.removesuffix("feedback") + "weight"].clone()
+    """The direction of the forward weight that `feedback_name` belongs to, as the same
+    tensor (not a copy: a copy costs a pass over every weight per step): learned feedback
+    that receives W's increment (Kolen–Pollack; burstprop's learned Y). Whoever changes
+    `.grad` in place must change such a shared tensor once (`apical.train.clip_grads`)."""
+    return directions[feedback_name.removesuffix("feedback") + "weight"]
 
 
 def require_feedback(layer: FeedbackLayer, rule: str) -> Tensor:

@@ -112,3 +112,18 @@ def test_train_burstprop_with_rule_options(tmp_path):
     assert r.stdout.count("epoch") == 2
     r = apical("train", "--rule", "fa", "--rule-option", "oops")
     assert r.stderr.startswith("error: --rule-option takes KEY=VALUE")
+
+
+def test_train_model_options_and_config_fields(tmp_path):
+    r = apical(
+        "train", "--dataset", "digits", "--model", "mlp", "--model-option", "hidden=[16]",
+        "--model-option", "activation=relu", "--set", "val_size=100", "--set",
+        "standardize=false", "--set", "lr=9.0", "--lr", "0.05", "--epochs", "1",
+        "--device", "cpu", "--run-dir", str(tmp_path),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["model_options"] == {"hidden": [16], "activation": "relu"}
+    assert (config["val_size"], config["standardize"], config["lr"]) == (100, False, 0.05)
+    r = apical("train", "--set", "lerning_rate=0.1")
+    assert r.returncode != 0 and r.stderr.startswith("error: unknown config key lerning_rate")

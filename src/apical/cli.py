@@ -124,6 +124,21 @@ def _parse_sizes(text: str | None) -> list[int] | None:
     metavar="KEY=VALUE",
     help="A rule option, e.g. learn_feedback=true (repeatable; JSON values).",
 )
+@click.option(
+    "--model-option",
+    "model_option",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A model option, e.g. preset=paper or g_a=0.05 (repeatable; JSON values).",
+)
+@click.option(
+    "--set",
+    "set_field",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Any config field, e.g. val_size=10000 or standardize=false (repeatable; JSON "
+    "values); the options above override it.",
+)
 @click.option("--loss", help="cross_entropy or mse.")
 @click.option("--optimizer", help="sgd, adam, adamw or decoupled_sgd (burstprop's).")
 @click.option("--lr", type=float, help="Learning rate (hidden layers).")
@@ -142,7 +157,8 @@ def _parse_sizes(text: str | None) -> list[int] | None:
 @click.option("--run-dir", help="Run folder (config, metrics, checkpoint).")
 @click.option("--resume", is_flag=True, help="Continue the run in --run-dir from its checkpoint.")
 def train(config_file: Path | None, hidden: str | None, activation: str | None, resume: bool,
-          rule_option: tuple[str, ...], **options: Any) -> None:  # fmt: skip
+          rule_option: tuple[str, ...], model_option: tuple[str, ...],
+          set_field: tuple[str, ...], **options: Any) -> None:  # fmt: skip
     """Train one model with one rule and print its per-epoch metrics."""
     fields: dict[str, Any] = {}
     if resume and options.get("run_dir") and config_file is None:
@@ -157,8 +173,10 @@ def train(config_file: Path | None, hidden: str | None, activation: str | None, 
             fields = tomllib.loads(config_file.read_text())
         except tomllib.TOMLDecodeError as e:
             raise ApicalError(f"config file {config_file} is not valid TOML: {e}") from None
+    fields.update(parse_assignments(set_field, "--set"))
     fields.update({k: v for k, v in options.items() if v is not None})
     model_options = dict(fields.get("model_options", {}))
+    model_options.update(parse_assignments(model_option, "--model-option"))
     if hidden is not None:
         model_options["hidden"] = _parse_sizes(hidden)
     if activation is not None:

@@ -63,6 +63,9 @@ def test_train_from_toml_and_resume(tmp_path):
         (["train", "--resume"], "error: --resume needs --run-dir"),
         (["train", "--device", "cuda:0", "--dataset", "xor"], "error: device cuda"),
         (["reproduce", "no-such-paper"], "error: unknown experiment 'no-such-paper'; known: "),
+        (["reproduce", "fa-mnist", "--run", "nope"],
+         "error: experiment fa-mnist has no run 'nope'; its runs: "),
+        (["reproduce", "spiking-xor", "--run", "a"], "error: --run picks runs of an experiment"),
     ],
 )  # fmt: skip
 def test_user_mistakes_give_one_line(args, message):

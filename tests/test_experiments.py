@@ -25,6 +25,16 @@ def test_every_shipped_experiment_is_valid():
     assert all(c.model_options["hidden"] == [500, 500] and c.epochs == 20 for c in cfgs.values())
 
 
+def test_select_keeps_the_named_runs_in_order():
+    exp = experiments()["segregated-dendrites-mnist"]
+    picked = exp.select(("0-hidden", "1-hidden"))
+    assert [r.label for r in picked.runs] == ["1-hidden", "0-hidden"]
+    assert set(picked.configs(Path("/tmp/x"))) == {"1-hidden", "0-hidden"}
+    assert exp.select(()) is exp
+    with pytest.raises(ApicalError, match="has no run 'nope'; its runs: 1-hidden, 2-hidden"):
+        exp.select(("nope",))
+
+
 def test_verdicts():
     exp = parse_experiment(
         """

@@ -230,9 +230,15 @@ def rules() -> None:
 )
 @click.option("--resume", is_flag=True, help="Continue runs that have a checkpoint.")
 @click.option("--preset", help="A sweep's shorter protocol (e.g. cpu, tiny).")
+@click.option(
+    "--run",
+    "only",
+    multiple=True,
+    help="Train only this run of the experiment (repeatable; default: all).",
+)
 def reproduce(name: str | None, list_only: bool, data_dir: str | None, out: Path,
               device: str | None, epochs: int | None, resume: bool,
-              preset: str | None) -> None:  # fmt: skip
+              preset: str | None, only: tuple[str, ...]) -> None:  # fmt: skip
     """Run a paper experiment or sweep by NAME and print measured against published."""
     if list_only or name is None:
         for exp in experiments().values():
@@ -247,6 +253,8 @@ def reproduce(name: str | None, list_only: bool, data_dir: str | None, out: Path
             presets = ", ".join(sw.presets) or "none"
             click.echo(f"{sw.name} (sweep; presets: {presets}): {sw.title}\n  claim: {sw.claim}")
         return
+    if only and (name in spiking_experiments() or name in sweeps()):
+        raise ApicalError(f"--run picks runs of an experiment; {name} has none to pick")
     if name in spiking_experiments():
         for flag, value in (("--epochs", epochs), ("--data-dir", data_dir)):
             if value is not None:
@@ -261,7 +269,7 @@ def reproduce(name: str | None, list_only: bool, data_dir: str | None, out: Path
         return
     if preset is not None:
         raise ApicalError(f"--preset is for sweeps; {name} is an experiment")
-    exp = get_experiment(name)
+    exp = get_experiment(name).select(only)
     configs = exp.configs(out / exp.name, data_dir=data_dir, device=device, epochs=epochs)
     runs = train_all(
         configs, resume=resume, progress=sys.stderr.isatty(),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,19 @@ class Experiment:
     source: str
     claim: str
     runs: list[ExperimentRun] = field(default_factory=list)
+
+    def select(self, labels: tuple[str, ...]) -> Experiment:
+        """The experiment with only the runs named (all of them when `labels` is empty)."""
+        known = [r.label for r in self.runs]
+        unknown = [label for label in labels if label not in known]
+        if unknown:
+            raise ApicalError(
+                f"experiment {self.name} has no run {', '.join(map(repr, unknown))}; "
+                f"its runs: {', '.join(known)}"
+            )
+        if not labels:
+            return self
+        return replace(self, runs=[r for r in self.runs if r.label in labels])
 
     def configs(self, out_dir: Path, **overrides: Any) -> dict[str, TrainConfig]:
         """One TrainConfig per run, writing to out_dir/<label>; `overrides` (not None) win."""

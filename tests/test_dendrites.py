@@ -53,6 +53,48 @@ def test_psp_filter_equals_direct_convolution(preset):
             np.testing.assert_allclose(ours[:, b, j], direct, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("preset", ["paper", "original-code"])
+def test_input_chunk_equals_step_by_step_filtering(preset):
+    """The chunked input layer (one filter matrix, W applied before filtering) gives the
+    per-step PSPs' drive W s(t) + b, the window sum of s(t) and the filter state after the
+    chunk, from a filter state that is not at rest (chunks of 7 and 13 steps)."""
+    cfg = dendrite_config(preset, n_inputs=6, hidden=(5,), n_outputs=3)
+    g = torch.Generator().manual_seed(2)
+    w, b = torch.randn(5, 6, generator=g, dtype=torch.float64), torch.randn(5, dtype=torch.float64)
+    params = Params((w, torch.zeros(3, 5, dtype=torch.float64)), (b, torch.zeros(3)), ())
+    counts = torch.poisson(torch.full((20, 2, 6), 0.4, dtype=torch.float64), generator=g)
+    state = dynamics.filter_init(cfg, 2, 6, "cpu", torch.float64)
+    drives, psps = [], []
+    for n in counts:
+        state = dynamics.filter_push(cfg, state, n)
+        psps.append(dynamics.filter_value(cfg, state))
+        drives.append(psps[-1] @ w.T + b)
+    window = (torch.tensor([[3], [9]]), torch.tensor([[12], [20]]))
+    start = dynamics.filter_init(cfg, 2, 6, "cpu", torch.float64)
+    _, start, _ = dynamics.input_chunk(cfg, params, start, counts[:3])  # 3 steps of history
+    drive_a, mid, sum_a = dynamics.input_chunk(cfg, params, start, counts[3:10], window, 3)
+    drive_b, end, sum_b = dynamics.input_chunk(cfg, params, mid, counts[10:], window, 10)
+    torch.testing.assert_close(torch.cat((drive_a, drive_b)), torch.stack(drives[3:]))
+    torch.testing.assert_close(end, state)
+    psps = torch.stack(psps)
+    for k in range(2):
+        expected = psps[int(window[0][k]) : int(window[1][k]), k].sum(0)
+        torch.testing.assert_close((sum_a + sum_b)[k], expected)
+
+
+def test_chunked_presentation_does_not_depend_on_the_chunk():
+    x, labels, keys = sparse_images(3, 30), torch.tensor([0, 2, 3]), torch.tensor([5, 6, 7])
+    out = []
+    for chunk in (5, 32, 400):  # 1, 10 and 133 steps per chunk
+        cfg = dendrite_config(n_inputs=30, hidden=(6,), n_outputs=4, chunk=chunk)
+        torch.manual_seed(0)
+        avg, end = simulate.present(cfg, SegregatedNet(cfg).params(), x, labels, keys)
+        out.append((avg, end))
+    for avg, end in out[1:]:
+        torch.testing.assert_close(avg, out[0][0])
+        torch.testing.assert_close(end, out[0][1])
+
+
 def _silent_run(cfg, params, steps, teach, sign):
     """Run `step` with no input spikes; return the last state."""
     state = dynamics.rest(cfg, 2, "cpu", torch.float64)

@@ -62,6 +62,9 @@ class DendriteConfig:
     test_window: int | None = 220  # None: every test step after `settle`
     carry_state: bool = True  # training images start from the previous image's end state
     compile: bool = False  # torch.compile the time step (pays from batches of ~32 up)
+    # input rows (steps x examples) drawn, filtered and weighted at once: chunk // B steps
+    # per chunk (one chunk per presentation at B = 4; memory chunk x n_in, not time)
+    chunk: int = 4096
 
     @property
     def k_b(self) -> float:
@@ -105,6 +108,8 @@ class DendriteConfig:
         test_window = self.test_window or self.test_steps - self.settle
         if not 0 < test_window <= self.test_steps:
             raise bad(f"test_window {self.test_window} does not fit test_steps {self.test_steps}")
+        if not isinstance(self.chunk, int) or self.chunk < 1:
+            raise bad(f"chunk must be a positive integer, got {self.chunk}")
         if self.psp_steps is not None and self.psp_steps < 1:
             raise bad(f"psp_steps must be None (full kernel) or >= 1, got {self.psp_steps}")
 

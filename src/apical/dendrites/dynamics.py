@@ -99,8 +99,12 @@ def filter_value(config: DendriteConfig, state: Tensor) -> Tensor:
     """The PSP s(t) = sum_d kappa(d) n(t - d + 1) (d >= 1; the current count weighs kappa(1))."""
     if config.psp_steps is None:
         return (state[0] - state[1]) / (config.tau_l - config.tau_s)
-    d = torch.arange(1, config.psp_steps + 1, device=state.device, dtype=state.dtype)
-    return torch.tensordot(kernel(config, d), state, dims=1)
+    # Python-float weights and a plain sum: fused into the compiled step, no matrix call
+    tl, ts = config.tau_l, config.tau_s
+    weights = [
+        (math.exp(-d / tl) - math.exp(-d / ts)) / (tl - ts) for d in range(1, len(state) + 1)
+    ]
+    return sum(w * s for w, s in zip(weights, state, strict=True))
 
 
 def rest(config: DendriteConfig, batch: int, device, dtype=torch.float32) -> State:
@@ -109,6 +113,81 @@ def rest(config: DendriteConfig, batch: int, device, dtype=torch.float32) -> Sta
         tuple(filter_init(config, batch, n, device, dtype) for n in sizes),
         tuple(torch.zeros(batch, n, device=device, dtype=dtype) for n in sizes[1:]),
     )
+
+
+def filter_matrix(config: DendriteConfig, n: int, device, dtype) -> Tensor:
+    """The PSP filter over `n` steps as one linear map (exact: the filter is linear).
+
+    With the filter state S (depth, ...) before and the counts N (n, ...) of the next n
+    steps, ``A @ cat(S, N)`` gives the n PSPs s(0..n-1) (the values `filter_value` returns
+    after each `filter_push`) and then the filter state after the n-th step. Full kernel
+    (S = the two traces a_L, a_s): s(t) = sum_{k<=t} kappa(t-k+1) n(k) + (e^{-(t+1)/tau_L}
+    a_L - e^{-(t+1)/tau_s} a_s) / (tau_L - tau_s). Truncated (S = the last `psp_steps`
+    counts, newest first): s(t) = sum_{d=1}^{psp_steps} kappa(d) n(t-d+1), where counts
+    before the chunk come from S.
+    """
+    t = torch.arange(n, device=device, dtype=dtype)
+    if config.psp_steps is None:
+        tl, ts = config.tau_l, config.tau_s
+        lag = t[:, None] - t[None, :] + 1  # t - k + 1
+        psp = torch.cat(
+            (
+                torch.exp(-(t[:, None] + 1) / tl) / (tl - ts),
+                -torch.exp(-(t[:, None] + 1) / ts) / (tl - ts),
+                kernel(config, lag),
+            ),
+            dim=1,
+        )
+        age = n - t  # a count at step k has decayed n - k times after the n-th push
+        state = torch.stack(
+            (
+                torch.cat((t.new_tensor([math.exp(-n / tl), 0.0]), torch.exp(-age / tl))),
+                torch.cat((t.new_tensor([0.0, math.exp(-n / ts)]), torch.exp(-age / ts))),
+            )
+        )
+        return torch.cat((psp, state))
+    depth = config.psp_steps
+    when = torch.cat((-1 - torch.arange(depth, device=device, dtype=dtype), t))  # columns
+    lag = t[:, None] - when[None, :] + 1
+    psp = kernel(config, lag) * (lag <= depth)
+    newest_first = (n - 1 - torch.arange(depth, device=device, dtype=dtype))[:, None]
+    state = (when[None, :] == newest_first).to(dtype)
+    return torch.cat((psp, state))
+
+
+def input_counts(config: DendriteConfig, keys: Tensor, rate_in: Tensor, t: Tensor) -> Tensor:
+    """The keyed Poisson input counts (len(t), B, n_in) of steps `t` (the draws of `step`)."""
+    u = uniform(step_keys(keys[None, :], 0, t[:, None]).flatten(), config.n_inputs)
+    return poisson(u.view(len(t), *rate_in.shape), rate_in)
+
+
+def input_chunk(
+    config: DendriteConfig,
+    params: Params,
+    filters: Tensor,
+    counts: Tensor,
+    window: tuple[Tensor, Tensor] | None = None,
+    t0: int = 0,
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """n = len(counts) steps of the input layer at once (step 1 of the module docstring),
+    from its filter state and the steps' counts (n, B, n_in): the drive of the first
+    layer above, W^1 s(t) + b^1 (n, B, n_1), the filter state after the chunk and, with
+    `window` ((B, 1) step bounds [start, end)), the sum of the input PSPs s(t) over the
+    chunk's steps t0 .. t0+n-1 inside it (B, n_in). Up to rounding the same values as n
+    calls of `step`: since the filter is linear, W s(t) = A (W [S; N]) (`filter_matrix`),
+    two matrix products in place of n matrix-vector products."""
+    n, batch, _ = counts.shape
+    a = filter_matrix(config, n, counts.device, counts.dtype)
+    history = torch.cat((filters, counts))  # (depth + n, B, n_in)
+    weighted = (history.flatten(0, 1) @ params.weights[0].T).view(len(history), -1)
+    drive = (a[:n] @ weighted).view(n, batch, -1) + params.biases[0]
+    filters = (a[n:] @ history.flatten(1)).view(filters.shape)
+    if window is None:
+        return drive, filters, None
+    steps = torch.arange(t0, t0 + n, device=counts.device)[:, None]  # (n, 1)
+    inside = ((steps >= window[0].T) & (steps < window[1].T)).to(counts.dtype)  # (n, B)
+    per_column = inside.T @ a[:n]  # (B, depth + n): how much each count enters the sum
+    return drive, filters, torch.einsum("bc,cbi->bi", per_column, history)
 
 
 def step(
@@ -121,26 +200,49 @@ def step(
     keys: Tensor,
     t: Tensor,
 ) -> tuple[State, tuple[Tensor, ...], tuple[Tensor, ...]]:
-    """One time step (module docstring). `rate_in` (B, n_in): input rates per step;
-    `target_sign` (B, n_out): +1 for the correct class, -1 for the others; `teach` (B, 1):
-    1 in the target phase; `keys` (B,): per-example keys; `t` (0-d int64): the step.
+    """One time step (module docstring), the reference for `input_chunk` and `driven_step`.
+    `rate_in` (B, n_in): input rates per step; `target_sign` (B, n_out): +1 for the correct
+    class, -1 for the others; `teach` (B, 1): 1 in the target phase; `keys` (B,):
+    per-example keys; `t` (0-d int64): the step.
 
     Returns the new state, the step's hidden apical potentials and the PSPs at each
     layer's basal synapses (input first).
     """
+    counts = poisson(uniform(step_keys(keys, 0, t), config.n_inputs), rate_in)
+    input_filter = filter_push(config, state.filters[0], counts)
+    below = filter_value(config, input_filter)
+    drive = torch.addmm(params.biases[0], below, params.weights[0].T)
+    state = state._replace(filters=(input_filter, *state.filters[1:]))
+    state, apicals, basals = driven_step(config, params, state, drive, target_sign, teach, keys, t)
+    return state, apicals, (below, *basals)
+
+
+def driven_step(
+    config: DendriteConfig,
+    params: Params,
+    state: State,
+    drive: Tensor,
+    target_sign: Tensor,
+    teach: Tensor,
+    keys: Tensor,
+    t: Tensor,
+) -> tuple[State, tuple[Tensor, ...], tuple[Tensor, ...]]:
+    """Steps 2-3 of one time step, given the first layer's basal potential `drive` (B, n_1)
+    = W^1 s_in + b^1 (from `input_chunk`); the input's filter state is passed through.
+    Returns the new state, the hidden apical potentials and the PSPs at the basal
+    synapses of the layers above the first hidden layer."""
     c = config
     n_hidden = len(c.hidden)
     if c.feedback == "spikes":
         top = filter_value(c, state.filters[-1])  # output PSP of the previous step
     else:
         top = c.rate_max * torch.sigmoid(state.soma[-1])  # its rate (eLife Fig. 7A red)
-    counts = poisson(uniform(step_keys(keys, 0, t), c.n_inputs), rate_in)
-    filters = [filter_push(c, state.filters[0], counts)]
-    below = filter_value(c, filters[0])
-    basal_psps, apicals, somas = [below], [], []
+    filters = [state.filters[0]]
+    v_basal = drive
+    basal_psps, apicals, somas = [], [], []
     for layer in range(n_hidden):
-        v_basal = torch.addmm(params.biases[layer], below, params.weights[layer].T)
-        v_apical = top @ params.feedback[layer].T
+        # Eq. 12 as a broadcast sum over the few outputs: fused, no matrix call per step
+        v_apical = (top[:, None, :] * params.feedback[layer]).sum(-1)
         v = state.soma[layer]
         dv = -c.g_l * v + c.g_b * (v_basal - v)
         if c.g_a:
@@ -153,7 +255,7 @@ def step(
         basal_psps.append(below)
         apicals.append(v_apical)
         somas.append(v)
-    v_basal = torch.addmm(params.biases[-1], below, params.weights[-1].T)
+        v_basal = torch.addmm(params.biases[layer + 1], below, params.weights[layer + 1].T)
     v = state.soma[-1]
     reversal = torch.where(target_sign > 0, c.e_exc, c.e_inh)
     v = v + (-c.g_l * v + c.g_d * (v_basal - v) + teach * (reversal - v))
@@ -173,15 +275,17 @@ def tick(
     params: Params,
     state: State,
     sums: Sums,
-    rate_in: Tensor,
+    drive: Tensor,
     target_sign: Tensor,
     windows: Windows,
     keys: Tensor,
     t: Tensor,
 ) -> tuple[State, Sums]:
-    """One step of a training presentation, adding what falls in each window to `sums`."""
+    """One step of a training presentation given the first layer's drive (`input_chunk`),
+    adding what falls in each window to `sums` (all but the input's PSPs, which
+    `simulate.present` sums per chunk)."""
     teach = (t >= windows.teach_from).float()
-    state, apicals, basals = step(config, params, state, rate_in, target_sign, teach, keys, t)
+    state, apicals, basals = driven_step(config, params, state, drive, target_sign, teach, keys, t)
     in_f, in_t = _inside(t, windows.forward), _inside(t, windows.target)
     out_rate = config.rate_max * torch.sigmoid(state.soma[-1])
     sums = Sums(
@@ -194,7 +298,7 @@ def tick(
             s + _inside(t, w) * a
             for s, a, w in zip(sums.apical_t, apicals, windows.apical_t, strict=True)
         ),
-        tuple(s + in_f * p for s, p in zip(sums.basal_f, basals, strict=True)),
+        (sums.basal_f[0], *(s + in_f * p for s, p in zip(sums.basal_f[1:], basals, strict=True))),
         sums.rate_t + in_t * out_rate,
     )
     return state, sums
@@ -210,7 +314,8 @@ def test_tick(
     t: Tensor,
     window_from: int,
 ) -> tuple[State, Tensor]:
-    """One step of a test presentation (no teacher), summing the output soma in the window."""
+    """One step of a test presentation (no teacher), summing the output soma in the window.
+    (Test batches are large, so the input layer's matrix product is efficient per step.)"""
     sign = torch.ones_like(state.soma[-1])
     teach = torch.zeros_like(sign[:, :1])
     state, *_ = step(config, params, state, rate_in, sign, teach, keys, t)

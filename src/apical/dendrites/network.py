@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -101,12 +100,16 @@ class SegregatedNet(nn.Module):
 
     # -- the simulation -----------------------------------------------------------------
     @functools.cached_property
-    def _steps(self) -> tuple[Any, Any]:
-        """The training and test step functions (compiled with `config.compile`)."""
-        train, test = dynamics.tick, dynamics.test_tick
-        if self.config.compile:
-            train, test = torch.compile(train, dynamic=False), torch.compile(test, dynamic=False)
-        return train, test
+    def _steps(self) -> simulate.Steps:
+        """The time-step loop's functions (compiled with `config.compile`)."""
+        if not self.config.compile:
+            return simulate.EAGER
+        train, test, counts = simulate.EAGER
+        return simulate.Steps(
+            torch.compile(train, dynamic=False),
+            torch.compile(test, dynamic=False),
+            torch.compile(counts),  # dynamic in the number of steps after the first change
+        )
 
     def _flat(self, x: Tensor) -> Tensor:
         x = x.reshape(len(x), -1)
@@ -131,9 +134,7 @@ class SegregatedNet(nn.Module):
         if self.config.mode == "rate":
             return simulate.present_rates(self.config, self.params(), x, labels), None
         start = self._start_state(len(x), x) if carry else None
-        return simulate.present(
-            self.config, self.params(), x, labels, keys, start, step_fn=self._steps[0]
-        )
+        return simulate.present(self.config, self.params(), x, labels, keys, start, fns=self._steps)
 
     def _start_state(self, batch: int, x: Tensor) -> State:
         """The carried state for the first `batch` slots (rest for slots never used)."""
@@ -163,7 +164,7 @@ class SegregatedNet(nn.Module):
             keys = torch.randint(0, 2**32, (len(x),), device=x.device)
         chunk = 512 if x.device.type == "cpu" else 8192  # a CPU's caches favour small batches
         v = [
-            simulate.present_test(self.config, self.params(), xs, ks, step_fn=self._steps[1])
+            simulate.present_test(self.config, self.params(), xs, ks, fns=self._steps)
             for xs, ks in zip(x.split(chunk), keys.split(chunk), strict=True)
         ]
         return torch.sigmoid(torch.cat(v))

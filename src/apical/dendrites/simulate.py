@@ -20,9 +20,30 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from apical.dendrites.config import DendriteConfig
-from apical.dendrites.dynamics import Params, State, Sums, Windows, rest, test_tick, tick
+from apical.dendrites.dynamics import (
+    Params,
+    State,
+    Sums,
+    Windows,
+    input_chunk,
+    input_counts,
+    rest,
+    test_tick,
+    tick,
+)
 from apical.dendrites.dynamics import step as dynamics_step
 from apical.keyed import JITTER_STREAM, normal, step_keys, wald
+
+
+class Steps(NamedTuple):
+    """The functions of the time-step loop (`torch.compile`d ones with `config.compile`)."""
+
+    train: Callable = tick
+    test: Callable = test_tick
+    counts: Callable = input_counts
+
+
+EAGER = Steps()
 
 
 class Averages(NamedTuple):
@@ -85,7 +106,7 @@ def present(
     labels: Tensor,
     keys: Tensor,
     state: State | None = None,
-    step_fn: Callable = tick,
+    fns: Steps = EAGER,
 ) -> tuple[Averages, State]:
     """Simulate one training presentation of each image of `x` (B, n_in) in [0, 1] from
     `state` (rest when None); return the window averages and the end state."""
@@ -94,15 +115,24 @@ def present(
         state = rest(config, batch, device, dtype)
     forward, target = phase_lengths(config, keys)
     win = windows(config, keys, forward, target)
-    steps = torch.arange(int((forward + target).max()), device=device)  # one sync per batch
+    total = int((forward + target).max())  # one sync per batch
     zeros = [torch.zeros(batch, n, device=device, dtype=dtype) for n in config.sizes]
     sums = Sums(
         tuple(zeros[1:]), tuple(zeros[1:-1]), tuple(zeros[1:-1]), tuple(zeros[:-1]), zeros[-1]
     )
     rate_in = config.rate_max * x
     sign = 2 * F.one_hot(labels, config.n_outputs).to(dtype) - 1
-    for t in steps:
-        state, sums = step_fn(config, params, state, sums, rate_in, sign, win, keys, t)
+    size = max(1, config.chunk // batch)
+    for t0 in range(0, total, size):
+        steps = torch.arange(t0, min(t0 + size, total), device=device)
+        counts = fns.counts(config, keys, rate_in, steps)
+        drive, input_filter, basal_in = input_chunk(
+            config, params, state.filters[0], counts, win.forward, t0
+        )
+        sums = sums._replace(basal_f=(sums.basal_f[0] + basal_in, *sums.basal_f[1:]))
+        for i, t in enumerate(steps):
+            state, sums = fns.train(config, params, state, sums, drive[i], sign, win, keys, t)
+        state = state._replace(filters=(input_filter, *state.filters[1:]))
 
     def mean(total: Tensor, bounds: tuple[Tensor, Tensor]) -> Tensor:
         return total / (bounds[1] - bounds[0]).to(dtype)
@@ -122,7 +152,7 @@ def present_test(
     params: Params,
     x: Tensor,
     keys: Tensor,
-    step_fn: Callable = test_tick,
+    fns: Steps = EAGER,
 ) -> Tensor:
     """Mean output somatic voltage (B, n_out) over the test window of a test presentation
     from rest (the authors' code zeroes every layer before each test image)."""
@@ -133,7 +163,7 @@ def present_test(
     total = torch.zeros(batch, config.n_outputs, device=device, dtype=dtype)
     rate_in = config.rate_max * x
     for t in torch.arange(config.test_steps, device=device):
-        state, total = step_fn(config, params, state, total, rate_in, keys, t, start)
+        state, total = fns.test(config, params, state, total, rate_in, keys, t, start)
     return total / window
 
 

@@ -82,6 +82,19 @@ def test_input_chunk_equals_step_by_step_filtering(preset):
         torch.testing.assert_close((sum_a + sum_b)[k], expected)
 
 
+def test_sparse_product_equals_the_dense_product():
+    """The CPU's sum over the spiking inputs' weight columns (counts > 1 and silent rows
+    included), and the dense fallback when many entries spike."""
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(8, 30, generator=g, dtype=torch.float64)
+    sparse = torch.poisson(torch.full((40, 30), 0.03, dtype=torch.float64), generator=g)
+    sparse[5], sparse[39], sparse[7, 3] = 0, 0, 3
+    assert 0 < (sparse > 0).sum() * 8 < sparse.numel()
+    dense = torch.poisson(torch.full((40, 30), 1.0, dtype=torch.float64), generator=g)
+    for counts in (sparse, dense):
+        torch.testing.assert_close(dynamics.sparse_product(counts, w), counts @ w.T)
+
+
 def test_chunked_presentation_does_not_depend_on_the_chunk():
     x, labels, keys = sparse_images(3, 30), torch.tensor([0, 2, 3]), torch.tensor([5, 6, 7])
     out = []
@@ -93,6 +106,23 @@ def test_chunked_presentation_does_not_depend_on_the_chunk():
     for avg, end in out[1:]:
         torch.testing.assert_close(avg, out[0][0])
         torch.testing.assert_close(end, out[0][1])
+
+
+def test_compiled_unrolled_presentation_equals_the_eager_one():
+    """The time-step loop as the runs use it (torch.compile, `unroll` steps per call and
+    the remainder one at a time) simulates what the eager per-step loop does (104 steps:
+    34 calls of 3 steps, then 2 single steps)."""
+    x, labels, keys = sparse_images(3, 30), torch.tensor([0, 2, 3]), torch.tensor([5, 6, 7])
+    out = []
+    for compiled, unroll in ((False, 1), (True, 3)):
+        cfg = dendrite_config(
+            n_inputs=30, hidden=(6,), n_outputs=4, compile=compiled, unroll=unroll
+        )
+        torch.manual_seed(0)
+        net = SegregatedNet(cfg)
+        out.append(simulate.present(cfg, net.params(), x, labels, keys, fns=net._steps))
+    assert out[1][0].rate_t.abs().sum() > 0
+    torch.testing.assert_close(out[1], out[0])
 
 
 def _silent_run(cfg, params, steps, teach, sign):
@@ -279,10 +309,11 @@ def test_symmetric_feedback_is_closer_to_backprop_than_random():
     torch.testing.assert_close(symmetric_net.layers[0].feedback, symmetric_net.layers[1].weight.T)
     x, labels = sparse_images(32, seed=5), torch.arange(32) % 10
     keys = torch.arange(32)
-    angles = [
-        RULE.directions(net, x, labels, keys=keys, carry=False).diagnostics["layers.0"]["angle"]
+    steps = [
+        RULE.directions(net, x, labels, keys=keys, carry=False, diagnose=True)
         for net in (random_net, symmetric_net)
     ]
+    angles = [step.diagnostics["layers.0"]["angle"] for step in steps]
     assert float(angles[1]) < float(angles[0]) - 20, angles
     assert 80 < float(angles[0]) < 100  # random feedback starts near 90 degrees
 

@@ -65,6 +65,7 @@ class DendriteConfig:
     # input rows (steps x examples) drawn, filtered and weighted at once: chunk // B steps
     # per chunk (one chunk per presentation at B = 4; memory chunk x n_in, not time)
     chunk: int = 4096
+    unroll: int = 8  # training steps per call of the compiled step (the rest one at a time)
 
     @property
     def k_b(self) -> float:
@@ -108,8 +109,10 @@ class DendriteConfig:
         test_window = self.test_window or self.test_steps - self.settle
         if not 0 < test_window <= self.test_steps:
             raise bad(f"test_window {self.test_window} does not fit test_steps {self.test_steps}")
-        if not isinstance(self.chunk, int) or self.chunk < 1:
-            raise bad(f"chunk must be a positive integer, got {self.chunk}")
+        for name in ("chunk", "unroll"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise bad(f"{name} must be a positive integer, got {value}")
         if self.psp_steps is not None and self.psp_steps < 1:
             raise bad(f"psp_steps must be None (full kernel) or >= 1, got {self.psp_steps}")
 

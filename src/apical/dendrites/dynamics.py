@@ -30,6 +30,7 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor
+from torch.nn import functional as F
 
 from apical.dendrites.config import DendriteConfig
 from apical.keyed import poisson, step_keys, uniform
@@ -164,6 +165,22 @@ def input_counts(config: DendriteConfig, keys: Tensor, rate_in: Tensor, t: Tenso
     return poisson(u.view(len(t), *rate_in.shape), rate_in)
 
 
+def sparse_product(rows: Tensor, weight: Tensor) -> Tensor:
+    """rows (m, n_in) @ weight.T for rows of spike counts. On a CPU, where under an eighth
+    of the entries are nonzero (MNIST: about 1 %), as the sum of the weight columns of the
+    entries that spiked, weighted by their counts (embedding_bag: 3-4x faster than the
+    dense product at B = 4); elsewhere one dense product (no host sync on a GPU)."""
+    if rows.device.type != "cpu":
+        return rows @ weight.T
+    hit, column = rows.nonzero(as_tuple=True)  # row-major: hit ascending
+    if len(hit) * 8 > rows.numel():
+        return rows @ weight.T
+    offsets = torch.searchsorted(hit, torch.arange(len(rows), device=rows.device))
+    return F.embedding_bag(
+        column, weight.T.contiguous(), offsets, mode="sum", per_sample_weights=rows[hit, column]
+    )
+
+
 def input_chunk(
     config: DendriteConfig,
     params: Params,
@@ -182,7 +199,7 @@ def input_chunk(
     n, batch, _ = counts.shape
     a = filter_matrix(config, n, counts.device, counts.dtype)
     history = torch.cat((filters, counts))  # (depth + n, B, n_in)
-    weighted = (history.flatten(0, 1) @ params.weights[0].T).view(len(history), -1)
+    weighted = sparse_product(history.flatten(0, 1), params.weights[0]).view(len(history), -1)
     drive = (a[:n] @ weighted).view(n, batch, -1) + params.biases[0]
     filters = (a[n:] @ history.flatten(1)).view(filters.shape)
     if window is None:
@@ -267,6 +284,24 @@ def driven_step(
     filters.append(filter_push(c, state.filters[-1], counts))
     somas.append(v)
     return State(tuple(filters), tuple(somas)), tuple(apicals), tuple(basal_psps)
+
+
+def ticks(
+    config: DendriteConfig,
+    params: Params,
+    state: State,
+    sums: Sums,
+    drives: Tensor,
+    target_sign: Tensor,
+    windows: Windows,
+    keys: Tensor,
+    t0: Tensor,
+) -> tuple[State, Sums]:
+    """`tick` for len(drives) consecutive steps from t0: compiled, one call runs them all
+    (unrolled), which spreads the per-call overhead of a small batch over the steps."""
+    for i, drive in enumerate(drives):
+        state, sums = tick(config, params, state, sums, drive, target_sign, windows, keys, t0 + i)
+    return state, sums
 
 
 def _inside(t: Tensor, bounds: tuple[Tensor, Tensor]) -> Tensor:

@@ -104,11 +104,12 @@ class SegregatedNet(nn.Module):
         """The time-step loop's functions (compiled with `config.compile`)."""
         if not self.config.compile:
             return simulate.EAGER
-        train, test, counts = simulate.EAGER
+        train, test, counts, block = simulate.EAGER
         return simulate.Steps(
             torch.compile(train, dynamic=False),
             torch.compile(test, dynamic=False),
             torch.compile(counts),  # dynamic in the number of steps after the first change
+            torch.compile(block, dynamic=False),
         )
 
     def _flat(self, x: Tensor) -> Tensor:

@@ -30,6 +30,7 @@ from apical.dendrites.dynamics import (
     rest,
     test_tick,
     tick,
+    ticks,
 )
 from apical.dendrites.dynamics import step as dynamics_step
 from apical.keyed import JITTER_STREAM, normal, step_keys, wald
@@ -41,6 +42,7 @@ class Steps(NamedTuple):
     train: Callable = tick
     test: Callable = test_tick
     counts: Callable = input_counts
+    block: Callable = ticks  # `config.unroll` training steps per call
 
 
 EAGER = Steps()
@@ -130,7 +132,13 @@ def present(
             config, params, state.filters[0], counts, win.forward, t0
         )
         sums = sums._replace(basal_f=(sums.basal_f[0] + basal_in, *sums.basal_f[1:]))
-        for i, t in enumerate(steps):
+        k, blocks = config.unroll, len(steps) // config.unroll
+        for i in range(0, blocks * k, k):
+            state, sums = fns.block(
+                config, params, state, sums, drive[i : i + k], sign, win, keys, steps[i]
+            )
+        for i in range(blocks * k, len(steps)):
+            t = steps[i]
             state, sums = fns.train(config, params, state, sums, drive[i], sign, win, keys, t)
         state = state._replace(filters=(input_filter, *state.filters[1:]))
 

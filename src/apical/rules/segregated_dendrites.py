@@ -57,7 +57,10 @@ class SegregatedDendrites(Rule):
         generator: torch.Generator | None = None,
         keys: Tensor | None = None,
         carry: bool | None = None,
+        diagnose: bool = False,
     ) -> Step:
+        """The batch's local updates; with `diagnose`, also the diagnostics of the module
+        docstring (probes ask for them: they cost a training step's worth of arithmetic)."""
         net = _network(model)
         if keys is None:
             keys = torch.randint(0, 2**32, (len(x),), generator=generator, device=x.device)
@@ -76,7 +79,7 @@ class SegregatedDendrites(Rule):
             rates / net.config.rate_max,
             directions,
             state_updates=state,
-            diagnostics=self._diagnostics(net, averages, errs),
+            diagnostics=self._diagnostics(net, averages, errs) if diagnose else {},
         )
 
     def _diagnostics(self, net: SegregatedNet, averages, errs) -> dict[str, dict[str, Tensor]]:
@@ -110,7 +113,7 @@ class SegregatedDendrites(Rule):
     ) -> dict[str, dict[str, float]]:
         """Probe rows: the diagnostics on a fixed batch, simulated from rest (the carried
         training state is neither used nor changed)."""
-        step = self.directions(model, x, y, generator, carry=False)
+        step = self.directions(model, x, y, generator, carry=False, diagnose=True)
         return {
             name: {k: float(v) for k, v in row.items()} for name, row in step.diagnostics.items()
         }

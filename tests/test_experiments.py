@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from apical.errors import ApicalError
-from apical.experiments import experiments, parse_experiment, verdicts
+from apical.experiments import experiments, link_shared_runs, parse_experiment, verdicts
 
 
 def test_every_shipped_experiment_is_valid():
@@ -93,3 +93,25 @@ def test_a_diverged_run_is_reported_not_fatal(tmp_path):
     runs = train_all(configs, progress=False, echo=said.append)
     assert set(runs) == {"fine"}
     assert any(s.startswith("[blows-up] diverged: the loss became NaN or inf") for s in said)
+
+
+def test_a_shared_run_is_the_named_run_of_the_other_experiment():
+    found = experiments()
+    out = Path("/tmp/x")
+    for name, label, target in (
+        ("segregated-dendrites-feedback", "random", "1-hidden"),
+        ("segregated-dendrites-coupling", "g_a=0", "2-hidden"),
+    ):
+        ours = found[name].configs(out / name)[label]
+        theirs = found["segregated-dendrites-mnist"].configs(out / "segregated-dendrites-mnist")
+        assert ours == theirs[target]
+        assert ours.run_dir == str(out / "segregated-dendrites-mnist" / target)
+
+
+def test_a_shared_run_must_name_a_trained_run_and_bring_no_config():
+    head = 'name="x"\ntitle="t"\nsource="s"\nclaim="c"\n[[runs]]\nlabel="a"\n'
+    with pytest.raises(ApicalError, match=r"run 'a' is the same as y/b .* drop lr$"):
+        parse_experiment(head + 'same_as="y/b"\nlr=0.1\n', "b.toml")
+    exp = parse_experiment(head + 'same_as="fa-mnist/nope"\n', "b.toml")
+    with pytest.raises(ApicalError, match="'fa-mnist/nope', which is not a trained run"):
+        link_shared_runs({**experiments(), "x": exp})

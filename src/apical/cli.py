@@ -244,7 +244,8 @@ def reproduce(name: str | None, list_only: bool, data_dir: str | None, out: Path
         for exp in experiments().values():
             click.echo(f"{exp.name}: {exp.title}\n  source: {exp.source}\n  claim: {exp.claim}")
             for r in exp.runs:
-                click.echo(f"    {r.label}: published {r.published or '-'}")
+                shared = f" (the run {r.same_as})" if r.same_as else ""
+                click.echo(f"    {r.label}: published {r.published or '-'}{shared}")
         for sp in spiking_experiments().values():
             presets = ", ".join(sp.presets) or "none"
             click.echo(f"{sp.name} (spiking; presets: {presets}): {sp.title}")
@@ -271,6 +272,10 @@ def reproduce(name: str | None, list_only: bool, data_dir: str | None, out: Path
         raise ApicalError(f"--preset is for sweeps; {name} is an experiment")
     exp = get_experiment(name).select(only)
     configs = exp.configs(out / exp.name, data_dir=data_dir, device=device, epochs=epochs)
+    for r in exp.runs:
+        if r.same_as:
+            where = configs[r.label].run_dir
+            click.echo(f"[{r.label}] is the run {r.same_as}, in {where}", err=True)
     runs = train_all(
         configs, resume=resume, progress=sys.stderr.isatty(),
         echo=lambda s: click.echo(s, err=True),

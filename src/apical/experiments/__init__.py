@@ -5,6 +5,8 @@ An experiment has a `[base]` TrainConfig shared by its `[[runs]]`; each run name
 `max_error` (test error %, published number + tolerance), `within` (percentage points of
 the run named by `reference`), `max_angle` (final mean hidden-layer angle to backprop);
 `metric` picks the error the first two use ("test_error", or "test_top5_error").
+A run given as `same_as = "EXPERIMENT/LABEL"` (and no config keys) is that run of another
+experiment: the same config, trained once in that experiment's run folder.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from apical.sweeps import Sweep, parse_sweep
 from apical.train import TrainConfig
 
 _RUN_KEYS = {"label", "published", "reference", "within", "max_error", "max_angle", "metric"}
+_CONFIG_FREE = {*_RUN_KEYS, "same_as"}
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,7 @@ class ExperimentRun:
     max_error: float | None = None
     max_angle: float | None = None
     metric: str = "test_error"  # or "test_top5_error" (ImageNet)
+    same_as: str | None = None  # "experiment/label": that run, shared
 
 
 @dataclass(frozen=True)
@@ -60,8 +64,9 @@ class Experiment:
         """One TrainConfig per run, writing to out_dir/<label>; `overrides` (not None) win."""
         given = {k: v for k, v in overrides.items() if v is not None}
         return {
-            r.label: TrainConfig.from_dict({**r.config, **given, "run_dir": str(out_dir / r.label)})
+            r.label: TrainConfig.from_dict({**r.config, **given, "run_dir": str(run_dir)})
             for r in self.runs
+            for run_dir in [out_dir.parent / r.same_as if r.same_as else out_dir / r.label]
         }
 
 
@@ -72,7 +77,17 @@ def parse_experiment(text: str, origin: str) -> Experiment:
         runs = []
         for r in d["runs"]:
             checks = {k: r[k] for k in _RUN_KEYS if k in r}
-            config = {**base, **{k: v for k, v in r.items() if k not in _RUN_KEYS}}
+            own = {k: v for k, v in r.items() if k not in _CONFIG_FREE}
+            if "same_as" in r:  # its config comes from that run (`experiments`)
+                if own:
+                    raise ApicalError(
+                        f"experiment file {origin}: run {r['label']!r} is the same as "
+                        f"{r['same_as']} and takes its config from there; drop "
+                        f"{', '.join(sorted(own))}"
+                    )
+                runs.append(ExperimentRun(config={}, same_as=r["same_as"], **checks))
+                continue
+            config = {**base, **own}
             TrainConfig.from_dict(config)  # validates the keys now, not after hours
             runs.append(ExperimentRun(config=config, **checks))
         return Experiment(d["name"], d["title"], d["source"], d["claim"], runs)
@@ -143,7 +158,29 @@ def experiments() -> dict[str, Experiment]:
         if _kind(text) == "train":
             exp = parse_experiment(text, origin)
             found[exp.name] = exp
-    return found
+    return link_shared_runs(found)
+
+
+def link_shared_runs(found: dict[str, Experiment]) -> dict[str, Experiment]:
+    """Give each `same_as` run the config of the run it names (one clear line when that
+    run does not exist or is itself a `same_as`)."""
+    linked = {}
+    for exp in found.values():
+        runs = []
+        for r in exp.runs:
+            if r.same_as is not None:
+                name, _, label = r.same_as.partition("/")
+                runs_there = found[name].runs if name in found else []
+                target = next((t for t in runs_there if t.label == label), None)
+                if target is None or target.same_as is not None:
+                    raise ApicalError(
+                        f"experiment {exp.name}: run {r.label!r} is the same as {r.same_as!r}, "
+                        "which is not a trained run; name one as EXPERIMENT/LABEL"
+                    )
+                r = replace(r, config=target.config)
+            runs.append(r)
+        linked[exp.name] = replace(exp, runs=runs)
+    return linked
 
 
 def sweeps() -> dict[str, Sweep]:

@@ -108,6 +108,24 @@ def test_chunked_presentation_does_not_depend_on_the_chunk():
         torch.testing.assert_close(end, out[0][1])
 
 
+@pytest.mark.parametrize("preset", ["paper", "original-code"])
+def test_test_presentation_equals_the_step_by_step_reference(preset):
+    """A test presentation (input layer a chunk of steps at a time) gives the mean output
+    soma over the test window that `step`, one step at a time from rest, gives."""
+    cfg = dendrite_config(preset, n_inputs=30, hidden=(6,), n_outputs=4, chunk=33)  # 11 steps
+    x, keys = sparse_images(3, 30).double(), torch.tensor([5, 6, 7])
+    torch.manual_seed(0)
+    params = SegregatedNet(cfg).double().params()
+    state = dynamics.rest(cfg, 3, "cpu", torch.float64)
+    sign, teach, somas = torch.ones(3, 4), torch.zeros(3, 1), []
+    for t in torch.arange(cfg.test_steps):
+        state, *_ = dynamics.step(cfg, params, state, 0.2 * x, sign, teach, keys, t)
+        somas.append(state.soma[-1])
+    window = cfg.test_window or cfg.test_steps - cfg.settle
+    expected = torch.stack(somas[cfg.test_steps - window :]).mean(0)
+    torch.testing.assert_close(simulate.present_test(cfg, params, x, keys), expected)
+
+
 def test_compiled_unrolled_presentation_equals_the_eager_one():
     """The time-step loop as the runs use it (torch.compile, `unroll` steps per call and
     the remainder one at a time) simulates what the eager per-step loop does (104 steps:

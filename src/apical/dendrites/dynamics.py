@@ -347,14 +347,14 @@ def test_tick(
     params: Params,
     state: State,
     total: Tensor,
-    rate_in: Tensor,
+    drive: Tensor,
     keys: Tensor,
     t: Tensor,
     window_from: int,
 ) -> tuple[State, Tensor]:
-    """One step of a test presentation (no teacher), summing the output soma in the window.
-    (Test batches are large, so the input layer's matrix product is efficient per step.)"""
+    """One step of a test presentation (no teacher) given the first layer's drive
+    (`input_chunk`), summing the output soma in the window."""
     sign = torch.ones_like(state.soma[-1])
     teach = torch.zeros_like(sign[:, :1])
-    state, *_ = step(config, params, state, rate_in, sign, teach, keys, t)
+    state, *_ = driven_step(config, params, state, drive, sign, teach, keys, t)
     return state, total + (t >= window_from).float() * state.soma[-1]

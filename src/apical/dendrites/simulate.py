@@ -170,8 +170,14 @@ def present_test(
     start = config.test_steps - window
     total = torch.zeros(batch, config.n_outputs, device=device, dtype=dtype)
     rate_in = config.rate_max * x
-    for t in torch.arange(config.test_steps, device=device):
-        state, total = fns.test(config, params, state, total, rate_in, keys, t, start)
+    size = max(1, config.chunk // batch)
+    for t0 in range(0, config.test_steps, size):  # the input layer a chunk at a time
+        steps = torch.arange(t0, min(t0 + size, config.test_steps), device=device)
+        counts = fns.counts(config, keys, rate_in, steps)
+        drive, input_filter, _ = input_chunk(config, params, state.filters[0], counts)
+        for i, t in enumerate(steps):
+            state, total = fns.test(config, params, state, total, drive[i], keys, t, start)
+        state = state._replace(filters=(input_filter, *state.filters[1:]))
     return total / window
 
 

@@ -126,6 +126,56 @@ def test_test_presentation_equals_the_step_by_step_reference(preset):
     torch.testing.assert_close(simulate.present_test(cfg, params, x, keys), expected)
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"preset": "original-code"},
+        {"preset": "paper"},
+        {"preset": "original-code", "hidden": (6, 5), "plateau_jitter": True},
+        {"preset": "paper", "feedback": "rates", "chunk": 40},  # 14 steps per chunk
+    ],
+)
+def test_all_steps_at_once_equals_the_step_loop(options):
+    """With g_a = 0 a chunk of steps is simulated at once (linear recurrences, keyed draws
+    for every step): the same window averages, end state and test output as the step
+    loop, from a state that is not at rest."""
+    x, labels, keys = (
+        sparse_images(3, 30).double(),
+        torch.tensor([0, 2, 3]),
+        torch.tensor([5, 6, 7]),
+    )
+    options = {"n_inputs": 30, "hidden": (6,), "n_outputs": 4, **options}
+    out = []
+    for at_once in (False, True):
+        cfg = dendrite_config(**options, all_at_once=at_once)
+        torch.manual_seed(0)
+        params = SegregatedNet(cfg).double().params()
+        _, start = simulate.present(cfg, params, x, labels, keys + 10)
+        avg, end = simulate.present(cfg, params, x, labels, keys, start)
+        out.append((avg, end, simulate.present_test(cfg, params, x, keys)))
+    assert float(out[0][0].rate_t.abs().sum()) > 0
+    torch.testing.assert_close(out[1], out[0], rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_gpu_presentation_equals_the_cpu_one():
+    """On a GPU (all steps of a chunk at once by default) the same keyed draws give the
+    window averages, end state and test output of the CPU's step loop."""
+    cfg = dendrite_config(n_inputs=30, hidden=(6,), n_outputs=4)
+    x, labels = sparse_images(3, 30).double(), torch.tensor([0, 2, 3])
+    keys = torch.tensor([5, 6, 7])
+    torch.manual_seed(0)
+    net = SegregatedNet(cfg).double()
+    out = []
+    for device in ("cpu", "cuda"):
+        params = net.to(device).params()
+        args = (x.to(device), labels.to(device), keys.to(device))
+        avg, end = simulate.present(cfg, params, *args)
+        test = simulate.present_test(cfg, params, args[0], args[2])
+        out.append((avg, end, test))
+    torch.testing.assert_close(out[1], out[0], rtol=1e-9, atol=1e-9, check_device=False)
+
+
 def test_compiled_unrolled_presentation_equals_the_eager_one():
     """The time-step loop as the runs use it (torch.compile, `unroll` steps per call and
     the remainder one at a time) simulates what the eager per-step loop does (104 steps:

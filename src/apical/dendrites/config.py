@@ -66,6 +66,11 @@ class DendriteConfig:
     # per chunk (one chunk per presentation at B = 4; memory chunk x n_in, not time)
     chunk: int = 4096
     unroll: int = 8  # training steps per call of the compiled step (the rest one at a time)
+    # with g_a = 0, every step of a chunk at once (dynamics.driven_chunk): nothing feeds
+    # back within a step, so each layer is a linear recurrence, a few large products per
+    # chunk instead of a loop of small steps. None: on a GPU only (on a CPU it is no faster
+    # at B = 4 and slower for test batches, whose T x T products outweigh the loop)
+    all_at_once: bool | None = None
 
     @property
     def k_b(self) -> float:
@@ -109,6 +114,8 @@ class DendriteConfig:
         test_window = self.test_window or self.test_steps - self.settle
         if not 0 < test_window <= self.test_steps:
             raise bad(f"test_window {self.test_window} does not fit test_steps {self.test_steps}")
+        if self.all_at_once not in (None, True, False):
+            raise bad(f"all_at_once must be true, false or None (auto), got {self.all_at_once!r}")
         for name in ("chunk", "unroll"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:

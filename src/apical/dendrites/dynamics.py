@@ -159,10 +159,12 @@ def filter_matrix(config: DendriteConfig, n: int, device, dtype) -> Tensor:
     return torch.cat((psp, state))
 
 
-def input_counts(config: DendriteConfig, keys: Tensor, rate_in: Tensor, t: Tensor) -> Tensor:
-    """The keyed Poisson input counts (len(t), B, n_in) of steps `t` (the draws of `step`)."""
-    u = uniform(step_keys(keys[None, :], 0, t[:, None]).flatten(), config.n_inputs)
-    return poisson(u.view(len(t), *rate_in.shape), rate_in)
+def keyed_counts(keys: Tensor, stream: int, t: Tensor, rate: Tensor) -> Tensor:
+    """Keyed Poisson counts (len(t), B, n) of steps `t` for one stream (0: the input, 1 + l:
+    layer l above it), the draws `step` makes a step at a time; `rate` is (B, n) or
+    (len(t), B, n)."""
+    u = uniform(step_keys(keys[None, :], stream, t[:, None]).flatten(), rate.shape[-1])
+    return poisson(u.view(len(t), len(keys), -1), rate)
 
 
 def sparse_product(rows: Tensor, weight: Tensor) -> Tensor:
@@ -358,3 +360,121 @@ def test_tick(
     teach = torch.zeros_like(sign[:, :1])
     state, *_ = driven_step(config, params, state, drive, sign, teach, keys, t)
     return state, total + (t >= window_from).float() * state.soma[-1]
+
+
+# -- every step of a chunk at once (g_a = 0) ---------------------------------------------
+class Series(NamedTuple):
+    """Per-step values of a chunk of n steps, each (n, B, size): somatic voltages (hidden
+    layers, then the output), hidden apical potentials, and the PSPs at the basal synapses
+    of the layers above the first hidden layer."""
+
+    soma: tuple[Tensor, ...]
+    apical: tuple[Tensor, ...]
+    basal: tuple[Tensor, ...]
+
+
+def linear_recurrence(c: Tensor, u: Tensor, v0: Tensor) -> Tensor:
+    """V(t) = c(t) V(t-1) + u(t) for t = 0..n-1 from V(-1) = v0, every t at once:
+    V(t) = sum_{k=-1..t} M[t, k] u(k), with u(-1) = v0 and M[t, k] = prod_{j=k+1..t} c(j),
+    a cumulative product (long products underflow to 0; nothing is divided).
+    c: (n, B), or (n, 1) when shared by the batch; u: (n, B, m); v0: (B, m)."""
+    n = len(u)
+    j = torch.arange(n, device=u.device)[:, None]
+    k = torch.arange(-1, n, device=u.device)[None, :]
+    one = torch.ones((), dtype=u.dtype, device=u.device)
+    m = torch.cumprod(torch.where(j > k, c.T[:, :, None], one), dim=1) * (j >= k)
+    us = torch.cat((v0[None], u))  # (n + 1, B, m)
+    if m.shape[0] == 1:
+        return (m[0] @ us.flatten(1)).view(u.shape)
+    return torch.einsum("btk,kbm->tbm", m, us)
+
+
+def psp_chunk(config: DendriteConfig, filters: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]:
+    """The PSPs (n, B, m) of the n steps of `counts` from the filter state `filters`, and
+    the filter state after them (`filter_matrix`)."""
+    n = len(counts)
+    a = filter_matrix(config, n, counts.device, counts.dtype)
+    out = (a @ torch.cat((filters, counts)).flatten(1)).view(len(a), *counts.shape[1:])
+    return out[:n], out[n:]
+
+
+def driven_chunk(
+    config: DendriteConfig,
+    params: Params,
+    state: State,
+    drive: Tensor,
+    target_sign: Tensor,
+    teach: Tensor,
+    keys: Tensor,
+    t: Tensor,
+    counts=keyed_counts,
+) -> tuple[State, Series]:
+    """`driven_step` for the n = len(t) steps of `drive` (n, B, n_1) at once; `teach`
+    (n, B, 1). Exact (up to rounding) when g_a = 0: the hidden somata then do not depend on
+    the apical input, so within a step nothing flows back down, and each layer's somatic
+    voltages (Eqs. 14, 17) are linear recurrences in its basal input (`linear_recurrence`),
+    its spike counts keyed draws for all steps, its PSPs one filter matrix. The apical
+    potential of step t is Y times the output's PSP (or rate) of step t - 1. `counts` draws
+    the spikes (`keyed_counts`, compiled by the caller where that pays)."""
+    c = config
+    if c.g_a:
+        raise ValueError("driven_chunk needs g_a = 0 (apical input reaches the soma otherwise)")
+    n = len(t)
+    if c.feedback == "spikes":
+        top_before = filter_value(c, state.filters[-1])  # output PSP of the previous step
+    else:
+        top_before = c.rate_max * torch.sigmoid(state.soma[-1])
+    filters, somas, basals = [state.filters[0]], [], []
+    v_basal = drive
+    decay = torch.full((n, 1), 1 - c.g_l - c.g_b, dtype=drive.dtype, device=drive.device)
+    for layer in range(len(c.hidden)):
+        v = linear_recurrence(decay, c.g_b * v_basal, state.soma[layer])
+        spikes = counts(keys, 1 + layer, t, c.rate_max * torch.sigmoid(v))
+        psp, after = psp_chunk(c, state.filters[1 + layer], spikes)
+        filters.append(after)
+        somas.append(v)
+        basals.append(psp)
+        v_basal = psp @ params.weights[layer + 1].T + params.biases[layer + 1]
+    reversal = torch.where(target_sign > 0, c.e_exc, c.e_inh)
+    v = linear_recurrence(
+        1 - c.g_l - c.g_d - teach[..., 0], c.g_d * v_basal + teach * reversal, state.soma[-1]
+    )
+    spikes = counts(keys, 1 + len(c.hidden), t, c.rate_max * torch.sigmoid(v))
+    psp, after = psp_chunk(c, state.filters[-1], spikes)
+    filters.append(after)
+    somas.append(v)
+    top = psp if c.feedback == "spikes" else c.rate_max * torch.sigmoid(v)
+    top = torch.cat((top_before[None], top[:-1]))  # what the apical dendrites see at each step
+    apicals = tuple(top @ y.T for y in params.feedback)
+    end = State(tuple(filters), tuple(v[-1] for v in somas))
+    return end, Series(tuple(somas), apicals, tuple(basals))
+
+
+def window_sums(
+    config: DendriteConfig, sums: Sums, series: Series, windows: Windows, t: Tensor
+) -> Sums:
+    """`sums` plus what falls in each window over the steps `t` of `series` (as `tick` adds
+    it a step at a time; the input's PSPs are summed by `input_chunk`)."""
+    when = t[:, None, None]
+
+    def inside(bounds: tuple[Tensor, Tensor]) -> Tensor:  # (n, B, 1) or (n, B, n_l)
+        return ((when >= bounds[0]) & (when < bounds[1])).to(series.soma[-1].dtype)
+
+    in_f, in_t = inside(windows.forward), inside(windows.target)
+    out_rate = config.rate_max * torch.sigmoid(series.soma[-1])
+    return Sums(
+        tuple(s + (in_f * v).sum(0) for s, v in zip(sums.soma_f, series.soma, strict=True)),
+        tuple(
+            s + (inside(w) * a).sum(0)
+            for s, a, w in zip(sums.apical_f, series.apical, windows.apical_f, strict=True)
+        ),
+        tuple(
+            s + (inside(w) * a).sum(0)
+            for s, a, w in zip(sums.apical_t, series.apical, windows.apical_t, strict=True)
+        ),
+        (
+            sums.basal_f[0],
+            *(s + (in_f * p).sum(0) for s, p in zip(sums.basal_f[1:], series.basal, strict=True)),
+        ),
+        sums.rate_t + (in_t * out_rate).sum(0),
+    )

@@ -25,12 +25,14 @@ from apical.dendrites.dynamics import (
     State,
     Sums,
     Windows,
+    driven_chunk,
     input_chunk,
-    input_counts,
+    keyed_counts,
     rest,
     test_tick,
     tick,
     ticks,
+    window_sums,
 )
 from apical.dendrites.dynamics import step as dynamics_step
 from apical.keyed import JITTER_STREAM, normal, step_keys, wald
@@ -41,7 +43,7 @@ class Steps(NamedTuple):
 
     train: Callable = tick
     test: Callable = test_tick
-    counts: Callable = input_counts
+    counts: Callable = keyed_counts
     block: Callable = ticks  # `config.unroll` training steps per call
 
 
@@ -127,11 +129,19 @@ def present(
     size = max(1, config.chunk // batch)
     for t0 in range(0, total, size):
         steps = torch.arange(t0, min(t0 + size, total), device=device)
-        counts = fns.counts(config, keys, rate_in, steps)
+        counts = fns.counts(keys, 0, steps, rate_in)
         drive, input_filter, basal_in = input_chunk(
             config, params, state.filters[0], counts, win.forward, t0
         )
         sums = sums._replace(basal_f=(sums.basal_f[0] + basal_in, *sums.basal_f[1:]))
+        if _all_at_once(config, device):
+            teach = (steps[:, None, None] >= win.teach_from).to(dtype)  # (n, B, 1)
+            state, series = driven_chunk(
+                config, params, state, drive, sign, teach, keys, steps, fns.counts
+            )
+            sums = window_sums(config, sums, series, win, steps)
+            state = state._replace(filters=(input_filter, *state.filters[1:]))
+            continue
         k, blocks = config.unroll, len(steps) // config.unroll
         for i in range(0, blocks * k, k):
             state, sums = fns.block(
@@ -173,12 +183,25 @@ def present_test(
     size = max(1, config.chunk // batch)
     for t0 in range(0, config.test_steps, size):  # the input layer a chunk at a time
         steps = torch.arange(t0, min(t0 + size, config.test_steps), device=device)
-        counts = fns.counts(config, keys, rate_in, steps)
+        counts = fns.counts(keys, 0, steps, rate_in)
         drive, input_filter, _ = input_chunk(config, params, state.filters[0], counts)
-        for i, t in enumerate(steps):
-            state, total = fns.test(config, params, state, total, drive[i], keys, t, start)
+        if _all_at_once(config, device):
+            ones, off = torch.ones_like(total), torch.zeros_like(drive[..., :1])
+            state, series = driven_chunk(
+                config, params, state, drive, ones, off, keys, steps, fns.counts
+            )
+            total = total + ((steps >= start)[:, None, None] * series.soma[-1]).sum(0)
+        else:
+            for i, t in enumerate(steps):
+                state, total = fns.test(config, params, state, total, drive[i], keys, t, start)
         state = state._replace(filters=(input_filter, *state.filters[1:]))
     return total / window
+
+
+def _all_at_once(config: DendriteConfig, device: torch.device) -> bool:
+    """Every step of a chunk at once (`dynamics.driven_chunk`): exact when g_a = 0."""
+    wanted = device.type != "cpu" if config.all_at_once is None else config.all_at_once
+    return wanted and config.g_a == 0
 
 
 def present_rates(config: DendriteConfig, params: Params, x: Tensor, labels: Tensor) -> Averages:

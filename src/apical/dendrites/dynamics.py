@@ -18,9 +18,11 @@ PSPs (Eq. 10): s(t) = sum_d kappa(d) n(t - d + 1), kappa(t) = (e^{-t/tau_L} - e^
 / (tau_L - tau_s), which integrates to 1. The full kernel is two exponential traces
 (exact, constant memory); the authors' code truncates it to `psp_steps` past steps, kept
 as a short history of counts. Memory grows with B x neurons, never with simulated time.
-Training presentations take the input layer a chunk of steps at a time (`input_chunk`: its
-spikes drawn at once, W s(t) by two matrix products), at most `config.chunk` rows of
-(step, example), which bounds that memory too.
+Presentations take the input layer a chunk of steps at a time (`input_chunk`: its spikes
+drawn at once, W s(t) by two matrix products), at most `config.chunk` rows of (step,
+example), which bounds that memory too. With g_a = 0 the layers above can be taken a chunk
+at a time as well (`driven_chunk`: each soma is then a linear recurrence in its basal
+input, since nothing flows back down within a step); otherwise they step (`tick`).
 """
 
 from __future__ import annotations

@@ -176,6 +176,29 @@ def test_a_gpu_presentation_equals_the_cpu_one():
     torch.testing.assert_close(out[1], out[0], rtol=1e-9, atol=1e-9, check_device=False)
 
 
+def test_memory_does_not_grow_with_simulated_time(monkeypatch):
+    """The largest per-step tensors of a presentation are one input chunk's (at most
+    `chunk` rows of (step, example)), however long the presentation; the state is a fixed
+    number of (B, n) tensors."""
+    seen = []
+
+    def recording(config, params, filters, counts, *rest):
+        seen.append(counts.shape)
+        return dynamics.input_chunk(config, params, filters, counts, *rest)
+
+    monkeypatch.setattr(simulate, "input_chunk", recording)
+    x, keys = sparse_images(4, 30), torch.arange(4)
+    for steps in (250, 2000):
+        cfg = dendrite_config(n_inputs=30, hidden=(6,), n_outputs=4, test_steps=steps, chunk=64)
+        torch.manual_seed(0)
+        simulate.present_test(cfg, SegregatedNet(cfg).params(), x, keys)
+        assert sum(s[0] for s in seen) == steps
+        assert max(s[0] * s[1] for s in seen) == 64  # 16 steps x 4 examples
+        seen.clear()
+    state = dynamics.rest(dendrite_config(), 4, "cpu")
+    assert [tuple(f.shape) for f in state.filters] == [(10, 4, 784), (10, 4, 500), (10, 4, 10)]
+
+
 def test_compiled_unrolled_presentation_equals_the_eager_one():
     """The time-step loop as the runs use it (torch.compile, `unroll` steps per call and
     the remainder one at a time) simulates what the eager per-step loop does (104 steps:

@@ -3,14 +3,16 @@ authors' code (0.030 s per training image, 0.06-0.07 s per test image on 2 CPU c
 design notes originals.md section 3).
 
     python benchmarks/segregated_dendrites.py [--device cpu|cuda|all] [--batches 1,4,32,128]
-                                              [--hidden 500] [--reps 3] [--json]
+                                              [--hidden 500] [--reps 3] [--modes ...] [--json]
 
 Model 784-500-10 (or --hidden), preset original-code (the setting of the authors' timing:
 10-step PSP kernel, 50-57-step phases). One training step = the rule's directions (a
 forward and a target phase of every image of the batch), an SGD step and after_step
 (carried state, as in training); inputs: synthetic images with MNIST's density (19 % of
-pixels on, mean intensity 0.13). Eager and torch.compile'd time steps; medians of
-interleaved repetitions (the first calls, which compile, are not timed). A test image is
+pixels on, mean intensity 0.13). Modes: `eager` and `compiled` time-step loops, and
+`all-at-once` (every step of a chunk at once, `DendriteConfig.all_at_once`; the draws
+compiled); medians of interleaved repetitions (the first calls, which compile, are not
+timed). A test image is
 one 250-step test phase, timed at the largest batch.
 """
 
@@ -42,12 +44,21 @@ def images(batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor
     return x.to(device), torch.randint(0, 10, (batch,), generator=g).to(device)
 
 
-def bench(device: torch.device, batches: list[int], hidden: tuple[int, ...], reps: int) -> dict:
+MODES = {  # DendriteConfig options of each mode
+    "eager": {"compile": False, "all_at_once": False},
+    "compiled": {"compile": True, "all_at_once": False},
+    "all-at-once": {"compile": True, "all_at_once": True},
+}
+
+
+def bench(
+    device: torch.device, batches: list[int], hidden: tuple[int, ...], reps: int, modes: list[str]
+) -> dict:
     rule = apical.make_rule("segregated_dendrites")
     out: dict = {}
-    for compiled in (False, True):
+    for label in modes:
         torch.manual_seed(0)
-        net = SegregatedNet(dendrite_config(hidden=hidden, compile=compiled)).to(device)
+        net = SegregatedNet(dendrite_config(hidden=hidden, **MODES[label])).to(device)
         fns = {
             batch: training_step(rule, net, *images(batch, device), lr=0.21, momentum=0.0)
             for batch in batches
@@ -57,7 +68,6 @@ def bench(device: torch.device, batches: list[int], hidden: tuple[int, ...], rep
         best = min(per_image, key=per_image.get)
         x, _ = images(max(batches), device)
         test = interleaved_medians({"test": partial(net, x)}, device, reps, 1)["test"]
-        label = "compiled" if compiled else "eager"
         out[label] = {
             "seconds per training image": {f"B={b}": v for b, v in per_image.items()},
             "best B": best,
@@ -78,8 +88,12 @@ def main() -> None:
     )
     p.add_argument("--hidden", default="500", help="hidden sizes, comma-separated")
     p.add_argument("--reps", type=int, default=3, help="interleaved repetitions")
+    p.add_argument("--modes", default=",".join(MODES), help="comma-separated: " + ", ".join(MODES))
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args()
+    modes = args.modes.split(",")
+    if any(m not in MODES for m in modes):
+        p.error(f"unknown mode in {args.modes!r}; known: {', '.join(MODES)}")
     torch._dynamo.config.cache_size_limit = 64  # one compiled step per batch size
     batches = sorted(int(v) for v in args.batches.split(","))
     hidden = tuple(int(v) for v in args.hidden.split(","))
@@ -87,7 +101,8 @@ def main() -> None:
         **machine(),
         "network": f"784-{'-'.join(map(str, hidden))}-10, preset original-code",
         "results": {
-            d: bench(torch.device(d), batches, hidden, args.reps) for d in devices(args.device)
+            d: bench(torch.device(d), batches, hidden, args.reps, modes)
+            for d in devices(args.device)
         },
     }
     if args.json:
@@ -100,7 +115,7 @@ def main() -> None:
             times = "  ".join(
                 f"{k} {1e3 * v:.2f} ms" for k, v in row["seconds per training image"].items()
             )
-            print(f"  {mode:<9} per training image: {times}")
+            print(f"  {mode:<11} per training image: {times}")
             print(
                 f"            speed-up vs the authors' 30 ms: "
                 f"{row['speed-up vs original at smallest B']:.1f}x at B={batches[0]}, "

@@ -61,6 +61,26 @@ def test_online_training_on_mnist_probes_report_the_papers_diagnostics(tmp_path)
     assert probes[-1]["mean_hidden_angle"] == pytest.approx(layer["angle"])
 
 
+@pytest.mark.parametrize("feedback, angle_below", [("random", 65.0), ("symmetric", 25.0)])
+def test_the_rate_mode_network_learns_digits_and_its_hidden_update_aligns(
+    tmp_path, feedback, angle_below
+):
+    """The authors' non-spiking mode (2-step phases; originals.md 1.14f), one hidden layer
+    of 100, online (B = 1) on scikit-learn's digits for 10 epochs: about 10 s. Measured:
+    test accuracy 0.944 (random feedback) and 0.950 (symmetric); the hidden update's angle
+    to backprop's falls from 97 to 53 degrees with random feedback, to 15 with symmetric."""
+    cfg = _cfg(
+        tmp_path, val_size=0.2, train_size=None, batch_size=1, lr=0.5, epochs=10,
+        model_options={"hidden": [100], "mode": "rate", "feedback_init": feedback},
+        probe_every=718, probe_size=128,
+    )  # fmt: skip
+    run = train(cfg, progress=False)
+    assert run.history[-1]["test_accuracy"] >= 0.9
+    assert run.history[0]["test_accuracy"] < 0.85  # it learned, not started there
+    angles = [p["mean_hidden_angle"] for p in run.probes]
+    assert angles[-1] < angle_below < angles[0]
+
+
 def test_the_rule_and_its_model_go_together(tmp_path):
     with pytest.raises(ApicalError, match="its own model"):
         train(_cfg(tmp_path, model="mlp", model_options={}), progress=False)

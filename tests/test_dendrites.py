@@ -34,9 +34,12 @@ def test_kernel_integrates_to_one_and_truncation_keeps_half():
     assert int(dynamics.kernel(cfg, torch.arange(1.0, 11)).argmax()) + 1 == 5  # peak at 5 ms
 
 
-@pytest.mark.parametrize("preset", ["paper", "original-code"])
-def test_psp_filter_equals_direct_convolution(preset):
-    cfg = dendrite_config(preset)
+@pytest.mark.parametrize(
+    "preset, scale", [("paper", 1.0), ("original-code", 1.0), ("paper", 0.512)]
+)
+def test_psp_filter_equals_direct_convolution(preset, scale):
+    """... times `psp_scale` (which scales the kernel's mass)."""
+    cfg = dendrite_config(preset, psp_scale=scale)
     g = torch.Generator().manual_seed(1)
     counts = torch.poisson(torch.full((120, 3, 4), 0.3, dtype=torch.float64), generator=g)
     state = dynamics.filter_init(cfg, 3, 4, "cpu", torch.float64)
@@ -49,16 +52,18 @@ def test_psp_filter_equals_direct_convolution(preset):
     kappa = dynamics.kernel(cfg, torch.arange(1, taps + 1, dtype=torch.float64)).numpy()
     for b in range(3):
         for j in range(4):  # s(t) = sum_{d>=1} kappa(d) n(t - d + 1)
-            direct = np.convolve(counts[:, b, j].numpy(), kappa)[:120]
+            direct = scale * np.convolve(counts[:, b, j].numpy(), kappa)[:120]
             np.testing.assert_allclose(ours[:, b, j], direct, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("preset", ["paper", "original-code"])
-def test_input_chunk_equals_step_by_step_filtering(preset):
+@pytest.mark.parametrize(
+    "preset, scale", [("paper", 1.0), ("original-code", 1.0), ("original-code", 1.954)]
+)
+def test_input_chunk_equals_step_by_step_filtering(preset, scale):
     """The chunked input layer (one filter matrix, W applied before filtering) gives the
     per-step PSPs' drive W s(t) + b, the window sum of s(t) and the filter state after the
     chunk, from a filter state that is not at rest (chunks of 7 and 13 steps)."""
-    cfg = dendrite_config(preset, n_inputs=6, hidden=(5,), n_outputs=3)
+    cfg = dendrite_config(preset, n_inputs=6, hidden=(5,), n_outputs=3, psp_scale=scale)
     g = torch.Generator().manual_seed(2)
     w, b = torch.randn(5, 6, generator=g, dtype=torch.float64), torch.randn(5, dtype=torch.float64)
     params = Params((w, torch.zeros(3, 5, dtype=torch.float64)), (b, torch.zeros(3)), ())
@@ -454,6 +459,8 @@ def test_bad_input_gives_one_clear_line():
         dendrite_config("fast")
     with pytest.raises(ApicalError, match="no option"):
         dendrite_config(g_apical=1.0)
+    with pytest.raises(ApicalError, match="psp_scale must be positive, got nan"):
+        dendrite_config(psp_scale=float("nan"))
     net = SegregatedNet(dendrite_config(n_inputs=4, hidden=(3,), n_outputs=2))
     with pytest.raises(ApicalError, match=r"\[0, 1\].*standardize = false"):
         net(torch.full((2, 4), 3.0))

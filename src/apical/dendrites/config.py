@@ -57,6 +57,9 @@ class DendriteConfig:
     phase_extra_mean: float = 2.0
     phase_extra_scale: float = 1.0
     psp_steps: int | None = 10  # None: the full kernel (exact, two traces)
+    # multiplies the kernel, i.e. its mass: 0.512 gives the full kernel the truncated one's
+    # mass (an ablation of the presets' difference; spiking mode)
+    psp_scale: float = 1.0
     window: int | None = 20  # None: every step after `settle`
     test_steps: int = 250
     test_window: int | None = 220  # None: every test step after `settle`
@@ -120,6 +123,8 @@ class DendriteConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise bad(f"{name} must be a positive integer, got {value}")
+        if not self.psp_scale > 0:  # also refuses NaN
+            raise bad(f"psp_scale must be positive, got {self.psp_scale}")
         if self.psp_steps is not None and self.psp_steps < 1:
             raise bad(f"psp_steps must be None (full kernel) or >= 1, got {self.psp_steps}")
 

@@ -102,13 +102,15 @@ def filter_push(config: DendriteConfig, state: Tensor, counts: Tensor) -> Tensor
 
 
 def filter_value(config: DendriteConfig, state: Tensor) -> Tensor:
-    """The PSP s(t) = sum_d kappa(d) n(t - d + 1) (d >= 1; the current count weighs kappa(1))."""
+    """The PSP s(t) = sum_d kappa(d) n(t - d + 1) (d >= 1; the current count weighs kappa(1)),
+    times `psp_scale`."""
+    tl, ts, scale = config.tau_l, config.tau_s, config.psp_scale
     if config.psp_steps is None:
-        return (state[0] - state[1]) / (config.tau_l - config.tau_s)
+        return (state[0] - state[1]) / ((tl - ts) / scale)  # exactly as before at scale 1
     # Python-float weights and a plain sum: fused into the compiled step, no matrix call
-    tl, ts = config.tau_l, config.tau_s
     weights = [
-        (math.exp(-d / tl) - math.exp(-d / ts)) / (tl - ts) for d in range(1, len(state) + 1)
+        scale * (math.exp(-d / tl) - math.exp(-d / ts)) / (tl - ts)
+        for d in range(1, len(state) + 1)
     ]
     return sum(w * s for w, s in zip(weights, state, strict=True))
 
@@ -130,7 +132,7 @@ def filter_matrix(config: DendriteConfig, n: int, device, dtype) -> Tensor:
     (S = the two traces a_L, a_s): s(t) = sum_{k<=t} kappa(t-k+1) n(k) + (e^{-(t+1)/tau_L}
     a_L - e^{-(t+1)/tau_s} a_s) / (tau_L - tau_s). Truncated (S = the last `psp_steps`
     counts, newest first): s(t) = sum_{d=1}^{psp_steps} kappa(d) n(t-d+1), where counts
-    before the chunk come from S.
+    before the chunk come from S. The PSP rows are scaled by `psp_scale`.
     """
     t = torch.arange(n, device=device, dtype=dtype)
     if config.psp_steps is None:
@@ -151,11 +153,11 @@ def filter_matrix(config: DendriteConfig, n: int, device, dtype) -> Tensor:
                 torch.cat((t.new_tensor([0.0, math.exp(-n / ts)]), torch.exp(-age / ts))),
             )
         )
-        return torch.cat((psp, state))
+        return torch.cat((config.psp_scale * psp, state))
     depth = config.psp_steps
     when = torch.cat((-1 - torch.arange(depth, device=device, dtype=dtype), t))  # columns
     lag = t[:, None] - when[None, :] + 1
-    psp = kernel(config, lag) * (lag <= depth)
+    psp = config.psp_scale * kernel(config, lag) * (lag <= depth)
     newest_first = (n - 1 - torch.arange(depth, device=device, dtype=dtype))[:, None]
     state = (when[None, :] == newest_first).to(dtype)
     return torch.cat((psp, state))

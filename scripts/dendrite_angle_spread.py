@@ -12,7 +12,6 @@ originals.md 1.14h). One-hidden-layer nets only.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -20,10 +19,9 @@ import torch
 
 from apical.data import load_dataset
 from apical.dendrites import learning
+from apical.dendrites.evaluation import load_trained, run_config
 from apical.errors import ApicalError
 from apical.keyed import example_keys
-from apical.models import build_model
-from apical.runs import load_checkpoint
 
 
 def main() -> None:
@@ -41,15 +39,11 @@ def main() -> None:
 
 @torch.no_grad()
 def report(args: argparse.Namespace) -> None:
-    if not (args.run / "config.json").is_file():
-        raise ApicalError(f"{args.run} is not a run folder (no config.json in it)")
-    config = json.loads((args.run / "config.json").read_text())
-    options = {k: v for k, v in config.get("model_options", {}).items() if k != "compile"}
-    if config.get("model") != "segregated_dendrites" or len(options.get("hidden", [])) != 1:
+    config = run_config(args.run)
+    if len(config.get("model_options", {}).get("hidden", [])) != 1:
         raise ApicalError(f"{args.run} is not a one-hidden-layer segregated_dendrites run")
     data = load_dataset("mnist", args.data_dir, val_size=config["val_size"], standardize=False)
-    net = build_model("segregated_dendrites", data.input_shape, data.n_classes, **options)
-    net.load_state_dict(load_checkpoint(args.run / "checkpoint.pt", torch.device("cpu"))["model"])
+    net, _ = load_trained(args.run, data.input_shape, data.n_classes)
     c, params = net.config, net.params()
     lr_out = config.get("output_lr") or config["lr"]
     q = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)

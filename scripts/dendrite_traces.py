@@ -10,18 +10,17 @@ are used, else a freshly initialised 784-500-10 net (seed 0, preset original-cod
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import torch
 
 from apical.data import load_dataset
+from apical.dendrites.evaluation import load_trained, run_config
 from apical.dendrites.simulate import record
 from apical.errors import ApicalError
 from apical.models import build_model
 from apical.plots import plot_dendrite_traces
-from apical.runs import load_checkpoint
 
 
 def main() -> None:
@@ -31,20 +30,15 @@ def main() -> None:
     p.add_argument("--index", type=int, default=0, help="test image to show")
     p.add_argument("--out", type=Path, default=Path("dendrite-traces.png"))
     args = p.parse_args()
-    options = {"preset": "original-code", "hidden": [500]}
     if args.run is not None:
-        if not (args.run / "config.json").is_file():
-            raise ApicalError(f"{args.run} is not a run folder (no config.json in it)")
-        config = json.loads((args.run / "config.json").read_text())
-        if config.get("model") != "segregated_dendrites":
-            raise ApicalError(f"{args.run} is not a segregated_dendrites run")
-        options = {k: v for k, v in config["model_options"].items() if k != "compile"}
+        run_config(args.run)  # a clear error before the data loads
     data = load_dataset("mnist", args.data_dir, val_size=1000, standardize=False)
-    torch.manual_seed(0)
-    net = build_model("segregated_dendrites", data.input_shape, data.n_classes, **options)
     if args.run is not None:
-        state = load_checkpoint(args.run / "checkpoint.pt", torch.device("cpu"))["model"]
-        net.load_state_dict(state)
+        net, _ = load_trained(args.run, data.input_shape, data.n_classes)
+    else:
+        torch.manual_seed(0)
+        options = {"preset": "original-code", "hidden": [500]}
+        net = build_model("segregated_dendrites", data.input_shape, data.n_classes, **options)
     x, label = data.x_test[args.index : args.index + 1].reshape(1, -1), int(data.y_test[args.index])
     trace = record(net.config, net.params(), x, label, key=args.index)
     where = f"trained ({args.run})" if args.run else "untrained"

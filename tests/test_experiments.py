@@ -3,6 +3,7 @@ the declared checks (published bound, distance to a reference run, final angle).
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 from apical.errors import ApicalError
 from apical.experiments import experiments, link_shared_runs, parse_experiment, verdicts
+from apical.train import Run
 
 
 def test_every_shipped_experiment_is_valid():
@@ -115,3 +117,38 @@ def test_a_shared_run_must_name_a_trained_run_and_bring_no_config():
     exp = parse_experiment(head + 'same_as="fa-mnist/nope"\n', "b.toml")
     with pytest.raises(ApicalError, match="'fa-mnist/nope', which is not a trained run"):
         link_shared_runs({**experiments(), "x": exp})
+
+
+def test_the_summary_covers_runs_trained_before_and_not_yet_finished(tmp_path):
+    """`apical reproduce X --run A` reports every run of X: the finished ones from their
+    folders (so a reference trained earlier still checks its dependants), the rest with why
+    they have no verdict."""
+    from apical.cli import _experiment_results
+
+    text = """name = "x"\ntitle = "t"\nsource = "s"\nclaim = "c"
+[base]\ndataset = "xor"\nrule = "backprop"\nepochs = 3
+[[runs]]\nlabel = "ref"\nmax_error = 10.0
+[[runs]]\nlabel = "near"\nreference = "ref"\nwithin = 1.0
+[[runs]]\nlabel = "half"\n[[runs]]\nlabel = "never"\n"""
+    exp = parse_experiment(text, "x.toml")
+    configs = exp.configs(tmp_path / "x")
+
+    def write(label: str, errors: list[float]) -> None:
+        folder = tmp_path / "x" / label
+        folder.mkdir(parents=True)
+        rows = [{"epoch": i + 1, "test_accuracy": 1 - e / 100, "val_accuracy": 0.5,
+                 "seconds": 1.0} for i, e in enumerate(errors)]  # fmt: skip
+        (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    write("ref", [20.0, 12.0, 8.0])  # finished before
+    write("near", [30.0, 10.0, 9.5])  # its folder, but "trained now" below
+    write("half", [40.0])
+    now = {"near": Run(configs["near"], None, [{"epoch": 3, "test_accuracy": 0.905,
+                       "val_accuracy": 0.5, "seconds": 2.0}], [])}  # fmt: skip
+    results, final, verdict = _experiment_results(exp, configs, ["near"], now)
+    assert set(results) == {"ref", "near", "half"}
+    assert final["ref"]["test_error"] == pytest.approx(8.0)
+    assert final["near"]["test_error"] == pytest.approx(9.5) and final["near"]["seconds"] == 2.0
+    assert verdict == {"ref": "pass", "near": "FAIL", "half": "epoch 1 of 3", "never": "not run"}
+    _, _, verdict = _experiment_results(exp, configs, ["near", "never"], {})
+    assert verdict["near"] == "diverged" and verdict["never"] == "diverged"

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from apical import __version__
-from apical.compare import format_table, summary, train_all
+from apical.compare import folder_rows, format_table, history_summary, summary, train_all
 from apical.errors import ApicalError
 from apical.experiments import experiments, get_experiment, spiking_experiments, sweeps, verdicts
 from apical.plots import load_runs, plot_runs, plot_sweep
@@ -270,18 +270,18 @@ def reproduce(name: str | None, list_only: bool, data_dir: str | None, out: Path
         return
     if preset is not None:
         raise ApicalError(f"--preset is for sweeps; {name} is an experiment")
-    exp = get_experiment(name).select(only)
+    exp = get_experiment(name)
+    picked = [r.label for r in exp.select(only).runs]
     configs = exp.configs(out / exp.name, data_dir=data_dir, device=device, epochs=epochs)
     for r in exp.runs:
-        if r.same_as:
+        if r.same_as and r.label in picked:
             where = configs[r.label].run_dir
             click.echo(f"[{r.label}] is the run {r.same_as}, in {where}", err=True)
     runs = train_all(
-        configs, resume=resume, progress=sys.stderr.isatty(),
+        {k: configs[k] for k in picked}, resume=resume, progress=sys.stderr.isatty(),
         echo=lambda s: click.echo(s, err=True),
     )  # fmt: skip
-    final = {k: summary(r) for k, r in runs.items()}
-    verdict = verdicts(exp, final)
+    results, final, verdict = _experiment_results(exp, configs, picked, runs)
     rows = []
     for r in exp.runs:
         expected = []
@@ -305,12 +305,32 @@ def reproduce(name: str | None, list_only: bool, data_dir: str | None, out: Path
                              "expected", "verdict"], rows))  # fmt: skip
     if epochs is not None:
         click.echo(f"(shortened to {epochs} epochs: not the published protocol)")
-    fig = plot_runs({k: (r.history, r.probes) for k, r in runs.items()},
-                    out / exp.name / "curves.png", exp.title)  # fmt: skip
+    fig = plot_runs(results, out / exp.name / "curves.png", exp.title)
     (out / exp.name / "summary.json").write_text(
         json.dumps({"final": final, "verdict": verdict}, indent=2)
     )
     click.echo(f"figure: {fig}")
+
+
+def _experiment_results(exp, configs, picked, runs):
+    """Every run of the experiment, not only those trained now: rows (history, probes) of
+    each run folder that has any, the final metrics of the finished ones (all epochs of
+    their config), and a verdict each ('pass'/'FAIL'/'-', or why there is none)."""
+    results, final, status = {}, {}, {}
+    for r in exp.runs:
+        cfg = configs[r.label]
+        rows = (runs[r.label].history, runs[r.label].probes) if r.label in runs else None
+        rows = rows or (None if r.label in picked else folder_rows(cfg.run_dir))
+        if rows is None:
+            status[r.label] = "diverged" if r.label in picked else "not run"
+            continue
+        results[r.label] = rows
+        done = rows[0][-1]["epoch"]
+        if done >= cfg.epochs:
+            final[r.label] = history_summary(*rows)
+        else:
+            status[r.label] = f"epoch {done} of {cfg.epochs}"
+    return results, final, {**verdicts(exp, final), **status}
 
 
 def _reproduce_spiking(exp, preset, out: Path, device: str, resume: bool) -> None:

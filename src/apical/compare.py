@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from apical.errors import DivergedError
+from apical.runs import read_jsonl
 from apical.train import DATA_FIELDS, Run, TrainConfig, load_config_data, train
 
 
@@ -43,14 +44,32 @@ def _has_checkpoint(cfg: TrainConfig) -> bool:
 
 
 def summary(run: Run) -> dict[str, float]:
-    last = run.history[-1]
+    """Errors (%), seconds and final angle of a run's last epoch."""
+    return history_summary(run.history, run.probes)
+
+
+Rows = tuple[list[dict[str, Any]], list[dict[str, Any]]]  # a run's metrics and probes rows
+
+
+def history_summary(history: list[dict[str, Any]], probes: list[dict[str, Any]]) -> dict:
+    """Like `summary`, from the rows of a run folder."""
+    last = history[-1]
     return {
         "test_error": 100 * (1 - last["test_accuracy"]),
         "val_error": 100 * (1 - last["val_accuracy"]),
         "test_top5_error": 100 * (1 - last.get("test_top5_accuracy", math.nan)),
         "seconds": last["seconds"],
-        "angle": run.probes[-1]["mean_hidden_angle"] if run.probes else math.nan,
+        "angle": probes[-1]["mean_hidden_angle"] if probes else math.nan,
     }
+
+
+def folder_rows(run_dir: str | Path | None) -> Rows | None:
+    """The metrics and probes rows of a run folder (None when it has no metrics yet)."""
+    if run_dir is None or not (Path(run_dir) / "metrics.jsonl").is_file():
+        return None
+    history = read_jsonl(Path(run_dir) / "metrics.jsonl")
+    probes_file = Path(run_dir) / "probes.jsonl"
+    return (history, read_jsonl(probes_file) if probes_file.is_file() else []) if history else None
 
 
 def format_table(headers: list[str], rows: list[list[Any]]) -> str:

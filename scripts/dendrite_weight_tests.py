@@ -49,7 +49,7 @@ def report(args: argparse.Namespace) -> None:
     where = f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
     results = {"machine": where, "torch": torch.__version__, "repeats": args.repeats, "runs": {}}
     for run in args.runs:
-        net, _ = load_trained(run, data.input_shape, data.n_classes)
+        net, _ = load_trained(run, data.input_shape, data.n_classes, compile=True)
         t0 = time.perf_counter()
         errors = weight_tests(net, x, y, args.repeats)
         s = spread(errors)

@@ -38,10 +38,13 @@ def run_config(run_dir: Path) -> dict[str, Any]:
     return config
 
 
-def load_trained(run_dir: Path, input_shape, n_classes: int) -> tuple[SegregatedNet, dict]:
-    """The net of a run folder with its checkpoint's weights (eager: nothing compiled)."""
+def load_trained(
+    run_dir: Path, input_shape, n_classes: int, compile: bool = False
+) -> tuple[SegregatedNet, dict]:
+    """The net of a run folder with its checkpoint's weights; its time steps compiled
+    with `compile` (which pays for long tests, not for a few presentations)."""
     config = run_config(run_dir)
-    options = {k: v for k, v in config.get("model_options", {}).items() if k != "compile"}
+    options = {**config.get("model_options", {}), "compile": compile}
     net = build_model("segregated_dendrites", input_shape, n_classes, **options)
     saved = load_checkpoint(Path(run_dir) / "checkpoint.pt", torch.device("cpu"))
     net.load_state_dict(saved["model"])

@@ -11,13 +11,27 @@ from typing import Any
 import click
 
 from apical import __version__
-from apical.compare import folder_rows, format_table, history_summary, summary, train_all
+from apical.compare import (
+    Rows,
+    folder_rows,
+    format_table,
+    history_summary,
+    summary,
+    train_all,
+)
 from apical.errors import ApicalError
-from apical.experiments import experiments, get_experiment, spiking_experiments, sweeps, verdicts
+from apical.experiments import (
+    Experiment,
+    experiments,
+    get_experiment,
+    spiking_experiments,
+    sweeps,
+    verdicts,
+)
 from apical.plots import load_runs, plot_runs, plot_sweep
 from apical.rules import RULES
 from apical.sweeps import run_sweep, summarize
-from apical.train import TrainConfig, resolve_device
+from apical.train import Run, TrainConfig, resolve_device
 from apical.train import train as run_training
 
 DEMO_RULES = ("backprop", "fa", "dfa", "sign_symmetry")
@@ -312,7 +326,9 @@ def reproduce(name: str | None, list_only: bool, data_dir: str | None, out: Path
     click.echo(f"figure: {fig}")
 
 
-def _experiment_results(exp, configs, picked, runs):
+def _experiment_results(
+    exp: Experiment, configs: dict[str, TrainConfig], picked: list[str], runs: dict[str, Run]
+) -> tuple[dict[str, Rows], dict[str, dict], dict[str, str]]:
     """Every run of the experiment, not only those trained now: rows (history, probes) of
     each run folder that has any, the final metrics of the finished ones (all epochs of
     their config), and a verdict each ('pass'/'FAIL'/'-', or why there is none)."""

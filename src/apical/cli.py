@@ -12,8 +12,6 @@ import click
 
 from apical import __version__
 from apical.compare import (
-    Rows,
-    folder_rows,
     format_table,
     history_summary,
     summary,
@@ -30,6 +28,7 @@ from apical.experiments import (
 )
 from apical.plots import load_runs, plot_runs, plot_sweep
 from apical.rules import RULES
+from apical.runs import Rows, folder_rows
 from apical.sweeps import run_sweep, summarize
 from apical.train import Run, TrainConfig, resolve_device
 from apical.train import train as run_training

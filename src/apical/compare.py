@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from apical.errors import DivergedError
-from apical.runs import read_jsonl
 from apical.train import DATA_FIELDS, Run, TrainConfig, load_config_data, train
 
 
@@ -48,9 +47,6 @@ def summary(run: Run) -> dict[str, float]:
     return history_summary(run.history, run.probes)
 
 
-Rows = tuple[list[dict[str, Any]], list[dict[str, Any]]]  # a run's metrics and probes rows
-
-
 def history_summary(history: list[dict[str, Any]], probes: list[dict[str, Any]]) -> dict:
     """Like `summary`, from the rows of a run folder."""
     last = history[-1]
@@ -61,15 +57,6 @@ def history_summary(history: list[dict[str, Any]], probes: list[dict[str, Any]])
         "seconds": last["seconds"],
         "angle": probes[-1]["mean_hidden_angle"] if probes else math.nan,
     }
-
-
-def folder_rows(run_dir: str | Path | None) -> Rows | None:
-    """The metrics and probes rows of a run folder (None when it has no metrics yet)."""
-    if run_dir is None or not (Path(run_dir) / "metrics.jsonl").is_file():
-        return None
-    history = read_jsonl(Path(run_dir) / "metrics.jsonl")
-    probes_file = Path(run_dir) / "probes.jsonl"
-    return (history, read_jsonl(probes_file) if probes_file.is_file() else []) if history else None
 
 
 def format_table(headers: list[str], rows: list[list[Any]]) -> str:

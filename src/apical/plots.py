@@ -9,7 +9,7 @@ from typing import Any
 import matplotlib
 
 from apical.errors import ApicalError
-from apical.runs import read_jsonl
+from apical.runs import folder_rows
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -107,7 +107,7 @@ def load_runs(path: Path) -> dict[str, tuple[list[dict[str, Any]], list[dict[str
         )
     out = {}
     for f in folders:
-        probes = read_jsonl(f / "probes.jsonl") if (f / "probes.jsonl").is_file() else []
+        history, probes = folder_rows(f) or ([], [])
         label = f.name
         config = f / "config.json"
         if config.is_file():
@@ -115,7 +115,7 @@ def load_runs(path: Path) -> dict[str, tuple[list[dict[str, Any]], list[dict[str
             label = f"{f.name} ({cfg['rule']})"
             for p in probes:  # runs from before probes recorded images
                 p.setdefault("images", p["step"] * cfg["batch_size"])
-        out[label] = (read_jsonl(f / "metrics.jsonl"), probes)
+        out[label] = (history, probes)
     return out
 
 

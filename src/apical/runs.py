@@ -42,6 +42,18 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+Rows = tuple[list[dict], list[dict]]  # a run folder's metrics and probes rows
+
+
+def folder_rows(run_dir: str | Path | None) -> Rows | None:
+    """The metrics and probes rows of a run folder (None when it has no metrics yet)."""
+    if run_dir is None or not (Path(run_dir) / "metrics.jsonl").is_file():
+        return None
+    history = read_jsonl(Path(run_dir) / "metrics.jsonl")
+    probes_file = Path(run_dir) / "probes.jsonl"
+    return (history, read_jsonl(probes_file) if probes_file.is_file() else []) if history else None
+
+
 def save_checkpoint(path: Path, state: dict) -> None:
     buffer = io.BytesIO()
     torch.save(state, buffer)

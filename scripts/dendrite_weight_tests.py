@@ -27,9 +27,9 @@ from apical.errors import ApicalError
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("runs", nargs="+", type=Path)
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("runs", nargs="+", type=Path, help="segregated_dendrites run folders")
+    p.add_argument("--data-dir", default=None, help="dataset folder (default: $APICAL_DATA)")
+    p.add_argument("--repeats", type=int, default=20, help="test passes per run (paper: 20)")
     p.add_argument("--images", type=int, default=10000, help="the first N test images")
     p.add_argument("--json", type=Path, help="write the results to this file")
     args = p.parse_args()

@@ -33,7 +33,8 @@ def images(n: int, pixels: int, seed: int = 0) -> torch.Tensor:
 
 def test_each_repeat_is_its_own_keyed_test_pass():
     # float64: BLAS may round a batch of 60 and one of 25 differently in the last bit
-    # (it does on some CPUs); in float64 that cannot flip a spike, so the rates agree.
+    # (it does on CI's CPU); at that precision a flipped spike (a 1/steps jump in a rate,
+    # which the tolerance catches) is vanishingly unlikely.
     net = SegregatedNet(
         dendrite_config(n_inputs=40, hidden=(12,), n_outputs=4, test_steps=40, test_window=20)
     ).double()

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import torch
 
-from apical.cli import parse_assignments
-from apical.compare import format_table, summary, train_all
+from apical.cli import format_table, parse_assignments
 from apical.errors import ApicalError
-from apical.experiments import get_experiment
+from apical.experiments import load
+from apical.experiments.train_runs import RUNNER
+from apical.train import train_all
 
 
 def main() -> None:
@@ -42,25 +43,23 @@ def main() -> None:
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    exp = get_experiment(args.experiment)
+    exp = load(args.experiment)
+    if exp.kind != "train":
+        raise ApicalError(f"{exp.name} is a {exp.kind} experiment; choose_lr takes train ones")
     lrs = [float(s) for s in args.lrs.split(",")]
     extra = parse_assignments(args.set, "--set")
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for lr in lrs:
-            configs = exp.configs(
-                Path(tmp) / str(lr),
-                epochs=args.epochs,
-                lr=lr,
-                data_dir=args.data_dir,
-                device=args.device,
-                probe_every=0,
-                **extra,
-            )
+            overrides = dict(epochs=args.epochs, lr=lr, data_dir=args.data_dir,
+                             device=args.device, probe_every=0, **extra)  # fmt: skip
+            overrides = {k: v for k, v in overrides.items() if v is not None}
+            configs = RUNNER.configs(exp, Path(tmp) / str(lr) / exp.name, overrides)
             if args.runs:
                 configs = {k: v for k, v in configs.items() if k in args.runs.split(",")}
             for label, run in train_all(configs, progress=False, echo=lambda s: None).items():
-                results.setdefault(label, {})[str(lr)] = summary(run)["val_error"]
+                val = run.history[-1]["val_accuracy"]
+                results.setdefault(label, {})[str(lr)] = 100 * (1 - val)
     best = {label: min(v, key=v.get) for label, v in results.items()}
     if args.json:
         print(json.dumps({"epochs": args.epochs, "val_error": results, "best_lr": best}))

@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from apical.runs import read_jsonl
+from apical.run_folder import read_rows
 
 
 def test_errors(run_dir: Path) -> dict[int, float]:
@@ -22,8 +22,9 @@ def test_errors(run_dir: Path) -> dict[int, float]:
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
         sys.exit(f"error: no metrics.jsonl in {run_dir}; name a run folder (runs/EXPERIMENT/LABEL)")
-    rows = read_jsonl(path)
-    return {r["epoch"]: 100 * (1 - r["test_accuracy"]) for r in rows if "test_accuracy" in r}
+    rows = read_rows(path)
+    return {r["epoch"]: 100 * (1 - r["test_accuracy"]) for r in rows
+            if r.get("test_accuracy") is not None}  # fmt: skip
 
 
 def compare(base: dict[int, float], run: dict[int, float]) -> dict[str, float]:

@@ -21,9 +21,11 @@ from pathlib import Path
 
 import torch
 
-from apical.experiments import spiking_experiments
+from apical.config import replace
+from apical.experiments import load
+from apical.run_folder import RunFolder
 from apical.spiking import xor_net
-from apical.spiking.config import XorConfig, with_options
+from apical.spiking.config import XorConfig
 from apical.spiking.xor import PATTERNS, input_current, run_xor
 
 NAMES = ("input1", "input2", "hidden1", "hidden2", "output")
@@ -62,12 +64,12 @@ BLOCKS = {"input1->hidden1": ("ih", 0, 0), "input2->hidden1": ("ih", 1, 0),
 def learning_signal(dt: float, seeds: tuple[int, ...], examples: int) -> dict:
     """Change of each plastic block's mean weight (x 1e-3) after `examples` examples of the
     cpu preset's protocol at this dt (tests shortened to 0.1 s)."""
-    options = spiking_experiments()["spiking-xor"].preset_options("cpu")
-    cfg = with_options(XorConfig(), {**options, "dt": dt, "seeds": seeds, "examples": examples,
-                                     "test_example": 100.0})  # fmt: skip
+    options = load("spiking-xor").with_preset("cpu").spec.options
+    cfg = replace(XorConfig(), {**options, "dt": dt, "seeds": seeds, "examples": examples,
+                                "test_example": 100.0})  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
-        run_xor(cfg, Path(tmp))
-        saved = torch.load(Path(tmp) / "checkpoint.pt", weights_only=False)
+        run_xor(cfg, Path(tmp) / "run")
+        saved = RunFolder(Path(tmp) / "run").checkpoint()
     n, out = cfg.n, {}
     for name, (key, a, b) in BLOCKS.items():
         w = saved["weights"][key][:, a * n : (a + 1) * n, b * n : (b + 1) * n]

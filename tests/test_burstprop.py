@@ -95,7 +95,7 @@ def test_after_step_adds_exactly_the_z_increments():
     net = apical.convert(_mlp(), rule, x)
     step = rule.directions(net, x, y)
     before = {n: b.clone() for n, b in net.named_buffers() if n.endswith("recurrent")}
-    increments = step.increments()
+    increments = step.dense_increments()
     assert set(increments) == set(before) == {"1.recurrent", "3.recurrent"}
     rule.after_step(net, step)
     for name, z in before.items():
@@ -201,7 +201,7 @@ def test_conv_layers_on_1x1_inputs_equal_linear_layers():
                 torch.testing.assert_close(b.reshape(a.shape), a)
     for ln, cn in (("1", "0"), ("3", "2")):
         torch.testing.assert_close(
-            sc.increments()[f"{cn}.recurrent"], sl.increments()[f"{ln}.recurrent"]
+            sc.dense_increments()[f"{cn}.recurrent"], sl.dense_increments()[f"{ln}.recurrent"]
         )
 
 
@@ -251,7 +251,7 @@ def test_one_step_equals_a_numpy_computation_of_the_equations():
         np.testing.assert_allclose(step.directions[f"{name}.weight"].numpy(), dW[layer], rtol=1e-10)
     for layer, name in ((0, "0"), (1, "2")):
         np.testing.assert_allclose(
-            step.increments()[f"{name}.recurrent"].numpy(), dZ[layer], rtol=1e-10
+            step.dense_increments()[f"{name}.recurrent"].numpy(), dZ[layer], rtol=1e-10
         )
 
 

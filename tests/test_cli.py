@@ -55,7 +55,7 @@ def test_train_from_toml_and_resume(tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["train", "--rule", "hebbian"], "error: unknown rule 'hebbian'; known rules: backprop"),
+        (["train", "--rule", "hebbian"], "error: unknown rule 'hebbian'; known: backprop"),
         (["train", "--dataset", "mnist", "--data-dir", "/nonexistent"],
          "error: data directory /nonexistent does not exist"),
         (["train", "--hidden", "500,x"], "error: --hidden takes comma-separated sizes"),
@@ -92,7 +92,8 @@ def test_rules_and_reproduce_list():
         "node_perturbation", "segregated_dendrites",
     ]  # fmt: skip
     r = apical("reproduce", "--list")
-    assert "fa-mnist:" in r.stdout and "published" in r.stdout
+    assert "fa-mnist (train):" in r.stdout and "published" in r.stdout
+    assert "sweep-depth (sweep; presets: cpu, tiny):" in r.stdout
 
 
 def test_help_everywhere():

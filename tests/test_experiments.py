@@ -1,154 +1,210 @@
-"""Experiments: every shipped config parses into valid TrainConfigs, and the verdicts follow
-the declared checks (published bound, distance to a reference run, final angle)."""
+"""The experiment protocol: every shipped file parses and validates (its presets too) under
+the kind it declares; a verdict is pass or FAIL only when every declared check was made,
+and otherwise says why not ("not checked: ..."); `apical.reproduce` returns that Report
+from the run folders, whichever runs were trained now."""
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pytest
 
+import apical
 from apical.errors import ApicalError
-from apical.experiments import experiments, link_shared_runs, parse_experiment, verdicts
-from apical.train import Run
+from apical.experiments import load, parse, shipped
+from apical.experiments.train_runs import RUNNER as TRAIN_RUNS
+
+HEAD = 'kind = "train"\nname = "x"\ntitle = "t"\nsource = "s"\nclaim = "c"\n'
 
 
-def test_every_shipped_experiment_is_valid():
-    found = experiments()
-    assert "fa-mnist" in found
+def test_every_shipped_experiment_parses_under_its_declared_kind():
+    found = shipped()
+    kinds = {name: exp.kind for name, exp in found.items()}
+    assert kinds["fa-mnist"] == "train" and kinds["sweep-depth"] == "sweep"
+    assert kinds["spiking-xor"] == "spiking" and len(found) == 15
     for exp in found.values():
-        configs = exp.configs(Path("/tmp/x"), epochs=1)
-        assert set(configs) == {r.label for r in exp.runs}
-        assert all(c.epochs == 1 for c in configs.values())
-    fa = found["fa-mnist"]
-    cfgs = fa.configs(Path("/tmp/x"))
+        for preset in [None, *exp.presets]:
+            exp.with_preset(preset)  # validated again; raises if a preset is broken
+        if exp.kind == "train":
+            configs = TRAIN_RUNS.configs(exp, Path("/tmp/x") / exp.name, {"epochs": 1})
+            assert set(configs) == {r.label for r in exp.spec.runs}
+            assert all(c.epochs == 1 for c in configs.values())
+    cfgs = TRAIN_RUNS.configs(found["fa-mnist"], Path("/tmp/x/fa-mnist"), {})
     assert {c.rule for c in cfgs.values()} == {"backprop", "fa", "dfa"}
     assert all(c.model_options["hidden"] == [500, 500] and c.epochs == 20 for c in cfgs.values())
 
 
-def test_select_keeps_the_named_runs_in_order():
-    exp = experiments()["segregated-dendrites-mnist"]
-    picked = exp.select(("0-hidden", "1-hidden"))
-    assert [r.label for r in picked.runs] == ["1-hidden", "0-hidden"]
-    assert set(picked.configs(Path("/tmp/x"))) == {"1-hidden", "0-hidden"}
-    assert exp.select(()) is exp
-    with pytest.raises(ApicalError, match="has no run 'nope'; its runs: 1-hidden, 2-hidden"):
-        exp.select(("nope",))
+def test_a_leading_comment_keeps_the_kind_and_a_missing_kind_is_named():
+    text = (Path(apical.__file__).parent / "experiments" / "sweep-depth.toml").read_text()
+    commented = "# a note first\n\n" + text
+    assert parse(commented, "c.toml").kind == "sweep"
+    moved = "\n".join(line for line in text.splitlines() if not line.startswith("kind"))
+    with pytest.raises(ApicalError, match=r"c.toml lacks kind; every experiment declares kind"):
+        parse(moved, "c.toml")
+    with pytest.raises(ApicalError, match="unknown experiment kind 'trian'; known: train, sweep"):
+        parse(HEAD.replace('"train"', '"trian"'), "c.toml")
 
 
-def test_verdicts():
-    exp = parse_experiment(
-        """
-name = "t"
-title = "t"
-source = "s"
-claim = "c"
-[base]
-dataset = "xor"
-[[runs]]
-label = "bp"
-rule = "backprop"
-[[runs]]
-label = "fa"
-rule = "fa"
-reference = "bp"
-within = 1.0
-max_angle = 60.0
-[[runs]]
-label = "pub"
-rule = "fa"
-max_error = 4.1
-""",
-        "inline",
-    )
-    final = {
-        "bp": {"test_error": 2.0, "angle": 0.0},
-        "fa": {"test_error": 2.9, "angle": 50.0},
-        "pub": {"test_error": 4.2, "angle": math.nan},
-    }
-    assert verdicts(exp, final) == {"bp": "-", "fa": "pass", "pub": "FAIL"}
-    final["fa"]["angle"] = 70.0
-    assert verdicts(exp, final)["fa"] == "FAIL"
-
-
-def test_malformed_experiment():
-    with pytest.raises(ApicalError, match="malformed"):
-        parse_experiment('name = "x"', "bad.toml")
-    with pytest.raises(ApicalError, match="unknown config key"):
-        parse_experiment(
-            'name="x"\ntitle="t"\nsource="s"\nclaim="c"\n[[runs]]\nlabel="a"\nrul="fa"\n', "b"
-        )
-
-
-def test_a_diverged_run_is_reported_not_fatal(tmp_path):
-    from apical.compare import train_all
-    from apical.train import TrainConfig
-
-    base = dict(dataset="xor", model_options={"hidden": [4]}, epochs=3, batch_size=4,
-                probe_every=0, device="cpu")  # fmt: skip
-    configs = {
-        "blows-up": TrainConfig(**base, rule="backprop", loss="mse", lr=1e30, momentum=0.0),
-        "fine": TrainConfig(**base, rule="fa", lr=0.1),
-    }
-    said = []
-    runs = train_all(configs, progress=False, echo=said.append)
-    assert set(runs) == {"fine"}
-    assert any(s.startswith("[blows-up] diverged: the loss became NaN or inf") for s in said)
+def test_malformed_experiments_name_the_file_and_the_problem():
+    with pytest.raises(ApicalError, match=r"bad\.toml is not valid TOML"):
+        parse("name = ", "bad.toml")
+    with pytest.raises(ApicalError, match=r"b.toml, run 'a': unknown config key rul; known"):
+        parse(HEAD + '[[runs]]\nlabel="a"\nrul="fa"\n', "b.toml")
+    with pytest.raises(ApicalError, match=r"run 'a': its reference 'bp' is not a run"):
+        parse(HEAD + '[[runs]]\nlabel="a"\nreference="bp"\nwithin=1.0\n', "b.toml")
+    with pytest.raises(ApicalError, match=r"b\.toml: unknown experiment key extra; known keys"):
+        parse(HEAD + 'extra = 1\n[[runs]]\nlabel="a"\n', "b.toml")
+    with pytest.raises(ApicalError, match=r"no preset 'gpu'; presets: cpu, tiny"):
+        load("sweep-depth").with_preset("gpu")
 
 
 def test_a_shared_run_is_the_named_run_of_the_other_experiment():
-    found = experiments()
     out = Path("/tmp/x")
+    found = shipped()
+    theirs = TRAIN_RUNS.configs(found["segregated-dendrites-mnist"],
+                                out / "segregated-dendrites-mnist", {})  # fmt: skip
     for name, label, target in (
         ("segregated-dendrites-feedback", "random", "1-hidden"),
         ("segregated-dendrites-coupling", "g_a=0", "2-hidden"),
     ):
-        ours = found[name].configs(out / name)[label]
-        theirs = found["segregated-dendrites-mnist"].configs(out / "segregated-dendrites-mnist")
+        ours = TRAIN_RUNS.configs(found[name], out / name, {})[label]
         assert ours == theirs[target]
         assert ours.run_dir == str(out / "segregated-dendrites-mnist" / target)
 
 
 def test_a_shared_run_must_name_a_trained_run_and_bring_no_config():
-    head = 'name="x"\ntitle="t"\nsource="s"\nclaim="c"\n[[runs]]\nlabel="a"\n'
-    with pytest.raises(ApicalError, match=r"run 'a' is the same as y/b .* drop lr$"):
-        parse_experiment(head + 'same_as="y/b"\nlr=0.1\n', "b.toml")
-    exp = parse_experiment(head + 'same_as="fa-mnist/nope"\n', "b.toml")
+    with pytest.raises(ApicalError, match=r"run 'a': it is the same as y/b .* drop lr$"):
+        parse(HEAD + '[[runs]]\nlabel="a"\nsame_as="y/b"\nlr=0.1\n', "b.toml")
+    exp = parse(HEAD + '[[runs]]\nlabel="a"\nsame_as="fa-mnist/nope"\n', "b.toml")
     with pytest.raises(ApicalError, match="'fa-mnist/nope', which is not a trained run"):
-        link_shared_runs({**experiments(), "x": exp})
+        TRAIN_RUNS.configs(exp, Path("/tmp/x/x"), {})
 
 
-def test_the_summary_covers_runs_trained_before_and_not_yet_finished(tmp_path):
-    """`apical reproduce X --run A` reports every run of X: the finished ones from their
-    folders (so a reference trained earlier still checks its dependants), the rest with why
-    they have no verdict."""
-    from apical.cli import _experiment_results
+def _experiment_file(tmp_path: Path) -> Path:
+    path = tmp_path / "x.toml"
+    path.write_text(
+        HEAD
+        + """[base]
+dataset = "xor"
+rule = "backprop"
+epochs = 3
+batch_size = 4
+probe_every = 0
+model_options = { hidden = [4] }
+[[runs]]
+label = "ref"
+max_error = 10.0
+[[runs]]
+label = "near"
+reference = "ref"
+within = 1.0
+[[runs]]
+label = "angle"
+max_angle = 50.0
+[[runs]]
+label = "half"
+[[runs]]
+label = "never"
+"""
+    )
+    return path
 
-    text = """name = "x"\ntitle = "t"\nsource = "s"\nclaim = "c"
-[base]\ndataset = "xor"\nrule = "backprop"\nepochs = 3
-[[runs]]\nlabel = "ref"\nmax_error = 10.0
-[[runs]]\nlabel = "near"\nreference = "ref"\nwithin = 1.0
-[[runs]]\nlabel = "half"\n[[runs]]\nlabel = "never"\n"""
-    exp = parse_experiment(text, "x.toml")
-    configs = exp.configs(tmp_path / "x")
 
-    def write(label: str, errors: list[float]) -> None:
-        folder = tmp_path / "x" / label
-        folder.mkdir(parents=True)
-        rows = [{"epoch": i + 1, "test_accuracy": 1 - e / 100, "val_accuracy": 0.5,
-                 "seconds": 1.0} for i, e in enumerate(errors)]  # fmt: skip
-        (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+def _fake_folder(folder: Path, errors: list[float], epochs: int = 3, **config) -> None:
+    """A run folder with a config and metrics rows (test errors in %), as train writes."""
+    folder.mkdir(parents=True)
+    cfg = {
+        "dataset": "xor",
+        "rule": "backprop",
+        "epochs": epochs,
+        "batch_size": 4,
+        "probe_every": 0,
+        "model_options": {"hidden": [4]},
+        "run_dir": str(folder),
+        **config,
+    }
+    cfg = apical.train.TrainConfig.from_dict(cfg).to_dict()
+    (folder / "config.json").write_text(json.dumps(cfg))
+    rows = [{"epoch": i + 1, "test_accuracy": 1 - e / 100, "val_accuracy": 0.5, "seconds": 1.0,
+             "mean_hidden_angle": None} for i, e in enumerate(errors)]  # fmt: skip
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
-    write("ref", [20.0, 12.0, 8.0])  # finished before
-    write("near", [30.0, 10.0, 9.5])  # its folder, but "trained now" below
-    write("half", [40.0])
-    now = {"near": Run(configs["near"], None, [{"epoch": 3, "test_accuracy": 0.905,
-                       "val_accuracy": 0.5, "seconds": 2.0}], [])}  # fmt: skip
-    results, final, verdict = _experiment_results(exp, configs, ["near"], now)
-    assert set(results) == {"ref", "near", "half"}
-    assert final["ref"]["test_error"] == pytest.approx(8.0)
-    assert final["near"]["test_error"] == pytest.approx(9.5) and final["near"]["seconds"] == 2.0
-    assert verdict == {"ref": "pass", "near": "FAIL", "half": "epoch 1 of 3", "never": "not run"}
-    _, _, verdict = _experiment_results(exp, configs, ["near", "never"], {})
-    assert verdict["near"] == "diverged" and verdict["never"] == "diverged"
+
+def test_the_report_covers_every_run_from_its_folder_and_never_passes_by_default(tmp_path):
+    """Finished runs are read from their folders (a reference trained earlier still checks
+    its dependants), unfinished ones say how far they got, and a check that cannot be
+    made (a missing reference, an angle never probed) gives "not checked", never "pass"."""
+    name = str(_experiment_file(tmp_path))
+    out = tmp_path / "runs"
+    _fake_folder(out / "x" / "ref", [20.0, 12.0, 8.0])
+    _fake_folder(out / "x" / "near", [30.0, 10.0, 9.5])
+    _fake_folder(out / "x" / "angle", [30.0, 10.0, 9.5])
+    _fake_folder(out / "x" / "half", [40.0])
+    report = apical.reproduce(name, out=out, runs=["ref"], resume=True)
+    verdicts = {r.label: r.verdict for r in report.runs}
+    assert verdicts == {"ref": "pass", "near": "FAIL", "angle": "not checked: no angle was probed",
+                        "half": "epoch 1 of 3", "never": "not run"}  # fmt: skip
+    assert report.run("ref").values["test_error"] == pytest.approx(8.0)
+    saved = json.loads((out / "x" / "report.json").read_text())
+    assert [r["verdict"] for r in saved["runs"]] == list(verdicts.values())
+    # the reference missing: its dependant is not checked, whatever its own error
+    (out / "x" / "ref" / "metrics.jsonl").unlink()
+    (out / "x" / "ref" / "config.json").unlink()
+    report = apical.reproduce(name, out=out, runs=["half"], resume=True, epochs=1)
+    assert report.run("near").verdict == "not checked: shortened to 1 epochs (declared 3)"
+    report = apical.reproduce(name, out=out, runs=["never"], resume=True)
+    assert report.run("near").verdict == "not checked: reference ref not run"
+    assert report.run("never").verdict == "not checked: no bound declared"
+
+
+def test_reproduce_trains_into_run_folders_and_refuses_to_overwrite_them(tmp_path):
+    name = str(_experiment_file(tmp_path))
+    out = tmp_path / "runs"
+    report = apical.reproduce(name, out=out, runs=["ref", "near"])
+    rows = [json.loads(s) for s in (out / "x" / "ref" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert report.run("ref").values["test_error"] == pytest.approx(
+        100 * (1 - rows[-1]["test_accuracy"])
+    )
+    assert report.run("ref").verdict in ("pass", "FAIL")
+    before = (out / "x" / "ref" / "checkpoint.pt").read_bytes()
+    with pytest.raises(
+        ApicalError, match=r"x/ref already holds a finished run \(3 epochs\); add --resume"
+    ):
+        apical.reproduce(name, out=out, runs=["ref"])
+    assert (out / "x" / "ref" / "checkpoint.pt").read_bytes() == before
+    again = apical.reproduce(name, out=out, runs=["ref"], resume=True)  # reported, not trained
+    assert again.run("ref") == report.run("ref")
+    assert (out / "x" / "ref" / "checkpoint.pt").read_bytes() == before
+
+
+def test_a_diverged_run_is_reported_and_the_others_still_run(tmp_path):
+    path = tmp_path / "d.toml"
+    path.write_text(
+        HEAD.replace('"x"', '"d"', 1)
+        + """[base]
+dataset = "xor"
+epochs = 3
+batch_size = 4
+probe_every = 0
+model_options = { hidden = [4] }
+[[runs]]
+label = "blows-up"
+rule = "backprop"
+loss = "mse"
+lr = 1e30
+momentum = 0.0
+[[runs]]
+label = "fine"
+rule = "fa"
+lr = 0.1
+"""
+    )
+    said = []
+    report = apical.reproduce(str(path), out=tmp_path / "runs", echo=said.append)
+    assert report.run("blows-up").verdict == "diverged"
+    assert report.run("fine").values["test_error"] is not None
+    assert any(s.startswith("[blows-up] diverged: the loss became NaN or inf") for s in said)
+    kept = (tmp_path / "runs" / "d" / "blows-up" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["epoch"] for r in kept] == [1]  # the last good epoch stays

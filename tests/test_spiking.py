@@ -9,9 +9,10 @@ from dataclasses import replace
 import pytest
 import torch
 
+from apical.config import replace as configured
 from apical.errors import ApicalError
 from apical.spiking import neurons, plasticity, protocols, raster, synapses, xor_net
-from apical.spiking.config import BurstNeuron, BurstRule, XorConfig, with_options
+from apical.spiking.config import BurstNeuron, BurstRule, XorConfig
 from apical.spiking.xor import cost, input_current, run_xor, teacher
 
 
@@ -260,11 +261,11 @@ def test_xor_run_resumes_exactly(tmp_path):
 
 
 def test_bad_spiking_options_are_one_line():
-    with pytest.raises(ApicalError, match="unknown option 'tau'"):
-        with_options(XorConfig(), {"tau": 1.0})
+    with pytest.raises(ApicalError, match="unknown config key tau; known keys: bg_hidden"):
+        configured(XorConfig(), {"tau": 1.0})
     with pytest.raises(ApicalError, match="coarser than 1 ms"):
         XorConfig(dt=2.0)
-    assert with_options(XorConfig(), {"rule.tau_avg": 500.0}).rule.tau_avg == 500.0
+    assert configured(XorConfig(), {"rule.tau_avg": 500.0}).rule.tau_avg == 500.0
 
 
 def test_reproduce_spiking_commands(tmp_path):
@@ -274,12 +275,19 @@ def test_reproduce_spiking_commands(tmp_path):
     assert r.returncode == 0, r.stderr
     b = next(line for line in r.stdout.splitlines() if line.startswith("b (pairings)"))
     assert 62.5 < float(b.split("LTP from ")[1].split(" Hz")[0]) <= 100  # NN Fig. 2b
-    assert (tmp_path / "spiking-plasticity-tiny" / "figure2.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "spiking-plasticity-tiny" / "plasticity" / "figure2.png").read_bytes()[
+        :4
+    ] == b"\x89PNG"
     r = apical("reproduce", "spiking-xor", "--preset", "tiny", "--out", str(tmp_path))
     assert r.returncode == 0, r.stderr
-    rows = [line.split() for line in r.stdout.splitlines() if line[:4].strip() in ("1", "2")]
+    rows = [line.split() for line in r.stdout.splitlines()
+            if line[:4].strip() in ("1", "2") and len(line.split()) == 6]  # fmt: skip
     assert len(rows) == 2 and all(0 < float(x) < 100 for row in rows for x in row[1:5])
-    assert (tmp_path / "spiking-xor-tiny" / "xor.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "spiking-xor-tiny" / "xor" / "xor.png").read_bytes()[:4] == b"\x89PNG"
+    r = apical("reproduce", "spiking-xor", "--preset", "tiny", "--out", str(tmp_path))
+    assert r.returncode == 2 and "already holds a run; add --resume" in r.stderr
+    r = apical("reproduce", "spiking-xor", "--preset", "tiny", "--out", str(tmp_path), "--resume")
+    assert r.returncode == 0 and "solved" in r.stdout, r.stderr
     r = apical("reproduce", "spiking-xor", "--preset", "nope", "--out", str(tmp_path))
     assert r.returncode != 0 and r.stderr.strip().endswith("presets: cpu, cpu-dt0.1, cpu-4s, tiny")
     r = apical("reproduce", "spiking-xor", "--epochs", "3", "--out", str(tmp_path))
@@ -294,7 +302,8 @@ def test_multiplexing_rates_follow_their_inputs(tmp_path):
 
     r = apical("reproduce", "spiking-multiplexing", "--preset", "tiny", "--out", str(tmp_path))
     assert r.returncode == 0, r.stderr
-    res = json.loads((tmp_path / "spiking-multiplexing-tiny" / "multiplexing.json").read_text())
+    folder = tmp_path / "spiking-multiplexing-tiny" / "multiplexing"
+    res = json.loads((folder / "summary.json").read_text())
     corr = {k: v["mean"] for k, v in res["0.25"]["correlations"].items()}
     assert corr["pyr2 BP ~ I_d"] > 0.7 and corr["pyr1 ER ~ I_s"] > 0.7
     assert corr["pyr2 ER ~ pyr1 ER"] > 0.5 and corr["pyr1 BP ~ pyr2 BR"] > 0.3

@@ -1,7 +1,8 @@
 """apical: biologically plausible credit assignment on PyTorch."""
 
 from apical.convert import convert
-from apical.errors import ApicalError
+from apical.errors import ApicalError, ConfigError
+from apical.experiments import Report, reproduce
 from apical.layers import (
     FeedbackConv2d,
     FeedbackInit,
@@ -15,10 +16,12 @@ from apical.rules import RULES, Rule, Step, make_rule
 __all__ = [
     "RULES",
     "ApicalError",
+    "ConfigError",
     "FeedbackConv2d",
     "FeedbackInit",
     "FeedbackLinear",
     "FeedbackSpec",
+    "Report",
     "Rule",
     "Step",
     "backward_path",
@@ -26,5 +29,6 @@ __all__ = [
     "make_rule",
     "param_groups",
     "parameter_roles",
+    "reproduce",
 ]
 __version__ = "0.1.0"

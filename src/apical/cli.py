@@ -1,8 +1,10 @@
-"""The `apical` command: demo, train, rules, reproduce."""
+"""The `apical` command: demo, train, rules, reproduce, plot. It parses arguments and
+formats results; the work is done by the library (apical.train, apical.experiments)."""
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 import tomllib
 from pathlib import Path
@@ -11,29 +13,21 @@ from typing import Any
 import click
 
 from apical import __version__
-from apical.compare import (
-    format_table,
-    history_summary,
-    summary,
-    train_all,
-)
-from apical.errors import ApicalError
-from apical.experiments import (
-    Experiment,
-    experiments,
-    get_experiment,
-    spiking_experiments,
-    sweeps,
-    verdicts,
-)
-from apical.plots import load_runs, plot_runs, plot_sweep
+from apical.errors import ApicalError, Interrupted
+from apical.experiments import Report, shipped
+from apical.experiments import reproduce as reproduce_experiment
+from apical.plots import load_runs, plot_runs
 from apical.rules import RULES
-from apical.runs import Rows, folder_rows
-from apical.sweeps import run_sweep, summarize
-from apical.train import Run, TrainConfig, resolve_device
+from apical.run_folder import RunFolder, write_json
+from apical.train import TrainConfig, train_all
 from apical.train import train as run_training
 
 DEMO_RULES = ("backprop", "fa", "dfa", "sign_symmetry")
+HEADERS = {
+    "test_error": "test err %", "test_top5_error": "top-5 err %", "val_error": "val err %",
+    "test_error_sd": "sd", "epochs_to_threshold": "epochs to threshold", "apical": "|apical|",
+    "solved_count": "solved", "simulated_per_wall_second": "simulated s per s",
+}  # fmt: skip
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -60,7 +54,8 @@ def cli() -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Folder for the figure (demo.png) and the results (demo.json).",
 )
-@click.option("--seed", default=0, show_default=True, help="Random seed.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1),
+              help="Random seed.")  # fmt: skip
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto.")
 def demo(epochs: int, out: Path, seed: int, device: str) -> None:
     """Train a 64-128-128-10 MLP on scikit-learn's digits with backprop, FA, DFA and sign
@@ -71,17 +66,19 @@ def demo(epochs: int, out: Path, seed: int, device: str) -> None:
     )  # fmt: skip
     configs = {r: TrainConfig.from_dict({**base, "rule": r}) for r in DEMO_RULES}
     runs = train_all(configs, progress=False, echo=lambda s: click.echo(s, err=True))
-    rows = []
+    rows, results = [], {}
     for label, run in runs.items():
-        s = summary(run)
-        rows.append([label, 100 - s["test_error"], s["seconds"], s["angle"]])
+        last = run.history[-1]
+        angle = run.probes[-1]["mean_hidden_angle"] if run.probes else math.nan
+        results[label] = {"test_error": 100 * (1 - last["test_accuracy"]),
+                          "seconds": last["seconds"], "angle": angle}  # fmt: skip
+        rows.append([label, 100 * last["test_accuracy"], last["seconds"], angle])
     click.echo(
         format_table(["rule", "test accuracy (%)", "seconds", "angle to backprop (deg)"], rows)
     )
-    out.mkdir(parents=True, exist_ok=True)
     fig = plot_runs({k: (r.history, r.probes) for k, r in runs.items()}, out / "demo.png",
                     "apical demo: digits, MLP 64-128-128-10")  # fmt: skip
-    (out / "demo.json").write_text(json.dumps({k: summary(r) for k, r in runs.items()}, indent=2))
+    write_json(out / "demo.json", results)
     click.echo(f"figure: {fig}")
 
 
@@ -162,7 +159,7 @@ def _parse_sizes(text: str | None) -> list[int] | None:
     "--schedule", help="constant, cosine or step (x step_factor every step_every epochs)."
 )
 @click.option("--grad-clip", type=float, help="Clip the update's global norm to this.")
-@click.option("--epochs", type=int, help="Number of epochs.")
+@click.option("--epochs", type=int, help="Number of epochs (with --resume: extend the run).")
 @click.option("--batch-size", type=int, help="Mini-batch size.")
 @click.option("--seed", type=int, help="Random seed.")
 @click.option("--probe-every", type=int, help="Alignment probe every N steps (0: never).")
@@ -175,17 +172,12 @@ def train(config_file: Path | None, hidden: str | None, activation: str | None, 
     """Train one model with one rule and print its per-epoch metrics."""
     fields: dict[str, Any] = {}
     if resume and options.get("run_dir") and config_file is None:
-        saved = Path(options["run_dir"]) / "config.json"
-        if not saved.is_file():
+        saved = RunFolder(options["run_dir"]).config()
+        if saved is None:
             raise ApicalError(f"nothing to resume: no config.json in {options['run_dir']}")
-        fields = json.loads(saved.read_text())
+        fields = saved
     if config_file is not None:
-        if not config_file.is_file():
-            raise ApicalError(f"config file {config_file} not found")
-        try:
-            fields = tomllib.loads(config_file.read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise ApicalError(f"config file {config_file} is not valid TOML: {e}") from None
+        fields = _read_toml(config_file)
     fields.update(parse_assignments(set_field, "--set"))
     fields.update({k: v for k, v in options.items() if v is not None})
     model_options = dict(fields.get("model_options", {}))
@@ -204,16 +196,33 @@ def train(config_file: Path | None, hidden: str | None, activation: str | None, 
     config = TrainConfig.from_dict(fields)
 
     def show(row: dict[str, Any]) -> None:
+        angle = row.get("mean_hidden_angle")
         click.echo(
             f"epoch {row['epoch']:>3}  train loss {row['train_loss']:.4f}  "
-            f"val acc {100 * row['val_accuracy']:.2f}%  "
-            f"test acc {100 * row['test_accuracy']:.2f}%  "
-            f"angle {row['mean_hidden_angle']:.1f}  {row['seconds']:.1f}s"
+            f"val acc {_percent(row.get('val_accuracy'))}  "
+            f"test acc {_percent(row.get('test_accuracy'))}  "
+            f"angle {'-' if angle is None or math.isnan(angle) else f'{angle:.1f}'}  "
+            f"{row['seconds']:.1f}s"
         )
 
     run_training(config, resume=resume, progress=sys.stderr.isatty(), on_epoch=show)
     if config.run_dir:
         click.echo(f"run folder: {config.run_dir}")
+
+
+def _percent(v: float | None) -> str:
+    return "-" if v is None or math.isnan(v) else f"{100 * v:.2f}%"
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ApicalError(f"config file {path} not found")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ApicalError(f"config file {path} is not UTF-8 text; save it as UTF-8") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ApicalError(f"config file {path} is not valid TOML: {e}") from None
 
 
 @cli.command()
@@ -239,144 +248,74 @@ def rules() -> None:
 @click.option(
     "--epochs",
     type=click.IntRange(1),
-    help="Fewer epochs for a quick check (the verdict then says so).",
+    help="Fewer epochs for a quick check (reported, not judged).",
 )
-@click.option("--resume", is_flag=True, help="Continue runs that have a checkpoint.")
-@click.option("--preset", help="A sweep's shorter protocol (e.g. cpu, tiny).")
+@click.option("--resume", is_flag=True,
+              help="Continue runs that have a checkpoint; report finished ones.")  # fmt: skip
+@click.option("--preset", help="A shorter protocol of the experiment (e.g. cpu, tiny).")
 @click.option(
     "--run",
     "only",
     multiple=True,
     help="Train only this run of the experiment (repeatable; default: all).",
 )
+@click.option("--export", type=click.Path(file_okay=False, path_type=Path),
+              help="Also copy the report, figures and rows to EXPORT/NAME (for docs).")  # fmt: skip
 def reproduce(name: str | None, list_only: bool, data_dir: str | None, out: Path,
-              device: str | None, epochs: int | None, resume: bool,
-              preset: str | None, only: tuple[str, ...]) -> None:  # fmt: skip
-    """Run a paper experiment or sweep by NAME and print measured against published."""
+              device: str | None, epochs: int | None, resume: bool, preset: str | None,
+              only: tuple[str, ...], export: Path | None) -> None:  # fmt: skip
+    """Run a paper experiment or sweep by NAME (or a path to an experiment file) and print
+    measured against published."""
     if list_only or name is None:
-        for exp in experiments().values():
-            click.echo(f"{exp.name}: {exp.title}\n  source: {exp.source}\n  claim: {exp.claim}")
-            for r in exp.runs:
+        for exp in shipped().values():
+            presets = f"; presets: {', '.join(exp.presets)}" if exp.presets else ""
+            click.echo(f"{exp.name} ({exp.kind}{presets}): {exp.title}")
+            click.echo(f"  source: {exp.source}\n  claim: {exp.claim}")
+            for r in exp.spec.runs if exp.kind == "train" else ():
                 shared = f" (the run {r.same_as})" if r.same_as else ""
                 click.echo(f"    {r.label}: published {r.published or '-'}{shared}")
-        for sp in spiking_experiments().values():
-            presets = ", ".join(sp.presets) or "none"
-            click.echo(f"{sp.name} (spiking; presets: {presets}): {sp.title}")
-            click.echo(f"  source: {sp.source}\n  claim: {sp.claim}\n    published {sp.published}")
-        for sw in sweeps().values():
-            presets = ", ".join(sw.presets) or "none"
-            click.echo(f"{sw.name} (sweep; presets: {presets}): {sw.title}\n  claim: {sw.claim}")
         return
-    if only and (name in spiking_experiments() or name in sweeps()):
-        raise ApicalError(f"--run picks runs of an experiment; {name} has none to pick")
-    if name in spiking_experiments():
-        for flag, value in (("--epochs", epochs), ("--data-dir", data_dir)):
-            if value is not None:
-                raise ApicalError(f"{flag} does not apply to the spiking simulation {name}; "
-                                  "use --preset for a shorter protocol")  # fmt: skip
-        device = str(resolve_device(device or "cpu"))
-        _reproduce_spiking(spiking_experiments()[name], preset, out, device, resume)
-        return
-    if name in sweeps():
-        overrides = {"data_dir": data_dir, "device": device, "epochs": epochs}
-        _reproduce_sweep(sweeps()[name].preset(preset), preset, out, overrides, resume)
-        return
-    if preset is not None:
-        raise ApicalError(f"--preset is for sweeps; {name} is an experiment")
-    exp = get_experiment(name)
-    picked = [r.label for r in exp.select(only).runs]
-    configs = exp.configs(out / exp.name, data_dir=data_dir, device=device, epochs=epochs)
-    for r in exp.runs:
-        if r.same_as and r.label in picked:
-            where = configs[r.label].run_dir
-            click.echo(f"[{r.label}] is the run {r.same_as}, in {where}", err=True)
-    runs = train_all(
-        {k: configs[k] for k in picked}, resume=resume, progress=sys.stderr.isatty(),
-        echo=lambda s: click.echo(s, err=True),
+    report = reproduce_experiment(
+        name, out=out, preset=preset, runs=only, resume=resume, export=export,
+        progress=sys.stderr.isatty(), echo=lambda s: click.echo(s, err=True),
+        data_dir=data_dir, device=device, epochs=epochs,
     )  # fmt: skip
-    results, final, verdict = _experiment_results(exp, configs, picked, runs)
-    rows = []
-    for r in exp.runs:
-        expected = []
-        if r.max_error is not None:
-            expected.append(f"err <= {r.max_error:g}%")
-        if r.within is not None:
-            expected.append(f"err <= {r.reference} + {r.within:g}")
-        if r.max_angle is not None:
-            expected.append(f"angle <= {r.max_angle:g}")
-        f = final.get(r.label, dict.fromkeys(("val_error", "angle", "seconds"), "-"))
-        if r.label not in final:
-            err = "-"
-        elif r.metric == "test_error":
-            err = f[r.metric]
-        else:
-            err = f"{f[r.metric]:.2f} (top-5)"
-        rows.append([r.label, err, f["val_error"], f["angle"], f["seconds"],
-                     r.published or "-", ", ".join(expected) or "-", verdict[r.label]])  # fmt: skip
-    click.echo(f"{exp.title}\nsource: {exp.source}")
-    click.echo(format_table(["run", "test err %", "val err %", "angle", "seconds", "published",
-                             "expected", "verdict"], rows))  # fmt: skip
-    if epochs is not None:
-        click.echo(f"(shortened to {epochs} epochs: not the published protocol)")
-    fig = plot_runs(results, out / exp.name / "curves.png", exp.title)
-    (out / exp.name / "summary.json").write_text(
-        json.dumps({"final": final, "verdict": verdict}, indent=2)
-    )
-    click.echo(f"figure: {fig}")
+    click.echo(format_report(report))
 
 
-def _experiment_results(
-    exp: Experiment, configs: dict[str, TrainConfig], picked: list[str], runs: dict[str, Run]
-) -> tuple[dict[str, Rows], dict[str, dict], dict[str, str]]:
-    """Every run of the experiment, not only those trained now: rows (history, probes) of
-    each run folder that has any, the final metrics of the finished ones (all epochs of
-    their config), and a verdict each ('pass'/'FAIL'/'-', or why there is none)."""
-    results, final, status = {}, {}, {}
-    for r in exp.runs:
-        cfg = configs[r.label]
-        rows = (runs[r.label].history, runs[r.label].probes) if r.label in runs else None
-        rows = rows or (None if r.label in picked else folder_rows(cfg.run_dir))
-        if rows is None:
-            status[r.label] = "diverged" if r.label in picked else "not run"
-            continue
-        results[r.label] = rows
-        done = rows[0][-1]["epoch"]
-        if done >= cfg.epochs:
-            final[r.label] = history_summary(*rows)
-        else:
-            status[r.label] = f"epoch {done} of {cfg.epochs}"
-    return results, final, {**verdicts(exp, final), **status}
+def format_report(report: Report) -> str:
+    """The report as the lines `apical reproduce` prints: a table of its runs (a single
+    run's published number and tolerance on lines of their own), its notes and files."""
+    lines = [report.title, f"source: {report.source}"]
+    keys = list(dict.fromkeys(k for r in report.runs for k in r.values))
+    texts = [c for c in ("published", "expected") if any(getattr(r, c) for r in report.runs)]
+    if len(report.runs) == 1:
+        lines += [f"{c}: {getattr(report.runs[0], c)}" for c in texts]
+        texts = []
+    rows = [[r.label, *(r.values.get(k) for k in keys), *(getattr(r, c) or "-" for c in texts),
+             r.verdict] for r in report.runs]  # fmt: skip
+    headers = ["run", *(HEADERS.get(k, k) for k in keys), *texts, "verdict"]
+    lines += [format_table(headers, rows), *report.notes]
+    lines += [f"{'figure' if p.suffix == '.png' else 'file'}: {p}" for n, p in report.files.items()
+              if not n.endswith(".jsonl")]  # fmt: skip
+    lines.append(f"report: {report.folder / 'report.json'}")
+    return "\n".join(lines)
 
 
-def _reproduce_spiking(exp, preset, out: Path, device: str, resume: bool) -> None:
-    from apical.spiking.reproduce import reproduce as run_protocol
+def format_table(headers: list[str], rows: list[list[Any]]) -> str:
+    def cell(v: Any) -> str:
+        if v is None:
+            return "-"
+        if isinstance(v, float):
+            return "-" if math.isnan(v) else f"{v:.2f}"
+        return str(v)
 
-    out_dir = out / (exp.name + (f"-{preset}" if preset else ""))
-    lines, fig = run_protocol(exp.protocol, exp.preset_options(preset), out_dir, device, resume,
-                              lambda s: click.echo(s, err=True))  # fmt: skip
-    click.echo(f"{exp.title}\nsource: {exp.source}")
-    for line in lines:
-        click.echo(line)
-    click.echo(f"published: {exp.published}\nfigure: {fig}")
-
-
-def _reproduce_sweep(sweep, preset, out: Path, overrides: dict, resume: bool) -> None:
-    out_dir = out / (sweep.name + (f"-{preset}" if preset else ""))
-    results, layers = run_sweep(sweep, out_dir, overrides=overrides, resume=resume,
-                                progress=sys.stderr.isatty(),
-                                echo=lambda s: click.echo(s, err=True))  # fmt: skip
-    axes = list(sweep.axes)
-    summary_rows = summarize(results, layers, axes)
-    headers = [*axes, "lr", "test err %", "sd", f"epochs to {sweep.threshold:g}%", "|apical|",
-               "angle"]  # fmt: skip
-    rows = [[*(r[a] for a in axes), r["lr"], r["test_error"], r["test_error_sd"],
-             r["epochs_to_threshold"], r["apical"], r["angle"]] for r in summary_rows]  # fmt: skip
-    click.echo(f"{sweep.title}\nclaim: {sweep.claim}")
-    click.echo(format_table(headers, rows))
-    for path in plot_sweep(summary_rows, layers, out_dir, sweep.title):
-        click.echo(f"figure: {path}")
-    click.echo(f"tables: {out_dir / 'results.csv'}, {out_dir / 'layers.csv'}, "
-               f"{out_dir / 'summary.csv'}")  # fmt: skip
+    text = [[cell(v) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in text)) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in text]
+    return "\n".join(lines)
 
 
 @cli.command()
@@ -396,16 +335,19 @@ def main() -> None:
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:
-        click.echo("interrupted; continue later with --resume", err=True)
+        click.echo("interrupted", err=True)
         sys.exit(130)
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
+    except Interrupted as e:
+        click.echo(f"stopped: {e}", err=True)
+        sys.exit(130)
     except ApicalError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        click.echo("interrupted; continue later with --resume", err=True)
+        click.echo("interrupted", err=True)
         sys.exit(130)
 
 

@@ -1,4 +1,4 @@
-"""The one exception type for a user's mistake: the CLI prints its message as one line."""
+"""apical's exceptions for a user's mistake: the CLI prints the message as one line."""
 
 
 class ApicalError(Exception):
@@ -6,5 +6,13 @@ class ApicalError(Exception):
     problem and what to do about it."""
 
 
+class ConfigError(ApicalError):
+    """A config value of the wrong type or range, or an unknown key (apical.config)."""
+
+
 class DivergedError(ApicalError):
     """The loss became NaN or inf during training (the message names epoch and step)."""
+
+
+class Interrupted(ApicalError):
+    """SIGINT or SIGTERM stopped a run; the message says what was saved and how to go on."""

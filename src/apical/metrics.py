@@ -94,11 +94,14 @@ def alignment(
     A probe: the model's buffers (BatchNorm statistics) are restored afterwards, and
     `generator` should be a dedicated one so that training's random draws are untouched.
     """
-    if hasattr(rule, "alignment"):  # a rule that carries its own reference (eLife 2017)
-        return rule.alignment(model, x, y, generator)
     saved = {k: v.clone() for k, v in model.named_buffers()}
     try:
-        step = rule.directions(model, x, y, generator)
+        step = rule.probe_step(model, x, y, generator)
+        if rule.probes == "diagnostics":
+            return {
+                name: {k: float(v) for k, v in row.items()}
+                for name, row in step.diagnostics.items()
+            }
         ours = step.directions
         exact = Backprop(loss=rule.loss).directions(model, x, y).directions
     finally:

@@ -2,31 +2,37 @@
 
 Each step: `rule.directions` -> `.grad` -> (optional clipping) -> `optimizer.step()` ->
 `rule.after_step`. Alignment probes run every `probe_every` steps on a fixed probe batch
-with their own generator, so they cannot change training. A run folder holds
-`config.json`, `metrics.jsonl` (one row per epoch), `probes.jsonl` and `checkpoint.pt`
-(model, optimizer, scheduler, every RNG state, epoch, step, history), all written
-atomically; `resume=True` continues to the same weights as an uninterrupted run.
+with their own generator, so they cannot change training. With a run folder
+(apical.run_folder) every epoch ends in a checkpoint (model, optimizer, scheduler, every
+random generator, epoch, step) and its rows (metrics.jsonl, probes.jsonl); SIGINT and
+SIGTERM save a checkpoint within the epoch. `resume=True` continues to exactly the weights
+of an uninterrupted run.
+
+`train` is the whole loop; `Trainer` holds its parts: setup (data, model, rule, optimizer,
+schedule, generators, probe batch), `restore` from a checkpoint, `run_epoch`, and `rows`.
+A replicated model (`config.seeds`) goes through the same code: every per-run quantity is
+a vector of one value per replica (of one value without replicas).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from tqdm import tqdm
 
-from apical.augment import AUGMENTATIONS, training_batch
+from apical.augment import training_batch
 from apical.convert import convert
 from apical.data import Dataset, load_dataset
-from apical.errors import ApicalError, DivergedError
+from apical.errors import ApicalError, DivergedError, Interrupted
+from apical.interrupts import Stop, stop_signals
 from apical.keyed import example_keys
 from apical.metrics import alignment, evaluate, mean_hidden_angle
 from apical.models import build_model
@@ -34,135 +40,360 @@ from apical.optim import DecoupledMomentumSGD
 from apical.params import param_groups
 from apical.replicas import replicate
 from apical.rules import Rule, make_rule
-from apical.runs import load_checkpoint, save_checkpoint, write_json, write_jsonl
+from apical.run_folder import RunFolder, differences, jsonable
+from apical.train_config import DATA_FIELDS, LOCATION_FIELDS, TrainConfig, extension_check
 
-OPTIMIZERS = ("sgd", "adam", "adamw", "decoupled_sgd")
-SCHEDULES = ("constant", "cosine", "step")
-
-
-@dataclass
-class TrainConfig:
-    """Everything a run depends on (the run folder's config.json)."""
-
-    dataset: str = "digits"
-    data_dir: str | None = None
-    val_size: int | float = 0.1
-    train_size: int | None = None  # train on the first N of the (shuffled) training split
-    standardize: bool = True
-    image_size: int = 64
-    augment: str = "none"
-    model: str = "mlp"
-    model_options: dict[str, Any] = field(default_factory=dict)
-    rule: str = "backprop"
-    rule_options: dict[str, Any] = field(default_factory=dict)
-    loss: str = "cross_entropy"
-    optimizer: str = "sgd"
-    lr: float = 0.05
-    output_lr: float | None = None
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    schedule: str = "constant"
-    step_every: int = 30  # epochs between the lr drops of schedule "step"
-    step_factor: float = 0.1
-    grad_clip: float | None = None
-    epochs: int = 10
-    batch_size: int = 64
-    seed: int = 0
-    # replicas (apical.replicas): one network per entry of `seeds` (its initialisation, data
-    # order and probe batch), trained side by side; `seed` then keys only the validation
-    # split. `lr_scales` multiplies each replica's learning rates (sgd without weight decay
-    # or decoupled_sgd, where scaling the direction is exactly scaling the lr).
-    seeds: list[int] | None = None
-    lr_scales: list[float] | None = None
-    probe_every: int = 100
-    probe_size: int = 512
-    probe_epochs: bool = False  # also probe at the end of every epoch
-    device: str = "auto"
-    run_dir: str | None = None
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ApicalError(
-                f"unknown config key {', '.join(unknown)}; known keys: {', '.join(sorted(known))}"
-            )
-        return cls(**d)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def check(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise ApicalError(
-                f"unknown optimizer {self.optimizer!r}; known: {', '.join(OPTIMIZERS)}"
-            )
-        if self.augment not in AUGMENTATIONS:
-            raise ApicalError(
-                f"unknown augmentation {self.augment!r}; known: {', '.join(AUGMENTATIONS)}"
-            )
-        if self.schedule not in SCHEDULES:
-            raise ApicalError(f"unknown schedule {self.schedule!r}; known: {', '.join(SCHEDULES)}")
-        if self.seeds is not None:
-            self._check_replicas()
-        elif self.lr_scales is not None:
-            raise ApicalError("lr_scales needs seeds (one learning-rate scale per replica)")
-        for name in ("lr", "epochs", "batch_size"):
-            value = getattr(self, name)
-            if not (isinstance(value, int | float) and value > 0 and math.isfinite(value)):
-                raise ApicalError(f"{name} must be a positive number, got {value!r}")
-
-    def _check_replicas(self) -> None:
-        seeds, scales = self.seeds, self.lr_scales
-        if not seeds or not all(isinstance(v, int) for v in seeds):
-            raise ApicalError(f"seeds must be a non-empty list of integers, got {seeds!r}")
-        if scales is not None and not all(v > 0 and math.isfinite(v) for v in scales):
-            raise ApicalError(f"lr_scales must be positive finite numbers, got {scales!r}")
-        if scales is not None and len(scales) != len(seeds):
-            raise ApicalError(
-                f"lr_scales has {len(scales)} entries for {len(seeds)} seeds; give one per seed"
-            )
-        if self.augment != "none" or self.grad_clip:
-            raise ApicalError("replicas (seeds) train without augmentation and grad_clip")
-        scaled = scales is not None and any(v != 1 for v in scales)
-        plain_sgd = self.optimizer == "sgd" and self.weight_decay == 0
-        if scaled and not (plain_sgd or self.optimizer == "decoupled_sgd"):
-            raise ApicalError(
-                "lr_scales needs optimizer sgd without weight decay, or decoupled_sgd (where a "
-                "scaled direction is a scaled learning rate)"
-            )
-
-    @property
-    def replicas(self) -> int | None:
-        return len(self.seeds) if self.seeds is not None else None
+__all__ = ["DATA_FIELDS", "Run", "TrainConfig", "Trainer", "finished_run", "train", "train_all"]
 
 
 @dataclass
 class Run:
-    """What `train` returns: the trained model and the rows written to the run folder."""
+    """What `train` returns: the trained model and the rows of its run folder; `diverged`
+    holds the message when the loss became NaN or inf (the rows end at the last epoch)."""
 
     config: TrainConfig
-    model: nn.Module
+    model: nn.Module | None
     history: list[dict[str, Any]]
     probes: list[dict[str, Any]]
+    diverged: str | None = None
 
 
-DATA_FIELDS = (
-    "dataset", "data_dir", "val_size", "train_size", "seed", "standardize", "image_size",
-)  # fmt: skip
+def train(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    data: Dataset | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> Run:
+    """Train `config`; with `resume`, continue the run in `config.run_dir` from its checkpoint
+    (a run folder is never overwritten otherwise). `data` may be passed to reuse an already
+    loaded dataset (it must match the config's DATA_FIELDS)."""
+    config.check()
+    folder = RunFolder(config.run_dir) if config.run_dir is not None else None
+    if resume and folder is None:
+        raise ApicalError("--resume needs --run-dir, the folder of the run to continue")
+    with folder.writer() if folder else contextlib.nullcontext(), stop_signals() as stop:
+        resuming = folder is not None and folder.begin(
+            config.to_dict(), resume=resume, extendable=extension_check(config),
+            location=LOCATION_FIELDS,
+        )  # fmt: skip
+        trainer = Trainer(config, data)
+        if resuming:
+            trainer.restore(*folder.restore(trainer.device))
+        else:
+            trainer.start()
+        while trainer.epoch < config.epochs:
+            finished = trainer.run_epoch(stop, progress)
+            rows = trainer.end_epoch() if finished else []
+            if folder is not None:
+                folder.save(trainer.state(), trainer.streams())
+            for row in rows if on_epoch is not None else ():
+                on_epoch(row)
+            if stop.requested and trainer.epoch < config.epochs:
+                raise Interrupted(trainer.interrupted_message(stop.signal, config.run_dir))
+    return Run(config, trainer.model, trainer.history, trainer.probes)
 
 
-def clip_grads(model: nn.Module, max_norm: float) -> None:
-    """clip_grad_norm_ over every `.grad` (a learned feedback tensor's direction counted as
-    its own term, as it moves its tensor), scaling each tensor once where parameters share
-    one (`apical.rules.base.weight_direction`)."""
-    params = [p for p in model.parameters() if p.grad is not None]
-    norm = nn.utils.get_total_norm([p.grad for p in params])
-    once = list({id(p.grad): p for p in params}.values())
-    nn.utils.clip_grads_with_norm_(once, max_norm, norm)
+def train_all(
+    configs: dict[str, TrainConfig],
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+) -> dict[str, Run]:
+    """Train each config in turn (the runs of an experiment, the points of a sweep),
+    loading each dataset once for consecutive configs that share it.
+
+    Without `resume`, a config whose run folder already holds a run is refused before
+    anything trains. With it, a finished run is read from its folder (model None), a run
+    with a checkpoint continues, and one without starts. A run that diverges is returned
+    with `diverged` set, and the others still run."""
+    folders = {k: RunFolder(c.run_dir) for k, c in configs.items() if c.run_dir is not None}
+    for folder in folders.values():
+        if folder.has_run() and not resume:
+            raise ApicalError(
+                f"{folder.path} already holds {folder.describe()}; add --resume to continue it "
+                "(a finished run is reported without training), or choose another folder"
+            )
+    loaded: tuple[tuple, Dataset] | None = None
+    runs = {}
+    for label, cfg in configs.items():
+        folder = folders.get(label)
+        if folder is not None and finished_run(folder, cfg):
+            echo(f"[{label}] finished ({cfg.epochs} epochs)")
+            rows = [r for r in folder.rows() if r.get("epoch", 0) <= cfg.epochs]
+            probes = [p for p in folder.rows("probes") if p.get("epoch", 0) <= cfg.epochs]
+            runs[label] = Run(cfg, None, rows, probes)
+            continue
+        key = tuple(getattr(cfg, f) for f in DATA_FIELDS)
+        if loaded is None or loaded[0] != key:
+            loaded = None  # one dataset in memory at a time
+            loaded = (key, load_config_data(cfg))
+        again = folder is not None and folder.has_run()
+        echo(f"[{label}] rule {cfg.rule}, {cfg.epochs} epochs" + (" (resuming)" if again else ""))
+        try:
+            runs[label] = train(cfg, resume=again, progress=progress, data=loaded[1])
+        except DivergedError as e:
+            echo(f"[{label}] diverged: {e}")
+            history, probes = (folder.rows(), folder.rows("probes")) if folder else ([], [])
+            runs[label] = Run(cfg, None, history, probes, diverged=str(e))
+    return runs
 
 
+def finished_run(folder: RunFolder, config: TrainConfig) -> bool:
+    """Whether the folder holds `config`'s run to its last epoch. Its config must match,
+    epochs aside (a longer run of a schedule that does not depend on the length holds the
+    shorter one in its first epochs); another run is refused with one line."""
+    rows, saved = folder.rows(), folder.config()
+    if not rows or saved is None or rows[-1].get("epoch", 0) < config.epochs:
+        return False
+    differ = [k for k in differences(saved, config.to_dict(), LOCATION_FIELDS) if k != "epochs"]
+    if not differ and saved.get("epochs") != config.epochs and config.schedule == "cosine":
+        differ = ["epochs (a cosine schedule)"]
+    if differ:
+        raise ApicalError(
+            f"{folder.path} holds a run of another config (it differs in {', '.join(differ)}); "
+            "move it away or choose another folder"
+        )
+    return True
+
+
+class Trainer:
+    """The state of one training run and its steps (see the module docstring)."""
+
+    def __init__(self, config: TrainConfig, data: Dataset | None = None) -> None:
+        self.config = config
+        self.device = resolve_device(config.device)
+        data = data if data is not None else load_config_data(config)
+        self.data = data.to(self.device)
+        self.model, self.rule = build(config, self.data, self.device)
+        self.optimizer = make_optimizer(config, self.model)
+        self.scheduler = make_scheduler(config, self.optimizer)
+        seeds = config.seeds if config.seeds is not None else [config.seed]
+        self.replicated = config.seeds is not None
+        self.generators = {
+            "rule": torch.Generator(self.device).manual_seed(config.seed + 2),
+            "augment": torch.Generator(self.device).manual_seed(config.seed + 6),
+            "decode": torch.Generator().manual_seed(config.seed + 7),
+        }
+        self.shuffles = [f"shuffle{r}" if self.replicated else "shuffle" for r in range(len(seeds))]
+        for key, s in zip(self.shuffles, seeds, strict=True):
+            self.generators[key] = torch.Generator().manual_seed(s + 3)
+        n = len(self.data.x_train)
+        picks = [
+            torch.randperm(n, generator=torch.Generator().manual_seed(s + 4))[: config.probe_size]
+            for s in seeds
+        ]
+        pick = self._one_or_all(torch.stack(picks)).to(self.device)
+        self.probe_x, self.probe_y = self.data.x_train[pick], self.data.y_train[pick]
+        self.scales = _direction_scales(config, self.model)
+        self.tags = _replica_tags(config)
+        self.n_batches = math.ceil(n / config.batch_size)
+        # progress: completed epochs, steps, seconds of training; within an epoch the next
+        # batch, the epoch's order of examples and its summed loss
+        self.epoch, self.step, self.elapsed, self.last_probe = 0, 0, 0.0, -1
+        self.batch, self.perm, self.loss_sum = 0, None, self._zeros(torch.float64)
+        self.first_bad = self._zeros(torch.long) - 1  # step of the first non-finite loss
+        self.history: list[dict[str, Any]] = []
+        self.probes: list[dict[str, Any]] = []
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def start(self) -> None:
+        if self.config.probe_every or self.config.probe_epochs:
+            self.probe(0)
+
+    def state(self) -> dict[str, Any]:
+        """The checkpoint: everything `restore` needs to continue exactly."""
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "rng": {k: g.get_state() for k, g in self.generators.items()},
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "epoch": self.epoch,
+            "step": self.step,
+            "seconds": self.elapsed,
+            "last_probe": self.last_probe,
+            "first_bad": self.first_bad,
+            "batch": self.batch,
+            "loss_sum": self.loss_sum,
+        }
+        if self.perm is not None:  # saved within an epoch
+            state["perm"] = self.perm
+        return state
+
+    def streams(self) -> dict[str, list[dict[str, Any]]]:
+        return {"metrics": self.history, "probes": self.probes}
+
+    def restore(self, state: dict[str, Any], rows: dict[str, list[dict[str, Any]]]) -> None:
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.scheduler is not None:
+                self.scheduler.load_state_dict(state["scheduler"])
+            for k, g in self.generators.items():
+                g.set_state(state["rng"][k].cpu())
+            torch.set_rng_state(state["torch_rng"].cpu())
+            if state["cuda_rng"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
+            self.epoch, self.step, self.elapsed = state["epoch"], state["step"], state["seconds"]
+            self.last_probe, self.batch = state["last_probe"], state["batch"]
+            self.first_bad = state["first_bad"].to(self.device)
+            self.loss_sum = state["loss_sum"].to(self.device)
+            self.perm = state["perm"].to(self.device) if "perm" in state else None
+        except (KeyError, RuntimeError, ValueError, TypeError) as e:
+            raise ApicalError(
+                f"the checkpoint of {self.config.run_dir} does not fit this run "
+                f"({type(e).__name__}: {str(e).splitlines()[0][:120]}); start a new run"
+            ) from None
+        self.history, self.probes = rows.get("metrics", []), rows.get("probes", [])
+        if self.epoch > self.config.epochs:
+            raise ApicalError(
+                f"{self.config.run_dir} has trained {self.epoch} epochs already; resume with "
+                f"epochs >= {self.epoch}"
+            )
+
+    def interrupted_message(self, signal_name: str | None, run_dir: str | None) -> str:
+        where = (
+            f"the run is saved in {run_dir}; continue it with --resume"
+            if run_dir is not None
+            else "nothing was saved (no run folder)"
+        )
+        return (
+            f"interrupted by {signal_name or 'a signal'} in epoch {self.epoch + 1}, after "
+            f"step {self.step}: {where}"
+        )
+
+    # -- training --------------------------------------------------------------------------
+    def run_epoch(self, stop: Stop, progress: bool = False) -> bool:
+        """The rest of the current epoch's steps; False when a signal stopped it (its
+        state is then ready to save and resume within the epoch)."""
+        cfg, data, rule = self.config, self.data, self.rule
+        self.model.train()
+        t0 = time.perf_counter()
+        if self.perm is None:
+            perm = [torch.randperm(len(data.x_train), generator=self.generators[k])
+                    for k in self.shuffles]  # fmt: skip
+            self.perm = self._one_or_all(torch.stack(perm)).to(self.device)
+        params = dict(self.model.named_parameters())
+        bar = tqdm(range(self.batch, self.n_batches), desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
+                   disable=not progress, leave=False)  # fmt: skip
+        for i in bar:
+            idx = self.perm[..., i * cfg.batch_size : (i + 1) * cfg.batch_size]
+            x = training_batch(cfg.augment, data.x_train, idx, self.generators)
+            keyed = {"keys": example_keys(cfg.seed, self.epoch, idx)} if rule.keyed else {}
+            # free the last step's directions (its .grad and `result`) before this step's
+            # are made: the heap stays steady, where the allocator would otherwise return
+            # memory to the OS and page-fault it back every step
+            self.optimizer.zero_grad(set_to_none=True)
+            result = None
+            result = rule.directions(self.model, x, data.y_train[idx], self.generators["rule"],
+                                     **keyed)  # fmt: skip
+            for name, direction in result.directions.items():
+                scale = None if self.scales is None else self.scales[name]
+                params[name].grad = direction if scale is None else direction * scale
+            if cfg.grad_clip:
+                clip_grads(self.model, cfg.grad_clip)
+            self.optimizer.step()
+            rule.after_step(self.model, result)
+            self.step += 1
+            self.batch = i + 1
+            bad = ~torch.isfinite(result.loss) & (self.first_bad < 0)
+            self.first_bad = torch.where(bad, self.step, self.first_bad)
+            self.loss_sum += result.loss.double() * idx.shape[-1]
+            probe_now = cfg.probe_every and self.step % cfg.probe_every == 0
+            if probe_now or (progress and self.step % 50 == 0) or i == self.n_batches - 1:
+                self._stop_if_nonfinite()
+                if progress:
+                    bar.set_postfix(loss=f"{float(result.loss.mean()):.4f}")
+            if probe_now:
+                self.probe(self.epoch)
+            if stop.requested and i < self.n_batches - 1:
+                self._stop_if_nonfinite()
+                self.elapsed += time.perf_counter() - t0
+                return False
+        self.elapsed += time.perf_counter() - t0
+        return True
+
+    def end_epoch(self) -> list[dict[str, Any]]:
+        """Close the epoch: schedule, end-of-epoch probe, evaluation; its rows (one per
+        replica) are appended to the history and returned."""
+        cfg, data = self.config, self.data
+        if self.scheduler is not None:
+            self.scheduler.step()
+        self.epoch += 1
+        if cfg.probe_epochs and self.last_probe != self.step:
+            self.probe(self.epoch)
+        reps = cfg.replicas
+        splits = {"val": (data.x_val, data.y_val), "test": (data.x_test, data.y_test)}
+        evals = {
+            f"{split}_{k}": _per_replica(v)
+            for split, (xs, ys) in splits.items()
+            for k, v in evaluate(self.model, xs, ys, cfg.loss, replicas=reps).items()
+        }
+        losses = _per_replica((self.loss_sum / len(data.x_train)).tolist())
+        diverged = _per_replica(self.first_bad.tolist())
+        angles = [p["mean_hidden_angle"] for p in self.probes[-len(self.tags) :]]
+        rows = []
+        for r, tag in enumerate(self.tags):
+            row = {
+                "epoch": self.epoch,
+                "step": self.step,
+                **tag,
+                "train_loss": losses[r],
+                **{k: v[r] for k, v in evals.items()},
+                "seconds": self.elapsed,
+                "mean_hidden_angle": angles[r] if self.probes else None,
+            }
+            if diverged[r] >= 0:
+                row["diverged_step"] = diverged[r]
+            rows.append(jsonable(row))  # as the run folder holds it: NaN as None
+        self.history.extend(rows)
+        self.batch, self.perm = 0, None
+        self.loss_sum = self._zeros(torch.float64)
+        return rows
+
+    def probe(self, epoch: int) -> None:
+        """Probe rows (one per replica) on the fixed probe batch, with their own generator."""
+        gen = torch.Generator(self.device).manual_seed(self.config.seed + 5)
+        layers = alignment(self.model, self.rule, self.probe_x, self.probe_y, gen)
+        for tag, rows in zip(self.tags, layers if isinstance(layers, list) else [layers],
+                             strict=True):  # fmt: skip
+            self.probes.append(jsonable({
+                "epoch": epoch, "step": self.step, "images": self.step * self.config.batch_size,
+                **tag, "mean_hidden_angle": mean_hidden_angle(self.model, rows), "layers": rows,
+            }))  # fmt: skip
+        self.last_probe = self.step
+
+    def _stop_if_nonfinite(self) -> None:
+        """Stop when the loss went NaN or inf (for replicas: when every replica's did; a
+        replica that diverged alone is marked in its rows and the others go on)."""
+        if not bool((self.first_bad >= 0).all()):
+            return
+        bad_step, epoch = int(self.first_bad.max()), self.epoch
+        where = (
+            f"the last good checkpoint (epoch {epoch}) is in {self.config.run_dir}"
+            if self.config.run_dir is not None and epoch > 0
+            else "no checkpoint was written"
+        )
+        raise DivergedError(
+            f"the loss became NaN or inf at epoch {epoch + 1}, step {bad_step}; the run "
+            f"stopped and {where}. Lower the learning rate or set grad_clip"
+        )
+
+    def _one_or_all(self, stacked: Tensor) -> Tensor:
+        """A per-replica stack (R, ...) as the model takes it: (R, ...) for a replicated
+        model, the only entry for a plain one."""
+        return stacked if self.replicated else stacked[0]
+
+    def _zeros(self, dtype: torch.dtype) -> Tensor:
+        shape = (self.config.replicas,) if self.replicated else ()
+        return torch.zeros(shape, dtype=dtype, device=self.device)
+
+
+# -- the parts a Trainer is built from -----------------------------------------------------
 def load_config_data(config: TrainConfig) -> Dataset:
     """The dataset a config trains on (configs equal in DATA_FIELDS share it)."""
     data = load_dataset(
@@ -196,20 +427,6 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    groups = param_groups(model, config.lr, config.output_lr)
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(
-            groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-        )
-    if config.optimizer == "decoupled_sgd":
-        return DecoupledMomentumSGD(
-            groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-        )
-    cls = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
-    return cls(groups, lr=config.lr, weight_decay=config.weight_decay)
-
-
 def build(config: TrainConfig, data: Dataset, device: torch.device) -> tuple[nn.Module, Rule]:
     """The rule and the converted model; initial weights depend only on the seed (on each
     replica's seed for replicas)."""
@@ -232,21 +449,38 @@ def build(config: TrainConfig, data: Dataset, device: torch.device) -> tuple[nn.
     return one(config.seed).to(device), rule
 
 
-def _probe(model, rule, x, y, seed, device, epoch, step, config) -> list[dict[str, Any]]:
-    """Probe rows: one, or one per replica (with its seed and lr scale)."""
-    rows = alignment(model, rule, x, y, torch.Generator(device).manual_seed(seed))
-    tags = _replica_tags(config)
-    return [
-        {
-            "epoch": epoch,
-            "step": step,
-            "images": step * config.batch_size,
-            **tag,
-            "mean_hidden_angle": mean_hidden_angle(model, layers),
-            "layers": layers,
-        }
-        for tag, layers in zip(tags, rows if isinstance(rows, list) else [rows], strict=True)
-    ]
+def make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    groups = param_groups(model, config.lr, config.output_lr)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+    if config.optimizer == "decoupled_sgd":
+        return DecoupledMomentumSGD(
+            groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+    cls = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
+    return cls(groups, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def make_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer):
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    if config.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(
+            optimizer, step_size=config.step_every, gamma=config.step_factor
+        )
+    return None
+
+
+def clip_grads(model: nn.Module, max_norm: float) -> None:
+    """clip_grad_norm_ over every `.grad` (a learned feedback tensor's direction counted as
+    its own term, as it moves its tensor), scaling each tensor once where parameters share
+    one (`apical.rules.base.weight_direction`)."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    norm = nn.utils.get_total_norm([p.grad for p in params])
+    once = list({id(p.grad): p for p in params}.values())
+    nn.utils.clip_grads_with_norm_(once, max_norm, norm)
 
 
 def _replica_tags(config: TrainConfig) -> list[dict[str, Any]]:
@@ -260,7 +494,7 @@ def _replica_tags(config: TrainConfig) -> list[dict[str, Any]]:
     ]
 
 
-def _direction_scales(config: TrainConfig, model: nn.Module) -> dict[str, torch.Tensor] | None:
+def _direction_scales(config: TrainConfig, model: nn.Module) -> dict[str, Tensor] | None:
     """Per-parameter (R, 1, ...) multipliers from lr_scales (None: all ones)."""
     if config.lr_scales is None or all(v == 1 for v in config.lr_scales):
         return None
@@ -271,217 +505,5 @@ def _direction_scales(config: TrainConfig, model: nn.Module) -> dict[str, torch.
     return out
 
 
-def _rng_state(generators: dict[str, torch.Generator]) -> dict[str, Any]:
-    state = {k: g.get_state() for k, g in generators.items()}
-    state["torch"] = torch.get_rng_state()
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(generators: dict[str, torch.Generator], state: dict[str, Any]) -> None:
-    for k, g in generators.items():
-        g.set_state(state[k].cpu())
-    torch.set_rng_state(state["torch"].cpu())
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-
-
-def _resume_config(config: TrainConfig, run_dir: Path) -> None:
-    saved_path = run_dir / "config.json"
-    if not saved_path.is_file():
-        raise ApicalError(f"nothing to resume: no config.json in {run_dir}")
-    saved = json.loads(saved_path.read_text())
-    ours = json.loads(json.dumps(config.to_dict()))
-    differ = sorted(
-        k for k in ours if k not in ("epochs", "device", "run_dir") and ours[k] != saved.get(k)
-    )
-    if differ:
-        raise ApicalError(
-            f"cannot resume {run_dir}: the config differs in {', '.join(differ)}; resume with "
-            "the run's own config (apical train --resume --run-dir DIR) or start a new run"
-        )
-
-
-def train(
-    config: TrainConfig,
-    *,
-    resume: bool = False,
-    progress: bool = True,
-    data: Dataset | None = None,
-    on_epoch: Callable[[dict[str, Any]], None] | None = None,
-) -> Run:
-    """Train `config`; with `resume`, continue the run in `config.run_dir` from its checkpoint.
-
-    `data` may be passed to reuse an already loaded dataset (it must match the config).
-    """
-    config.check()
-    device = resolve_device(config.device)
-    run_dir = Path(config.run_dir) if config.run_dir else None
-    if resume and run_dir is None:
-        raise ApicalError("--resume needs --run-dir, the folder of the run to continue")
-    if resume:
-        _resume_config(config, run_dir)
-    data = (data if data is not None else load_config_data(config)).to(device)
-    model, rule = build(config, data, device)
-    optimizer = make_optimizer(config, model)
-    scheduler = None
-    if config.schedule == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
-    elif config.schedule == "step":
-        scheduler = torch.optim.lr_scheduler.StepLR(
-            optimizer, step_size=config.step_every, gamma=config.step_factor
-        )
-    reps = config.replicas
-    seeds = config.seeds if reps is not None else [config.seed]
-    generators = {
-        "rule": torch.Generator(device).manual_seed(config.seed + 2),
-        "augment": torch.Generator(device).manual_seed(config.seed + 6),
-        "decode": torch.Generator().manual_seed(config.seed + 7),
-    }
-    shuffles = [f"shuffle{r}" if reps is not None else "shuffle" for r in range(len(seeds))]
-    for key, s in zip(shuffles, seeds, strict=True):
-        generators[key] = torch.Generator().manual_seed(s + 3)
-    n = len(data.x_train)
-    picks = [
-        torch.randperm(n, generator=torch.Generator().manual_seed(s + 4))[: config.probe_size]
-        for s in seeds
-    ]
-    pick = (torch.stack(picks) if reps is not None else picks[0]).to(device)
-    probe_x, probe_y = data.x_train[pick], data.y_train[pick]
-    probe_seed = config.seed + 5
-    scales = _direction_scales(config, model)
-    tags = _replica_tags(config)
-
-    start_epoch, step, history, probes = 0, 0, [], []
-    if resume:
-        ckpt = load_checkpoint(run_dir / "checkpoint.pt", device)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(ckpt["scheduler"])
-        _set_rng_state(generators, ckpt["rng"])
-        start_epoch, step = ckpt["epoch"], ckpt["step"]
-        history, probes = ckpt["history"], ckpt["probes"]
-    if run_dir is not None:
-        write_json(run_dir / "config.json", config.to_dict())
-
-    def probe(epoch: int) -> None:
-        probes.extend(
-            _probe(model, rule, probe_x, probe_y, probe_seed, device, epoch, step, config)
-        )
-
-    if step == 0 and (config.probe_every or config.probe_epochs):
-        probe(0)
-
-    params = dict(model.named_parameters())
-    n_batches = math.ceil(n / config.batch_size)
-    elapsed = history[-1]["seconds"] if history else 0.0
-    shape = () if reps is None else (reps,)
-    first_bad = torch.full(shape, -1, dtype=torch.long, device=device)
-    if history and reps is not None:  # replicas that diverged before the checkpoint
-        last = history[-reps:]
-        first_bad = torch.tensor([r.get("diverged_step", -1) for r in last], device=device)
-    for epoch in range(start_epoch, config.epochs):
-        model.train()
-        t0 = time.perf_counter()
-        perm = torch.stack([torch.randperm(n, generator=generators[k]) for k in shuffles])
-        perm = (perm if reps is not None else perm[0]).to(device)
-        loss_sum = torch.zeros(shape, dtype=torch.float64, device=device)
-        bar = tqdm(
-            range(n_batches),
-            desc=f"epoch {epoch + 1}/{config.epochs}",
-            disable=not progress,
-            leave=False,
-        )
-        for i in bar:
-            idx = perm[..., i * config.batch_size : (i + 1) * config.batch_size]
-            x = training_batch(config.augment, data.x_train, idx, generators)
-            keyed = {"keys": example_keys(config.seed, epoch, idx)} if rule.keyed else {}
-            # free the last step's directions (its .grad and `result`) before this step's
-            # are made: the heap stays steady, where the allocator would otherwise return
-            # memory to the OS and page-fault it back every step
-            optimizer.zero_grad(set_to_none=True)
-            result = None
-            result = rule.directions(model, x, data.y_train[idx], generators["rule"], **keyed)
-            for name, direction in result.directions.items():
-                params[name].grad = direction if scales is None else direction * scales[name]
-            if config.grad_clip:
-                clip_grads(model, config.grad_clip)
-            optimizer.step()
-            rule.after_step(model, result)
-            step += 1
-            bad = ~torch.isfinite(result.loss) & (first_bad < 0)
-            first_bad = torch.where(bad, step, first_bad)
-            loss_sum += result.loss.double() * idx.shape[-1]
-            probe_now = config.probe_every and step % config.probe_every == 0
-            if probe_now or (progress and step % 50 == 0) or i == n_batches - 1:
-                _stop_if_nonfinite(first_bad, epoch, run_dir)
-                if progress:
-                    bar.set_postfix(loss=f"{float(result.loss.mean()):.4f}")
-            if probe_now:
-                probe(epoch)
-        if scheduler is not None:
-            scheduler.step()
-        elapsed += time.perf_counter() - t0
-        if config.probe_epochs and not probe_now:
-            probe(epoch + 1)
-        splits = {"val": (data.x_val, data.y_val), "test": (data.x_test, data.y_test)}
-        evals = {
-            f"{split}_{k}": v
-            for split, (xs, ys) in splits.items()
-            for k, v in evaluate(model, xs, ys, config.loss, replicas=reps).items()
-        }
-        losses, diverged = (loss_sum / n).tolist(), first_bad.tolist()
-        angles = [p["mean_hidden_angle"] for p in probes[-len(tags) :]] if probes else None
-        rows = []
-        for r, tag in enumerate(tags):
-            pick_r = (lambda v, r=r: v[r]) if reps is not None else (lambda v: v)
-            row = {
-                "epoch": epoch + 1,
-                "step": step,
-                **tag,
-                "train_loss": pick_r(losses),
-                **{k: pick_r(v) for k, v in evals.items()},
-                "seconds": elapsed,
-                "mean_hidden_angle": angles[r] if angles else math.nan,
-            }
-            if reps is not None and diverged[r] >= 0:
-                row["diverged_step"] = diverged[r]
-            rows.append(row)
-        history.extend(rows)
-        if run_dir is not None:
-            state = {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                "rng": _rng_state(generators),
-                "epoch": epoch + 1,
-                "step": step,
-                "history": history,
-                "probes": probes,
-            }
-            save_checkpoint(run_dir / "checkpoint.pt", state)
-            write_jsonl(run_dir / "metrics.jsonl", history)
-            write_jsonl(run_dir / "probes.jsonl", probes)
-        if on_epoch is not None:
-            for row in rows:
-                on_epoch(row)
-    return Run(config, model, history, probes)
-
-
-def _stop_if_nonfinite(first_bad: torch.Tensor, epoch: int, run_dir) -> None:
-    """Stop when the loss went NaN or inf (for replicas: when every replica's did; a
-    replica that diverged alone is marked in its rows and the others go on)."""
-    if not bool((first_bad >= 0).all()):
-        return
-    bad_step = int(first_bad.max())
-    where = (
-        f"the last good checkpoint (epoch {epoch}) is in {run_dir}"
-        if run_dir is not None and epoch > 0
-        else "no checkpoint was written"
-    )
-    raise DivergedError(
-        f"the loss became NaN or inf at epoch {epoch + 1}, step {bad_step}; the run stopped and "
-        f"{where}. Lower the learning rate or set grad_clip"
-    )
+def _per_replica(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]

@@ -9,18 +9,16 @@ does not depend on how the images are batched, and the same repeat gives the sam
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from apical.dendrites.network import SegregatedNet
+from apical.dendrites.network import SegregatedNet, segregated_dendrites
 from apical.errors import ApicalError
 from apical.keyed import example_keys
-from apical.models import build_model
-from apical.runs import load_checkpoint
+from apical.run_folder import RunFolder
 
 # Weight-test keys use the "epoch" slot of example_keys far above any training epoch, so
 # they never coincide with a training presentation's draws.
@@ -29,10 +27,9 @@ WEIGHT_TEST_EPOCH = 1_000_000
 
 def run_config(run_dir: Path) -> dict[str, Any]:
     """The config.json of a segregated_dendrites run folder (one clear error otherwise)."""
-    path = Path(run_dir) / "config.json"
-    if not path.is_file():
+    config = RunFolder(run_dir).config()
+    if config is None:
         raise ApicalError(f"{run_dir} is not a run folder (no config.json in it)")
-    config = json.loads(path.read_text())
     if config.get("model") != "segregated_dendrites":
         raise ApicalError(f"{run_dir} is not a segregated_dendrites run")
     return config
@@ -45,8 +42,8 @@ def load_trained(
     with `compile` (which pays for long tests, not for a few presentations)."""
     config = run_config(run_dir)
     options = {**config.get("model_options", {}), "compile": compile}
-    net = build_model("segregated_dendrites", input_shape, n_classes, **options)
-    saved = load_checkpoint(Path(run_dir) / "checkpoint.pt", torch.device("cpu"))
+    net = segregated_dendrites(input_shape, n_classes, **options)
+    saved = RunFolder(run_dir).checkpoint("cpu")
     net.load_state_dict(saved["model"])
     return net, config
 

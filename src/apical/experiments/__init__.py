@@ -1,221 +1,201 @@
-"""Paper results as data: one TOML file per experiment (see fa-mnist.toml for the format).
+"""Paper results as data, and the one protocol that reproduces them.
 
-An experiment has a `[base]` TrainConfig shared by its `[[runs]]`; each run names a rule
-(plus any config overrides) and what the paper reports. Checks per run, all optional:
-`max_error` (test error %, published number + tolerance), `within` (percentage points of
-the run named by `reference`), `max_angle` (final mean hidden-layer angle to backprop);
-`metric` picks the error the first two use ("test_error", or "test_top5_error").
-A run given as `same_as = "EXPERIMENT/LABEL"` (and no config keys) is that run of another
-experiment: the same config, trained once in that experiment's run folder.
+An experiment is a TOML file (`apical/experiments/*.toml`, or any file given by path):
+
+    kind = "train"            # which runner reproduces it: train, sweep or spiking
+    name = "fa-mnist"         # how it is called: apical reproduce fa-mnist
+    title = "..."  source = "paper, figure"  claim = "what the paper claims"
+    ...                       # the kind's own tables (its runner's docstring)
+    [presets.cpu]             # optional shorter protocols: tables merged into the file
+    ...                       #   (apical reproduce NAME --preset cpu)
+
+Every file is parsed and validated at once (its presets too), by its kind's runner. To
+reproduce one, `reproduce(name)` asks the runner, which trains or simulates into standard
+run folders under OUT/NAME[-PRESET] (apical.run_folder) and returns a `Report` (each run:
+measured, published, tolerance, verdict). `apical reproduce NAME` is this function and a
+table.
 """
 
 from __future__ import annotations
 
-import math
+import copy
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from apical.errors import ApicalError
-from apical.sweeps import Sweep, parse_sweep
-from apical.train import TrainConfig
+from apical.experiments.report import Report, RunReport
+from apical.run_folder import experiment_folder
 
-_RUN_KEYS = {"label", "published", "reference", "within", "max_error", "max_angle", "metric"}
-_CONFIG_FREE = {*_RUN_KEYS, "same_as"}
+HEADER = ("kind", "name", "title", "source", "claim")
 
 
 @dataclass(frozen=True)
-class ExperimentRun:
-    label: str
-    config: dict[str, Any]
-    published: str = ""
-    reference: str | None = None
-    within: float | None = None
-    max_error: float | None = None
-    max_angle: float | None = None
-    metric: str = "test_error"  # or "test_top5_error" (ImageNet)
-    same_as: str | None = None  # "experiment/label": that run, shared
+class Options:
+    """How to reproduce: continue runs (`resume`), only some `runs` (labels), `overrides`
+    of every run's config (data_dir, device, epochs, ...), progress bars, and where
+    messages go."""
+
+    resume: bool = False
+    runs: tuple[str, ...] = ()
+    overrides: dict[str, Any] = field(default_factory=dict)
+    progress: bool = False
+    echo: Callable[[str], None] = lambda line: None
+
+
+class Runner(Protocol):
+    """What each kind provides: `parse` validates a file's body (raising ApicalError) and
+    returns the kind's spec; `run` reproduces an experiment into `folder`."""
+
+    def parse(self, body: dict[str, Any], origin: str) -> Any: ...
+
+    def run(self, exp: Experiment, folder: Path, options: Options) -> Report: ...
 
 
 @dataclass(frozen=True)
 class Experiment:
+    """A parsed experiment: header, the kind's validated `spec`, its presets (raw tables)
+    and the preset applied (None: as declared)."""
+
+    kind: str
     name: str
     title: str
     source: str
     claim: str
-    runs: list[ExperimentRun] = field(default_factory=list)
+    spec: Any
+    body: dict[str, Any]
+    presets: dict[str, dict[str, Any]]
+    origin: str
+    preset: str | None = None
 
-    def select(self, labels: tuple[str, ...]) -> Experiment:
-        """The experiment with only the runs named (all of them when `labels` is empty)."""
-        known = [r.label for r in self.runs]
-        unknown = [label for label in labels if label not in known]
-        if unknown:
-            raise ApicalError(
-                f"experiment {self.name} has no run {', '.join(map(repr, unknown))}; "
-                f"its runs: {', '.join(known)}"
-            )
-        if not labels:
-            return self
-        return replace(self, runs=[r for r in self.runs if r.label in labels])
-
-    def configs(self, out_dir: Path, **overrides: Any) -> dict[str, TrainConfig]:
-        """One TrainConfig per run, writing to out_dir/<label>; `overrides` (not None) win."""
-        given = {k: v for k, v in overrides.items() if v is not None}
-        return {
-            r.label: TrainConfig.from_dict({**r.config, **given, "run_dir": str(run_dir)})
-            for r in self.runs
-            for run_dir in [out_dir.parent / r.same_as if r.same_as else out_dir / r.label]
-        }
-
-
-def parse_experiment(text: str, origin: str) -> Experiment:
-    try:
-        d = tomllib.loads(text)
-        base = d.get("base", {})
-        runs = []
-        for r in d["runs"]:
-            checks = {k: r[k] for k in _RUN_KEYS if k in r}
-            own = {k: v for k, v in r.items() if k not in _CONFIG_FREE}
-            if "same_as" in r:  # its config comes from that run (`experiments`)
-                if own:
-                    raise ApicalError(
-                        f"experiment file {origin}: run {r['label']!r} is the same as "
-                        f"{r['same_as']} and takes its config from there; drop "
-                        f"{', '.join(sorted(own))}"
-                    )
-                runs.append(ExperimentRun(config={}, same_as=r["same_as"], **checks))
-                continue
-            config = {**base, **own}
-            TrainConfig.from_dict(config)  # validates the keys now, not after hours
-            runs.append(ExperimentRun(config=config, **checks))
-        return Experiment(d["name"], d["title"], d["source"], d["claim"], runs)
-    except (tomllib.TOMLDecodeError, KeyError, TypeError) as e:
-        raise ApicalError(f"experiment file {origin} is malformed: {e}") from None
-
-
-def _shipped() -> list[tuple[str, str]]:
-    return [
-        (entry.name, entry.read_text())
-        for entry in sorted(resources.files(__package__).iterdir(), key=lambda p: p.name)
-        if entry.name.endswith(".toml")
-    ]
-
-
-def _kind(text: str) -> str:
-    first = text.lstrip().splitlines()[0] if text.strip() else ""
-    return first.split("=", 1)[1].strip().strip('"') if first.startswith("kind") else "train"
-
-
-def _is_sweep(text: str) -> bool:
-    return _kind(text) == "sweep"
-
-
-@dataclass(frozen=True)
-class SpikingExperiment:
-    """A spiking-simulation reproduction (`kind = "spiking"`): a protocol of
-    apical.spiking.reproduce, its config options and named shorter presets."""
-
-    name: str
-    title: str
-    source: str
-    claim: str
-    protocol: str
-    published: str
-    options: dict[str, Any] = field(default_factory=dict)
-    presets: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def preset_options(self, preset: str | None) -> dict[str, Any]:
+    def with_preset(self, preset: str | None) -> Experiment:
+        """This experiment with a preset's tables merged in (None: as declared)."""
         if preset is None:
-            return dict(self.options)
+            return self
         if preset not in self.presets:
             known = ", ".join(self.presets) or "none"
-            raise ApicalError(f"{self.name} has no preset {preset!r}; presets: {known}")
-        return {**self.options, **self.presets[preset]}
+            raise ApicalError(f"experiment {self.name} has no preset {preset!r}; presets: {known}")
+        body = merged(self.body, self.presets[preset])
+        spec = runner(self.kind).parse(body, f"{self.origin} [presets.{preset}]")
+        return replace(self, spec=spec, body=body, preset=preset)
+
+    def report(self, folder: Path, runs: list[RunReport], **extra: Any) -> Report:
+        return Report(self.name, self.kind, self.title, self.source, self.claim, folder, runs,
+                      **extra)  # fmt: skip
 
 
-def spiking_experiments() -> dict[str, SpikingExperiment]:
-    """Every shipped spiking reproduction, by name."""
+def runner(kind: str) -> Runner:
+    """The runner of a kind (the registry of kinds)."""
+    from apical.experiments import spiking, sweep, train_runs
+
+    runners: dict[str, Runner] = {
+        "train": train_runs.RUNNER,
+        "sweep": sweep.RUNNER,
+        "spiking": spiking.RUNNER,
+    }
+    if kind not in runners:
+        raise ApicalError(f"unknown experiment kind {kind!r}; known: {', '.join(runners)}")
+    return runners[kind]
+
+
+def parse(text: str, origin: str) -> Experiment:
+    """An experiment from a file's text, validated with every preset (ApicalError names
+    the file and the problem)."""
+    try:
+        d = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ApicalError(f"experiment file {origin} is not valid TOML: {e}") from None
+    missing = [k for k in HEADER if k not in d]
+    if missing:
+        raise ApicalError(
+            f"experiment file {origin} lacks {', '.join(missing)}; every experiment declares "
+            f"{', '.join(HEADER)} (kind: train, sweep or spiking)"
+        )
+    bad = [k for k in HEADER if not isinstance(d[k], str)]
+    if bad:
+        raise ApicalError(f"experiment file {origin}: {', '.join(bad)} must be text")
+    presets = d.pop("presets", {})
+    if not isinstance(presets, dict) or not all(isinstance(p, dict) for p in presets.values()):
+        raise ApicalError(f"experiment file {origin}: [presets.NAME] must be tables")
+    header = {k: d.pop(k) for k in HEADER}
+    kind = runner(header["kind"])
+    exp = Experiment(**header, spec=kind.parse(d, origin), body=d, presets=presets,
+                     origin=origin)  # fmt: skip
+    for name in presets:
+        exp.with_preset(name)  # validated now, not after hours of the others
+    return exp
+
+
+def shipped() -> dict[str, Experiment]:
+    """Every experiment that ships with apical, by name."""
     found = {}
-    for origin, text in _shipped():
-        if _kind(text) == "spiking":
-            try:
-                d = tomllib.loads(text)
-                exp = SpikingExperiment(d["name"], d["title"], d["source"], d["claim"],
-                                        d["protocol"], d["published"], d.get("options", {}),
-                                        d.get("presets", {}))  # fmt: skip
-            except (tomllib.TOMLDecodeError, KeyError) as e:
-                raise ApicalError(f"experiment file {origin} is malformed: {e}") from None
+    files = sorted(resources.files(__package__).iterdir(), key=lambda p: p.name)
+    for entry in files:
+        if entry.name.endswith(".toml"):
+            exp = parse(entry.read_text(), entry.name)
             found[exp.name] = exp
     return found
 
 
-def experiments() -> dict[str, Experiment]:
-    """Every shipped experiment, by name (sweeps are listed by `sweeps`)."""
-    found = {}
-    for origin, text in _shipped():
-        if _kind(text) == "train":
-            exp = parse_experiment(text, origin)
-            found[exp.name] = exp
-    return link_shared_runs(found)
-
-
-def link_shared_runs(found: dict[str, Experiment]) -> dict[str, Experiment]:
-    """Give each `same_as` run the config of the run it names (one clear line when that
-    run does not exist or is itself a `same_as`)."""
-    linked = {}
-    for exp in found.values():
-        runs = []
-        for r in exp.runs:
-            if r.same_as is not None:
-                name, _, label = r.same_as.partition("/")
-                runs_there = found[name].runs if name in found else []
-                target = next((t for t in runs_there if t.label == label), None)
-                if target is None or target.same_as is not None:
-                    raise ApicalError(
-                        f"experiment {exp.name}: run {r.label!r} is the same as {r.same_as!r}, "
-                        "which is not a trained run; name one as EXPERIMENT/LABEL"
-                    )
-                r = replace(r, config=target.config)
-            runs.append(r)
-        linked[exp.name] = replace(exp, runs=runs)
-    return linked
-
-
-def sweeps() -> dict[str, Sweep]:
-    """Every shipped sweep, by name."""
-    found = {}
-    for origin, text in _shipped():
-        if _is_sweep(text):
-            sweep = parse_sweep(tomllib.loads(text), origin)
-            found[sweep.name] = sweep
-    return found
-
-
-def get_experiment(name: str) -> Experiment:
-    known = experiments()
+def load(name: str) -> Experiment:
+    """A shipped experiment by name, or an experiment file by path."""
+    if name.endswith(".toml") and Path(name).is_file():
+        try:
+            return parse(Path(name).read_text(), name)
+        except (OSError, UnicodeDecodeError) as e:
+            raise ApicalError(f"cannot read experiment file {name} ({e})") from None
+    known = shipped()
     if name not in known:
-        names = [*known, *sweeps(), *spiking_experiments()]
-        raise ApicalError(f"unknown experiment {name!r}; known: {', '.join(names)}")
+        raise ApicalError(
+            f"unknown experiment {name!r}; known: {', '.join(known)} (or a path to a .toml file)"
+        )
     return known[name]
 
 
-def verdicts(exp: Experiment, final: dict[str, dict[str, float]]) -> dict[str, str]:
-    """'pass'/'FAIL' per run from the final metrics {label: {"test_error", "angle"}};
-    'diverged' for a run missing from `final` (its loss became NaN)."""
-    out = {}
-    for r in exp.runs:
-        if r.label not in final:
-            out[r.label] = "diverged"
-            continue
-        ok, checked = True, False
-        err, ang = final[r.label][r.metric], final[r.label]["angle"]
-        if r.max_error is not None:
-            checked, ok = True, ok and err <= r.max_error
-        if r.within is not None and r.reference in final:
-            checked, ok = True, ok and err <= final[r.reference][r.metric] + r.within
-        if r.max_angle is not None:
-            checked, ok = True, ok and not math.isnan(ang) and ang <= r.max_angle
-        out[r.label] = ("pass" if ok else "FAIL") if checked else "-"
+def reproduce(
+    name: str,
+    *,
+    out: str | Path = "runs",
+    preset: str | None = None,
+    runs: tuple[str, ...] | list[str] = (),
+    resume: bool = False,
+    export: str | Path | None = None,
+    progress: bool = False,
+    echo: Callable[[str], None] | None = None,
+    **overrides: Any,
+) -> Report:
+    """Reproduce experiment `name` into run folders under `out` and return its Report.
+
+    `preset` picks a shorter protocol; `runs` only those runs (the report still covers
+    every run, from their folders); `resume` continues runs that have a checkpoint and
+    reports finished ones without training (without it, a folder that holds a run is
+    never overwritten); `overrides` change every run's config (data_dir, device, epochs:
+    a shortened run is reported, not judged); `export` copies the report, figures and
+    rows to export/NAME (for docs).
+    """
+    exp = load(name).with_preset(preset)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    options = Options(resume, tuple(runs), given, progress, echo or (lambda line: None))
+    folder = experiment_folder(out, exp.name, exp.preset)
+    report = runner(exp.kind).run(exp, folder, options)
+    report.write()
+    if export is not None:
+        report.export(Path(export))
+    return report
+
+
+def merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `extra` merged in: tables merge key by key, anything else replaces."""
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
     return out
+
+
+__all__ = ["Experiment", "Options", "Report", "RunReport", "load", "parse", "reproduce", "shipped"]

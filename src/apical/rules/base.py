@@ -10,7 +10,7 @@ directions into `.grad` and steps any torch.optim optimizer.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -21,27 +21,39 @@ from apical.losses import get_loss
 from apical.params import parameter_roles
 
 
+class LowRank(NamedTuple):
+    """A buffer increment that is a sum of outer products over the batch, a^T b, with a and
+    b of shape (..., batch, features): added in place without forming the matrix."""
+
+    a: Tensor
+    b: Tensor
+
+    def dense(self) -> Tensor:
+        return self.a.mT @ self.b
+
+
 @dataclass(frozen=True)
 class Step:
-    """One evaluation of a rule: detached loss and outputs, a direction per parameter name
-    (as in `model.named_parameters()`), increments of buffers that no loss drives (applied
-    only by `after_step`, so probes never apply them), and per-layer diagnostics.
+    """One evaluation of a rule, which changes nothing: the detached loss and outputs, a
+    direction per parameter name (as in `model.named_parameters()`), and two kinds of state
+    that no loss drives, applied only by `after_step` (so probes never apply them):
 
-    A buffer's increment is either dense (`state_updates`) or a sum of outer products over
-    the batch, `a^T b` for `state_factors[name] = (a, b)` of shape (..., batch, features):
-    after_step adds those in place without forming the matrix (burstprop's Z)."""
+    - `increments`: added to buffers (burstprop's recurrent Z), dense or `LowRank`;
+    - `replacements`: state set anew (the simulation state segregated dendrites carry from
+      one batch to the next);
+
+    and per-layer `diagnostics`."""
 
     loss: Tensor
     outputs: Tensor
     directions: dict[str, Tensor]
-    state_updates: dict[str, Tensor] = field(default_factory=dict)
+    increments: dict[str, Tensor | LowRank] = field(default_factory=dict)
+    replacements: dict[str, Tensor] = field(default_factory=dict)
     diagnostics: dict[str, dict[str, Tensor]] = field(default_factory=dict)
-    state_factors: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)
 
-    def increments(self) -> dict[str, Tensor]:
-        """Every buffer increment as a dense tensor (for tests and inspection)."""
-        low_rank = {name: a.mT @ b for name, (a, b) in self.state_factors.items()}
-        return {**self.state_updates, **low_rank}
+    def dense_increments(self) -> dict[str, Tensor]:
+        """Every increment as a dense tensor (for tests and inspection)."""
+        return {k: v.dense() if isinstance(v, LowRank) else v for k, v in self.increments.items()}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,6 +66,11 @@ class Rule:
     # that model unconverted, and passes per-example random keys to `directions` if keyed.
     model_class: ClassVar[type[nn.Module] | None] = None
     keyed: ClassVar[bool] = False
+    # What an alignment probe (apical.metrics.alignment) measures: "backprop", the angle and
+    # sign agreement of the rule's directions with the backprop gradient on the probe batch
+    # (plus the step's diagnostics); or "diagnostics", the rule's own diagnostics alone (a
+    # rule whose reference needs its own simulation: segregated dendrites).
+    probes: ClassVar[str] = "backprop"
     loss: str = "cross_entropy"
 
     def __post_init__(self) -> None:
@@ -83,17 +100,25 @@ class Rule:
 
     @torch.no_grad()
     def after_step(self, model: nn.Module, step: Step) -> None:
-        """After the optimizer step: add `step.state_updates` to the model's buffers (the
-        state that no loss drives, such as burstprop's recurrent Z). Probes never call it."""
-        if step.state_updates:
-            buffers = [model.get_buffer(name) for name in step.state_updates]
-            torch._foreach_add_(buffers, list(step.state_updates.values()))
-        for name, (a, b) in step.state_factors.items():
-            buffer = model.get_buffer(name)
-            if a.dim() == 2:
-                buffer.addmm_(a.mT, b)
-            else:
-                buffer.baddbmm_(a.mT, b)
+        """After the optimizer step: add `step.increments` to the model's buffers (the state
+        that no loss drives, such as burstprop's recurrent Z). Probes never call it."""
+        dense = {k: v for k, v in step.increments.items() if not isinstance(v, LowRank)}
+        if dense:
+            buffers = [model.get_buffer(name) for name in dense]
+            torch._foreach_add_(buffers, list(dense.values()))
+        for name, inc in step.increments.items():
+            if isinstance(inc, LowRank):
+                buffer = model.get_buffer(name)
+                if inc.a.dim() == 2:
+                    buffer.addmm_(inc.a.mT, inc.b)
+                else:
+                    buffer.baddbmm_(inc.a.mT, inc.b)
+
+    def probe_step(
+        self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator | None = None
+    ) -> Step:
+        """The step an alignment probe measures (by default `directions`); never applied."""
+        return self.directions(model, x, y, generator)
 
     # -- the pure function ----------------------------------------------------------------
     def run(self, model: nn.Module, x: Tensor, generator: torch.Generator | None) -> Tensor:

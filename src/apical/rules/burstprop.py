@@ -51,7 +51,7 @@ from torch import Tensor, nn
 from apical.errors import ApicalError
 from apical.layers import FeedbackInit, FeedbackSpec
 from apical.losses import get_loss
-from apical.rules.base import Rule, Step, require_feedback, weight_direction
+from apical.rules.base import LowRank, Rule, Step, require_feedback, weight_direction
 from apical.rules.chain import (
     Record,
     Stage,
@@ -183,7 +183,7 @@ class Burstprop(Rule):
         # dimension (1 for replicas): one feedback product and one burst function for both
         bdim = 1 if stages[0].layer.replicas else 0
         stacked = torch.cat([b, db], bdim)
-        updates, factors, diagnostics = {}, {}, {}
+        increments, diagnostics = {}, {}
         for i in range(len(stages) - 2, -1, -1):
             above, st, rec = stages[i + 1], stages[i], records[i]
             send = above.layer.through(require_feedback(above.layer, self.name), records[i + 1].x)
@@ -195,10 +195,11 @@ class Burstprop(Rule):
             if z is not None:
                 pre = torch.sigmoid(gs.select(bdim, 0)).mul_(rec.e)  # b~: pre-recurrence rate
                 _subtract_lateral(u, z, pre)
+                name = f"{st.name}.recurrent"
                 if u.dim() < 4:  # dZ = eta_Z u^T b~, added in place by after_step
-                    factors[f"{st.name}.recurrent"] = (u * self.recurrent_lr, pre)
+                    increments[name] = LowRank(u * self.recurrent_lr, pre)
                 else:
-                    updates[f"{st.name}.recurrent"] = _lateral_update(u * self.recurrent_lr, pre)
+                    increments[name] = _lateral_update(u * self.recurrent_lr, pre)
             per = tuple(range(bdim, u.dim()))  # per replica
             diagnostics[st.name] = {"apical": u.abs().mean(per)}
             us.select(bdim, 1).add_(u)  # u^t
@@ -212,4 +213,4 @@ class Burstprop(Rule):
             if st.layer.learns_feedback:
                 name = f"{st.name}.feedback"
                 directions[name] = self.feedback_direction(name, directions, st.layer.feedback)
-        return Step(loss, outputs, directions, updates, diagnostics, factors)
+        return Step(loss, outputs, directions, increments, diagnostics=diagnostics)

@@ -47,6 +47,7 @@ class SegregatedDendrites(Rule):
     summary: ClassVar[str] = "spiking three-compartment neurons, plateau potentials (eLife 2017)"
     model_class: ClassVar[type[nn.Module]] = SegregatedNet
     keyed: ClassVar[bool] = True
+    probes: ClassVar[str] = "diagnostics"  # its reference is inside the simulation
     loss: str = "mse"
 
     def directions(
@@ -78,7 +79,7 @@ class SegregatedDendrites(Rule):
             errs.output_loss.mean(),
             rates / net.config.rate_max,
             directions,
-            state_updates=state,
+            replacements=state,
             diagnostics=self._diagnostics(net, averages, errs) if diagnose else {},
         )
 
@@ -104,19 +105,14 @@ class SegregatedDendrites(Rule):
     @torch.no_grad()
     def after_step(self, model: nn.Module, step: Step) -> None:
         net = _network(model)
-        if step.state_updates:
-            net.carried = _unnamed(step.state_updates)
+        if step.replacements:
+            net.carried = _unnamed(step.replacements)
         net.sync_feedback()
 
-    def alignment(
-        self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator | None = None
-    ) -> dict[str, dict[str, float]]:
-        """Probe rows: the diagnostics on a fixed batch, simulated from rest (the carried
-        training state is neither used nor changed)."""
-        step = self.directions(model, x, y, generator, carry=False, diagnose=True)
-        return {
-            name: {k: float(v) for k, v in row.items()} for name, row in step.diagnostics.items()
-        }
+    def probe_step(self, model, x, y, generator=None) -> Step:
+        """The diagnostics on a fixed batch, simulated from rest (the carried training state
+        is neither used nor changed)."""
+        return self.directions(model, x, y, generator, carry=False, diagnose=True)
 
 
 def _named(state: State) -> dict[str, Tensor]:

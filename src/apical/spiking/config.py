@@ -1,5 +1,6 @@
 """Constants of the spiking burst-ensemble simulations (Payeur et al. 2021), as frozen
-dataclasses with the paper code's values as defaults (`../shared/design/spiking.md`).
+dataclasses with the paper code's values as defaults (docs/models/spiking-burst-ensembles.md).
+Options are applied and validated by `apical.config.replace`.
 
 Units throughout: ms, mV, pA, pF, nS (so pA / pF = mV / ms and nS x mV = pA); rates in Hz.
 Synaptic weights are dimensionless conductance jumps in units of the target compartment's
@@ -9,7 +10,7 @@ leak conductance (spiking.md section 0).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from apical.errors import ApicalError
@@ -144,26 +145,3 @@ def check_positive(obj: Any, names: tuple[str, ...]) -> None:
     for name in names:
         if not getattr(obj, name) > 0:
             raise ApicalError(f"{name} must be positive, got {getattr(obj, name)!r}")
-
-
-def with_options(config: Any, options: dict[str, Any]) -> Any:
-    """`config` with dotted options applied ("rule.tau_avg": 500.0), one clear line for an
-    unknown name."""
-    nested: dict[str, dict[str, Any]] = {}
-    flat: dict[str, Any] = {}
-    for key, value in options.items():
-        head, _, rest = key.partition(".")
-        names = {f.name for f in fields(config)}
-        if head not in names:
-            known = ", ".join(sorted(names))
-            raise ApicalError(f"unknown option {key!r} for {type(config).__name__}; known: {known}")
-        if rest:
-            nested.setdefault(head, {})[rest] = value
-        else:
-            flat[head] = tuple(value) if isinstance(value, list) else value
-    for head, sub in nested.items():
-        flat[head] = with_options(getattr(config, head), sub)
-    try:
-        return replace(config, **flat)
-    except TypeError as e:
-        raise ApicalError(f"bad option for {type(config).__name__}: {e}") from None

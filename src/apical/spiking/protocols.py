@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 from torch import Tensor
+
+from apical.config import AT_LEAST_ONE, POSITIVE
 
 INF = float("inf")
 
@@ -117,6 +120,14 @@ def burst_trains(rate: float, p: Tensor, duration: float, gen: torch.Generator) 
     keep = torch.rand(events.shape, generator=gen, dtype=torch.float64) < p[:, None]
     second = torch.where(keep & (second < duration), second, INF)
     return torch.sort(torch.cat([events, second], 1), dim=1).values
+
+
+@dataclass(frozen=True)
+class Figure2:
+    """The protocols' sizes: random trains per condition and their length (s)."""
+
+    realisations: Annotated[int, AT_LEAST_ONE] = 20
+    duration: Annotated[float, POSITIVE] = 100.0
 
 
 def figure2(realisations: int = 20, duration: float = 100.0) -> dict[str, dict]:

@@ -1,5 +1,5 @@
-"""The XOR protocol of NN Fig. 4 (spiking.md 4.5-4.7) on R seeds at once, with run folders,
-atomic checkpoints and exact resume.
+"""The XOR protocol of NN Fig. 4 (docs/models/spiking-burst-ensembles.md) on R seeds at
+once, in a run folder, with atomic checkpoints and exact resume.
 
 Schedule per seed: burn-in (3 tau_avg, no input, plasticity off); pre-test (the four
 patterns, one example each, plasticity off); training examples in the fixed order (0,0),
@@ -12,7 +12,6 @@ choice documented here) is compared with e_th = 6 Hz: a seed solves XOR when (1,
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -22,8 +21,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from apical.errors import ApicalError
-from apical.runs import load_checkpoint, save_checkpoint, write_json
+from apical.errors import Interrupted
+from apical.interrupts import stop_signals
+from apical.run_folder import SUMMARY, RunFolder, jsonable
 from apical.spiking import neurons, plasticity, xor_net
 from apical.spiking.config import XorConfig
 from apical.spiking.raster import Recorder
@@ -88,25 +88,34 @@ def run_xor(
     echo: Callable[[str], None] | None = None,
     stop_after: int | None = None,
 ) -> dict[str, Any] | None:
-    """Run the protocol for every seed of `cfg` at once; returns the summary written to
-    run_dir/summary.json (test rates, solved per seed, late spikes, seconds), or None when
-    `stop_after` training examples were checkpointed first (to resume later)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    r, dev = len(cfg.seeds), torch.device(device)
+    """Run the protocol for every seed of `cfg` at once in the run folder `run_dir`
+    (apical.run_folder); returns the summary written to its summary.json (test rates,
+    solved per seed, late spikes, seconds), or None when `stop_after` training examples
+    were checkpointed first (to resume later). Rows: metrics.jsonl, one per segment (its
+    bins of event and burst rates; the cost of a training segment, the output rate of a
+    test); rasters.jsonl, the recorded spikes of every test presentation. The checkpoint
+    is saved every `checkpoint_every` examples and at the end of the segment in which a
+    SIGINT or SIGTERM arrives."""
+    folder = RunFolder(run_dir)
+    with folder.writer(), stop_signals() as stop:
+        resuming = folder.begin(_jsonable(cfg), resume=resume)
+        return _run(cfg, folder, resuming, torch.device(device), stop, echo, stop_after)
+
+
+def _run(cfg: XorConfig, folder: RunFolder, resuming: bool, dev: torch.device, stop,
+         echo, stop_after) -> dict[str, Any] | None:  # fmt: skip
+    r = len(cfg.seeds)
     keys = xor_net.replica_keys(cfg.seeds, dev)
     consts = xor_net.constants(cfg, dev)
     segs = schedule(cfg)
-    ckpt = run_dir / "checkpoint.pt"
-    if resume and ckpt.is_file():
-        saved = load_checkpoint(ckpt, dev)
-        if saved["config"] != _jsonable(cfg):
-            raise ApicalError(f"{ckpt} was written by a different config; use another --out")
+    if resuming:
+        saved, rows = folder.restore(dev)
         state, weights = _unpack(saved["state"]), xor_net.Weights(**saved["weights"])
-        start, log, seconds = saved["segment"], saved["log"], saved["seconds"]
+        start, seconds = saved["segment"], saved["seconds"]
+        metrics, rasters = rows["metrics"], rows["rasters"]
     else:
         state, weights = xor_net.initial_state(cfg, r, dev), xor_net.build(cfg, keys)
-        start, log, seconds = 0, {"bins": [], "tests": [], "costs": [], "rasters": []}, 0.0
-        write_json(run_dir / "config.json", _jsonable(cfg))
+        start, seconds, metrics, rasters = 0, 0.0, [], []
     step = torch.compile(xor_net.step, dynamic=False) if cfg.compile else xor_net.step
     bin_steps = cfg.steps(cfg.bin or cfg.example / 20)
     zero_d = torch.zeros(r, 5 * cfg.n, device=dev)
@@ -132,45 +141,48 @@ def run_xor(
         rates = torch.stack(bins, 1).cpu()  # (R, bins, 2, 5): one host copy per segment
         last = seg.get("example", -1) >= cfg.examples - 4  # full bins: tests, last 4 examples
         kept = rates if last or seg["kind"] not in ("predict", "teach") else rates.mean(1, True)
-        log["bins"].append({"segment": i, "kind": seg["kind"], "pattern": seg["pattern"],
-                            "rates": kept.tolist()})  # fmt: skip
+        row = {"segment": i, "kind": seg["kind"], "pattern": seg["pattern"],
+               "rates": kept.tolist()}  # fmt: skip
         if seg["kind"] in ("predict", "teach"):
             est = plasticity.event_rate(state.traces, cfg.rule)[:, 4 * cfg.n :]
             y = target(seg["pattern"])
-            log["costs"].append({"example": seg["example"], "kind": seg["kind"], "target": y,
-                                 "cost": cost(est, y, cfg).tolist()})  # fmt: skip
+            row.update(example=seg["example"], target=y, cost=cost(est, y, cfg).tolist())
         if seg["kind"].endswith("test"):
             keep = rates[:, rates.shape[1] // 4 :, 0, 4].mean(1)  # output event rate, Hz
-            log["tests"].append({"kind": seg["kind"], "pattern": list(seg["pattern"]),
-                                 "output_rate": keep.tolist()})  # fmt: skip
-            log["rasters"].append({"kind": seg["kind"], "pattern": list(seg["pattern"]),
-                                   "per_ensemble": len(watched) // 5,
-                                   "spikes": raster.spikes()})  # fmt: skip
+            row["output_rate"] = keep.tolist()
+            rasters.append({"segment": i, "kind": seg["kind"], "pattern": list(seg["pattern"]),
+                            "per_ensemble": len(watched) // 5,
+                            "spikes": raster.spikes()})  # fmt: skip
+        metrics.append(row)
         done = seg["kind"] == "teach" and (seg["example"] + 1) % cfg.checkpoint_every == 0
-        if done or i + 1 == len(segs):
+        if done or stop.requested or i + 1 == len(segs):
             elapsed = seconds + time.perf_counter() - t0
-            save_checkpoint(ckpt, {"config": _jsonable(cfg), "state": _pack(state),
-                                   "weights": weights._asdict(), "segment": i + 1, "log": log,
-                                   "seconds": elapsed})  # fmt: skip
+            folder.save({"state": _pack(state), "weights": weights._asdict(), "segment": i + 1,
+                         "seconds": elapsed}, {"metrics": metrics, "rasters": rasters})  # fmt: skip
             if echo and done:
-                c = log["costs"][-1]["cost"]
+                c = row["cost"]
                 echo(f"example {seg['example'] + 1}/{cfg.examples}: cost "
                      f"{sum(c) / len(c):.3f}, {elapsed:.0f} s")  # fmt: skip
+            if stop.requested and i + 1 < len(segs):
+                raise Interrupted(
+                    f"interrupted by {stop.signal} after segment {i + 1} of {len(segs)}: the run "
+                    f"is saved in {folder.path}; continue it with --resume"
+                )
             if done and stop_after is not None and seg["example"] + 1 >= stop_after:
                 return None
     seconds += time.perf_counter() - t0
-    out = summarize(log, cfg, seconds)
+    out = summarize(metrics, cfg, seconds)
     out["late_spikes"], out["late_updates"] = state.late.tolist(), state.late_updates.tolist()
     out["missed_updates"] = state.missed.tolist()
-    write_json(run_dir / "summary.json", out)
-    (run_dir / "log.json").write_text(json.dumps(log))
+    folder.write_json(SUMMARY, out)
     return out
 
 
-def summarize(log: dict[str, Any], cfg: XorConfig, seconds: float) -> dict[str, Any]:
+def summarize(rows: list[dict[str, Any]], cfg: XorConfig, seconds: float) -> dict[str, Any]:
     tests: dict[str, dict] = {"pre-test": {}, "post-test": {}}
-    for t in log["tests"]:
-        tests[t["kind"]][tuple(t["pattern"])] = t["output_rate"]
+    for t in rows:
+        if "output_rate" in t:
+            tests[t["kind"]][tuple(t["pattern"])] = t["output_rate"]
     post = tests["post-test"]
     solved = [all((post[p][s] > cfg.threshold) == bool(target(p)) for p in PATTERNS)
               for s in range(len(cfg.seeds))]  # fmt: skip
@@ -188,11 +200,11 @@ def summarize(log: dict[str, Any], cfg: XorConfig, seconds: float) -> dict[str, 
     }
 
 
-def ensemble_responses(log: dict[str, Any]) -> dict[str, dict[str, list]]:
+def ensemble_responses(rows: list[dict[str, Any]]) -> dict[str, dict[str, list]]:
     """Per test kind and pattern: event rate (Hz) and burst probability of every ensemble,
     per seed ([seed][ensemble]), over the presentation after its first quarter (Fig. 4f)."""
     out: dict[str, dict[str, list]] = {"pre-test": {}, "post-test": {}}
-    for b in log["bins"]:
+    for b in rows:
         if b["kind"] in out:
             r = torch.tensor(b["rates"])  # (R, bins, 2, 5)
             r = r[:, r.shape[1] // 4 :].mean(1)
@@ -202,7 +214,7 @@ def ensemble_responses(log: dict[str, Any]) -> dict[str, dict[str, list]]:
 
 
 def _jsonable(cfg: XorConfig) -> dict[str, Any]:
-    return json.loads(json.dumps(asdict(cfg)))
+    return jsonable(asdict(cfg))
 
 
 def _pack(s: xor_net.State) -> dict[str, Any]:

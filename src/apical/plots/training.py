@@ -1,18 +1,14 @@
-"""Figures from run histories: learning curves and alignment-angle curves."""
+"""Figures of training runs: learning curves, angles to backprop, the rules' own
+diagnostics; sweeps; the segregated-dendrite traces."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
 from apical.errors import ApicalError
-from apical.runs import folder_rows
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+from apical.plots.base import plt, save
+from apical.run_folder import RunFolder
 
 
 def plot_runs(
@@ -42,12 +38,11 @@ def plot_runs(
     ax_err, ax_ang = axes[0], axes[1]
     for label, (history, probes) in runs.items():
         epochs = [h["epoch"] for h in history]
-        errors = [100 * (1 - h["test_accuracy"]) for h in history]
+        errors = [100 * (1 - _num(h.get("test_accuracy"))) for h in history]
         ax_err.plot(epochs, errors, marker="o", ms=3, label=label)
         if probes:
-            ax_ang.plot(
-                [p[x_key] for p in probes], [p["mean_hidden_angle"] for p in probes], label=label
-            )
+            angles = [_num(p.get("mean_hidden_angle")) for p in probes]
+            ax_ang.plot([p[x_key] for p in probes], angles, label=label)
     ax_err.set(xlabel="epoch", ylabel="test error (%)", title="learning curves")
     x_label = "training images" if x_key == "images" else "training step"
     ax_ang.set(
@@ -66,20 +61,10 @@ def plot_runs(
         axes[2].set(xlabel=x_label, ylabel="value",
                     title="Theorem 1 eigenvalue (< 1 wanted),\ncorr(L_hidden, L_out)")  # fmt: skip
     for ax in axes:
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
-    return _save(fig, path, title)
-
-
-def _save(fig, path: Path, title: str = "", fontsize: int = 10) -> Path:
-    """Title (if any), tight layout, write `path` (its folder created), close."""
-    if title:
-        fig.suptitle(title, fontsize=fontsize)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save(fig, path, title)
 
 
 def _layer_curves(
@@ -89,12 +74,13 @@ def _layer_curves(
     for label, probes in runs.items():
         for n in [n for n, row in probes[-1]["layers"].items() if key in row]:
             rows = [p for p in probes if key in p["layers"].get(n, {})]
-            ax.plot([p[x_key] for p in rows], [p["layers"][n][key] for p in rows],
+            ax.plot([p[x_key] for p in rows], [_num(p["layers"][n][key]) for p in rows],
                     label=f"{label} {n}{suffix}", **style)  # fmt: skip
 
 
 def load_runs(path: Path) -> dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
-    """Histories and probes of a run folder, or of every run folder inside an experiment's."""
+    """Metrics and probe rows of a run folder, or of every run folder inside an
+    experiment's, by label."""
     if (path / "metrics.jsonl").is_file():
         folders = [path]
     elif path.is_dir():
@@ -107,14 +93,12 @@ def load_runs(path: Path) -> dict[str, tuple[list[dict[str, Any]], list[dict[str
         )
     out = {}
     for f in folders:
-        history, probes = folder_rows(f) or ([], [])
-        label = f.name
-        config = f / "config.json"
-        if config.is_file():
-            cfg = json.loads(config.read_text())
-            label = f"{f.name} ({cfg['rule']})"
-            for p in probes:  # runs from before probes recorded images
-                p.setdefault("images", p["step"] * cfg["batch_size"])
+        folder = RunFolder(f)
+        history, probes = folder.rows(), folder.rows("probes")
+        config = folder.config() or {}
+        label = f"{f.name} ({config['rule']})" if "rule" in config else f.name
+        for p in probes:  # runs from before probes recorded images
+            p.setdefault("images", p["step"] * config.get("batch_size", 1))
         out[label] = (history, probes)
     return out
 
@@ -140,7 +124,7 @@ def plot_sweep(
         if x_axis == "gain":
             ax.set_xscale("log")
         ax.legend(fontsize=8)
-    paths = [_save(fig, out_dir / "error.png", title, fontsize=9)]
+    paths = [save(fig, out_dir / "error.png", title, fontsize=9)]
 
     xs = list(dict.fromkeys(r[x_axis] for r in summary))
     fig, axes = plt.subplots(2, len(xs), figsize=(2.6 * len(xs), 5.5), squeeze=False)
@@ -157,8 +141,13 @@ def plot_sweep(
     axes[0][0].set_ylabel("mean |apical potential|")
     axes[1][0].set_ylabel("angle to backprop (deg)")
     axes[1][0].legend(fontsize=7)
-    paths.append(_save(fig, out_dir / "layers.png", f"{title} ({datasets[0]})", fontsize=9))
+    paths.append(save(fig, out_dir / "layers.png", f"{title} ({datasets[0]})", fontsize=9))
     return paths
+
+
+def _num(v: Any) -> float:
+    """A row's value as a float for plotting (missing values, JSON null, as NaN)."""
+    return float("nan") if v is None else float(v)
 
 
 def _mean_of(rows: list[dict[str, Any]], key: str, value: Any, field: str) -> float:
@@ -193,4 +182,4 @@ def plot_dendrite_traces(trace: dict[str, Any], label: int, path: Path, title: s
         ax.legend(fontsize=8, loc="lower left")
     ax_h.set(ylabel="hidden neuron (V)", title="forward phase | target phase (teaching current on)")
     ax_o.set(xlabel="time (ms)", ylabel="output somata (V)")
-    return _save(fig, path, title)
+    return save(fig, path, title)

@@ -1,0 +1,147 @@
+"""TrainConfig: everything a training run depends on (its run folder's config.json).
+
+Every field has a type and, where it can be out of range, a Range (apical.config), so a
+wrong value is refused with one line before any work starts, from the command line, a
+TOML file or Python alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+from apical.config import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Range, check_fields, from_dict
+from apical.errors import ConfigError
+
+Seed = Annotated[int, Range(ge=0, lt=2**32)]
+
+# Fields that say where a run's data lives and what runs it, not what the run is: a run
+# resumes with other values of these.
+LOCATION_FIELDS = ("data_dir", "device", "run_dir")
+# The fields that decide which dataset (and split) a run trains on.
+DATA_FIELDS = (
+    "dataset", "data_dir", "val_size", "train_size", "seed", "standardize", "image_size",
+)  # fmt: skip
+
+
+@dataclass
+class TrainConfig:
+    """A training run: data, model, rule, optimizer, schedule, replicas, probes, folder."""
+
+    dataset: str = "digits"
+    data_dir: str | None = None
+    # held out of the training set for validation: a count, or a fraction of it (0: none)
+    val_size: Annotated[int, NON_NEGATIVE] | Annotated[float, Range(ge=0, lt=1)] = 0.1
+    train_size: Annotated[int, AT_LEAST_ONE] | None = None  # the first N of the training split
+    standardize: bool = True
+    image_size: Annotated[int, AT_LEAST_ONE] = 64
+    augment: Literal["none", "crop_flip", "resized_crop_flip"] = "none"
+    model: str = "mlp"
+    model_options: dict[str, Any] = field(default_factory=dict)
+    rule: str = "backprop"
+    rule_options: dict[str, Any] = field(default_factory=dict)
+    loss: Literal["cross_entropy", "mse"] = "cross_entropy"
+    optimizer: Literal["sgd", "adam", "adamw", "decoupled_sgd"] = "sgd"
+    lr: Annotated[float, POSITIVE] = 0.05
+    output_lr: Annotated[float, NON_NEGATIVE] | None = None  # None: lr
+    momentum: Annotated[float, Range(ge=0, lt=1)] = 0.9
+    weight_decay: Annotated[float, NON_NEGATIVE] = 0.0
+    schedule: Literal["constant", "cosine", "step"] = "constant"
+    step_every: Annotated[int, AT_LEAST_ONE] = 30  # epochs between the drops of schedule "step"
+    step_factor: Annotated[float, Range(gt=0, le=1)] = 0.1
+    grad_clip: Annotated[float, POSITIVE] | None = None
+    epochs: Annotated[int, AT_LEAST_ONE] = 10
+    batch_size: Annotated[int, AT_LEAST_ONE] = 64
+    seed: Seed = 0
+    # replicas (apical.replicas): one network per entry of `seeds` (its initialisation, data
+    # order and probe batch), trained side by side; `seed` then keys only the validation
+    # split. `lr_scales` multiplies each replica's learning rates (sgd without weight decay
+    # or decoupled_sgd, where scaling the direction is exactly scaling the lr).
+    seeds: list[Seed] | None = None
+    lr_scales: list[Annotated[float, POSITIVE]] | None = None
+    probe_every: Annotated[int, NON_NEGATIVE] = 100  # steps between alignment probes (0: none)
+    probe_size: Annotated[int, AT_LEAST_ONE] = 512
+    probe_epochs: bool = False  # also probe at the end of every epoch
+    device: str = "auto"
+    run_dir: str | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """A config from a dict (a TOML table, config.json): unknown keys and values of the
+        wrong type or range are refused with one line."""
+        config = from_dict(cls, d)
+        config.check()
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def replicas(self) -> int | None:
+        return len(self.seeds) if self.seeds is not None else None
+
+    def check(self) -> None:
+        """Every field's type and range, and the rules between fields (ConfigError)."""
+        from apical.data import DATASETS
+        from apical.models import MODELS
+        from apical.rules import RULES
+
+        check_fields(self)
+        for what, value, known in (
+            ("dataset", self.dataset, DATASETS),
+            ("model", self.model, MODELS),
+            ("rule", self.rule, RULES),
+        ):
+            if value not in known:
+                raise ConfigError(f"unknown {what} {value!r}; known: {', '.join(known)}")
+        if self.run_dir is not None and not self.run_dir.strip():
+            raise ConfigError("run_dir is empty; name a folder, or leave it out to save nothing")
+        if "loss" in self.rule_options:
+            raise ConfigError(
+                "loss is a config field, not a rule option: set loss (--loss) instead"
+            )
+        if self.optimizer == "decoupled_sgd" and self.weight_decay >= 1:
+            raise ConfigError(
+                f"weight_decay {self.weight_decay:g} of decoupled_sgd multiplies the weights by "
+                "1 - weight_decay every step; give a value below 1"
+            )
+        if self.seeds is not None:
+            self._check_replicas()
+        elif self.lr_scales is not None:
+            raise ConfigError("lr_scales needs seeds (one learning-rate scale per replica)")
+
+    def _check_replicas(self) -> None:
+        seeds, scales = self.seeds, self.lr_scales
+        if not seeds:
+            raise ConfigError("seeds must be a non-empty list of integers, got []")
+        if scales is not None and len(scales) != len(seeds):
+            raise ConfigError(
+                f"lr_scales has {len(scales)} entries for {len(seeds)} seeds; give one per seed"
+            )
+        if self.augment != "none" or self.grad_clip:
+            raise ConfigError("replicas (seeds) train without augmentation and grad_clip")
+        scaled = scales is not None and any(v != 1 for v in scales)
+        plain_sgd = self.optimizer == "sgd" and self.weight_decay == 0
+        if scaled and not (plain_sgd or self.optimizer == "decoupled_sgd"):
+            raise ConfigError(
+                "lr_scales needs optimizer sgd without weight decay, or decoupled_sgd (where a "
+                "scaled direction is a scaled learning rate)"
+            )
+
+
+def extension_check(config: TrainConfig):
+    """The resume check of `epochs` (run_folder.RunFolder.begin): a run may be extended
+    (or continued with fewer epochs than configured, if it has not passed them) when the
+    schedule does not depend on the length; a cosine schedule does, so it is refused."""
+
+    def check(saved: Any, new: Any) -> str | None:
+        if config.schedule == "cosine":
+            return (
+                f"its cosine schedule anneals over epochs = {saved}, so a run of {new} epochs "
+                f"would have had other learning rates from the start; start a new run with "
+                f"epochs = {new}, or keep epochs = {saved}"
+            )
+        return None
+
+    return {"epochs": check}

@@ -23,6 +23,7 @@ import torch
 from apical.data import load_dataset
 from apical.dendrites.evaluation import load_trained, run_config, spread, weight_tests
 from apical.errors import ApicalError
+from apical.run_folder import RunFolder
 
 
 def main() -> None:
@@ -53,8 +54,7 @@ def report(args: argparse.Namespace) -> None:
         t0 = time.perf_counter()
         errors = weight_tests(net, x, y, args.repeats)
         s = spread(errors)
-        metrics = run / "metrics.jsonl"
-        epochs = len(metrics.read_text().splitlines()) if metrics.is_file() else 0
+        epochs = len(RunFolder(run).rows())
         results["runs"][str(run)] = {**s, "epochs": epochs, "errors": errors.tolist(),
                                      "seconds": time.perf_counter() - t0}  # fmt: skip
         print(f"{run} (epoch {epochs}, preset {net.config.preset}): test error "

@@ -14,15 +14,19 @@ import argparse
 import sys
 from pathlib import Path
 
-from apical.run_folder import read_rows
+from apical.errors import ApicalError
+from apical.run_folder import RunFolder
 
 
 def test_errors(run_dir: Path) -> dict[int, float]:
     """Test error (%) by epoch from a run folder's metrics.jsonl."""
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
+    folder = RunFolder(run_dir)
+    if not folder.has_rows():
         sys.exit(f"error: no metrics.jsonl in {run_dir}; name a run folder (runs/EXPERIMENT/LABEL)")
-    rows = read_rows(path)
+    try:
+        rows = folder.rows()
+    except ApicalError as e:
+        sys.exit(f"error: {e}")
     return {r["epoch"]: 100 * (1 - r["test_accuracy"]) for r in rows
             if r.get("test_accuracy") is not None}  # fmt: skip
 

@@ -457,9 +457,9 @@ def test_rate_feedback_sends_the_output_rate_to_the_apical_dendrites():
 def test_bad_input_gives_one_clear_line():
     with pytest.raises(ApicalError, match="unknown preset"):
         dendrite_config("fast")
-    with pytest.raises(ApicalError, match="no option"):
+    with pytest.raises(ApicalError, match="unknown segregated dendrites option key g_apical"):
         dendrite_config(g_apical=1.0)
-    with pytest.raises(ApicalError, match="psp_scale must be positive, got nan"):
+    with pytest.raises(ApicalError, match="psp_scale must be a finite number, got nan"):
         dendrite_config(psp_scale=float("nan"))
     net = SegregatedNet(dendrite_config(n_inputs=4, hidden=(3,), n_outputs=2))
     with pytest.raises(ApicalError, match=r"\[0, 1\].*standardize = false"):

@@ -164,15 +164,21 @@ class RunFolder:
             raise ApicalError(f"{path} does not hold a config table; restore or remove it")
         return saved
 
+    def rows_file(self, stream: str = "metrics") -> Path:
+        return self.path / f"{stream}.jsonl"
+
     def rows(self, stream: str = "metrics") -> list[dict[str, Any]]:
-        return read_rows(self.path / f"{stream}.jsonl")
+        return read_rows(self.rows_file(stream))
+
+    def has_rows(self, stream: str = "metrics") -> bool:
+        return self.rows_file(stream).is_file()
 
     def summary(self) -> Any:
         path = self.path / SUMMARY
         return read_json(path) if path.is_file() else None
 
     def has_run(self) -> bool:
-        return any((self.path / n).exists() for n in (CONFIG, CHECKPOINT, "metrics.jsonl"))
+        return (self.path / CONFIG).exists() or self.has_checkpoint() or self.has_rows()
 
     def has_checkpoint(self) -> bool:
         return (self.path / CHECKPOINT).is_file()
@@ -316,7 +322,7 @@ class RunFolder:
             kept = self.rows(stream)
             if len(kept) < n:
                 raise ApicalError(
-                    f"{self.path / f'{stream}.jsonl'} has {len(kept)} rows but the checkpoint "
+                    f"{self.rows_file(stream)} has {len(kept)} rows but the checkpoint "
                     f"needs {n}: the folder was edited; start a new run"
                 )
             if len(kept) > n:
@@ -326,7 +332,7 @@ class RunFolder:
 
     def write_rows(self, stream: str, rows: list[dict[str, Any]]) -> None:
         self._need_lock()
-        atomic_write(self.path / f"{stream}.jsonl", "".join(dumps(r) + "\n" for r in rows).encode())
+        atomic_write(self.rows_file(stream), "".join(dumps(r) + "\n" for r in rows).encode())
 
     def write_json(self, name: str, obj: Any) -> Path:
         self._need_lock()

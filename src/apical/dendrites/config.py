@@ -13,10 +13,10 @@ the simulation is read (design notes originals.md 1.13-1.14):
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
+from apical.config import from_dict
 from apical.errors import ApicalError
 
 PRESETS: dict[str, dict] = {
@@ -135,15 +135,7 @@ def dendrite_config(preset: str = "original-code", **options) -> DendriteConfig:
         raise ApicalError(
             f"segregated dendrites: unknown preset {preset!r}; known: {', '.join(PRESETS)}"
         )
-    known = {f.name for f in dataclasses.fields(DendriteConfig)}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise ApicalError(
-            f"segregated dendrites: no option {', '.join(unknown)}; options: "
-            f"{', '.join(sorted(known))}"
-        )
-    if "hidden" in options:
-        options["hidden"] = tuple(options["hidden"])
-    config = DendriteConfig(preset=preset, **{**PRESETS[preset], **options})
+    config = from_dict(DendriteConfig, {"preset": preset, **PRESETS[preset], **options},
+                       "segregated dendrites option")  # fmt: skip
     config.check()
     return config

@@ -181,7 +181,7 @@ class TrainRuns:
         if runs_with_rows:
             files["curves.png"] = plot_runs(runs_with_rows, folder / "curves.png", exp.title)
         for label in runs_with_rows:
-            files[f"{label}/metrics.jsonl"] = Path(configs[label].run_dir) / "metrics.jsonl"
+            files[f"{label}/metrics.jsonl"] = RunFolder(configs[label].run_dir).rows_file()
         notes = []
         if shortened:
             notes.append(f"shortened to {overrides['epochs']} epochs: not the published protocol")

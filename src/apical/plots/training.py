@@ -81,10 +81,10 @@ def _layer_curves(
 def load_runs(path: Path) -> dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
     """Metrics and probe rows of a run folder, or of every run folder inside an
     experiment's, by label."""
-    if (path / "metrics.jsonl").is_file():
+    if RunFolder(path).has_rows():
         folders = [path]
     elif path.is_dir():
-        folders = sorted(p for p in path.iterdir() if (p / "metrics.jsonl").is_file())
+        folders = sorted(p for p in path.iterdir() if RunFolder(p).has_rows())
     else:
         folders = []
     if not folders:

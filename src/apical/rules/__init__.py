@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
+from apical.config import from_dict
 from apical.errors import ApicalError
-from apical.layers import FeedbackInit, FeedbackSpec
+from apical.layers import FeedbackSpec
 from apical.rules.backprop import Backprop
 from apical.rules.base import Rule, Step
 from apical.rules.burstprop import Burstprop
@@ -33,26 +33,11 @@ RULES: dict[str, type[Rule]] = {
 
 
 def make_rule(name: str, **options: Any) -> Rule:
-    """Build a rule by registry name; `feedback` may be given as a dict of FeedbackInit fields."""
+    """Build a rule by registry name; its options are checked by `apical.config` (unknown
+    names, wrong types), and `feedback` may be given as a dict of FeedbackInit fields."""
     if name not in RULES:
         raise ApicalError(f"unknown rule {name!r}; known rules: {', '.join(RULES)}")
-    cls = RULES[name]
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(options) - fields)
-    if unknown:
-        raise ApicalError(
-            f"rule {name!r} has no option {', '.join(unknown)}; its options: "
-            f"{', '.join(sorted(fields))}"
-        )
-    if isinstance(options.get("feedback"), dict):
-        known = {f.name for f in dataclasses.fields(FeedbackInit)}
-        bad = sorted(set(options["feedback"]) - known)
-        if bad:
-            raise ApicalError(
-                f"unknown feedback option {', '.join(bad)}; known: {', '.join(sorted(known))}"
-            )
-        options = {**options, "feedback": FeedbackInit(**options["feedback"])}
-    return cls(**options)
+    return from_dict(RULES[name], options, f"rule {name!r} option")
 
 
 __all__ = ["RULES", "FeedbackSpec", "Rule", "Step", "make_rule"]

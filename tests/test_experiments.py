@@ -49,7 +49,7 @@ def test_a_leading_comment_keeps_the_kind_and_a_missing_kind_is_named():
 def test_malformed_experiments_name_the_file_and_the_problem():
     with pytest.raises(ApicalError, match=r"bad\.toml is not valid TOML"):
         parse("name = ", "bad.toml")
-    with pytest.raises(ApicalError, match=r"b.toml, run 'a': unknown config key rul; known"):
+    with pytest.raises(ApicalError, match=r"b\.toml: run 'a': unknown config key rul; known"):
         parse(HEAD + '[[runs]]\nlabel="a"\nrul="fa"\n', "b.toml")
     with pytest.raises(ApicalError, match=r"run 'a': its reference 'bp' is not a run"):
         parse(HEAD + '[[runs]]\nlabel="a"\nreference="bp"\nwithin=1.0\n', "b.toml")
@@ -74,7 +74,7 @@ def test_a_shared_run_is_the_named_run_of_the_other_experiment():
 
 
 def test_a_shared_run_must_name_a_trained_run_and_bring_no_config():
-    with pytest.raises(ApicalError, match=r"run 'a': it is the same as y/b .* drop lr$"):
+    with pytest.raises(ApicalError, match=r"b\.toml: run 'a': it is the same as y/b .* drop lr$"):
         parse(HEAD + '[[runs]]\nlabel="a"\nsame_as="y/b"\nlr=0.1\n', "b.toml")
     exp = parse(HEAD + '[[runs]]\nlabel="a"\nsame_as="fa-mnist/nope"\n', "b.toml")
     with pytest.raises(ApicalError, match="'fa-mnist/nope', which is not a trained run"):

@@ -144,7 +144,10 @@ def test_rules_are_pure(name):
 def test_registry_errors_name_the_known_rules():
     with pytest.raises(apical.ApicalError, match="known rules: backprop, fa, dfa"):
         apical.make_rule("hebbian")
-    with pytest.raises(apical.ApicalError, match="unknown rule 'fa' option key sparsity; known keys: feedback, loss"):
+    with pytest.raises(
+        apical.ApicalError,
+        match="unknown rule 'fa' option key sparsity; known keys: feedback, loss",
+    ):
         apical.make_rule("fa", sparsity=0.5)
     rule = apical.make_rule("fa", feedback={"sparsity": 0.5, "distribution": "normal"})
     assert rule.feedback.sparsity == 0.5

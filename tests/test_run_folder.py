@@ -42,6 +42,13 @@ def _apical(*args, **kw) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, **kw)  # fmt: skip
 
 
+def _train_args(run: Path, hidden: str, batch: str, epochs: str, probe: str) -> list[str]:
+    """`apical train` on digits with a plain MLP into the run folder `run`."""
+    return ["train", "--dataset", "digits", "--hidden", hidden, "--batch-size", batch,
+            "--epochs", epochs, "--probe-every", probe, "--device", "cpu", "--run-dir",
+            str(run)]  # fmt: skip
+
+
 def _one_error_line(stderr: str) -> str:
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in stderr, stderr
@@ -124,23 +131,7 @@ def test_a_second_writer_is_refused_and_the_first_keeps_its_files(tmp_path):
     """A second `apical train` into a folder being written gets one line naming the
     process that holds it; the first run goes on and its files are its own."""
     run = tmp_path / "run"
-    args = [
-        "train",
-        "--dataset",
-        "digits",
-        "--hidden",
-        "64",
-        "--batch-size",
-        "8",
-        "--epochs",
-        "6",
-        "--probe-every",
-        "0",
-        "--device",
-        "cpu",
-        "--run-dir",
-        str(run),
-    ]
+    args = _train_args(run, hidden="64", batch="8", epochs="6", probe="0")
     first = _apical(*args)
     deadline = time.time() + 120
     while not (run / "checkpoint.pt").exists():  # wait until it trains, then freeze it
@@ -152,9 +143,11 @@ def test_a_second_writer_is_refused_and_the_first_keeps_its_files(tmp_path):
         _, err = second.communicate(timeout=120)
         line = _one_error_line(err)
         assert second.returncode == 2
-        assert line == f"error: run folder {run} is in use by process {first.pid} on " + os.uname()[
-            1
-        ] + ("; wait for it to finish or choose another folder")
+        host = os.uname().nodename
+        assert line == (
+            f"error: run folder {run} is in use by process {first.pid} on {host}; wait for it "
+            "to finish or choose another folder"
+        )
     finally:
         first.send_signal(signal.SIGCONT)
     _, err = first.communicate(timeout=300)
@@ -173,23 +166,7 @@ def test_kill_9_during_checkpoint_writes_never_leaves_a_torn_run(tmp_path):
     always loads, the next start removes the temporary file of the killed write, and the
     run resumed to its end equals the uninterrupted run."""
     run = tmp_path / "run"
-    args = [
-        "train",
-        "--dataset",
-        "digits",
-        "--hidden",
-        "1024,1024",
-        "--batch-size",
-        "8",
-        "--epochs",
-        "12",
-        "--probe-every",
-        "0",
-        "--device",
-        "cpu",
-        "--run-dir",
-        str(run),
-    ]
+    args = _train_args(run, hidden="1024,1024", batch="8", epochs="12", probe="0")
     stale: set[Path] = set()
     for _ in range(4):
         resume = ["--resume"] if (run / "config.json").exists() else []
@@ -219,23 +196,7 @@ def test_kill_9_during_checkpoint_writes_never_leaves_a_torn_run(tmp_path):
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_saves_within_the_epoch_and_the_run_resumes_exactly(tmp_path, sig):
     run = tmp_path / "run"
-    args = [
-        "train",
-        "--dataset",
-        "digits",
-        "--hidden",
-        "64",
-        "--batch-size",
-        "4",
-        "--epochs",
-        "3",
-        "--probe-every",
-        "40",
-        "--device",
-        "cpu",
-        "--run-dir",
-        str(run),
-    ]
+    args = _train_args(run, hidden="64", batch="4", epochs="3", probe="40")
     proc = _apical(*args, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert proc.stdout.readline().startswith("epoch   1")  # in epoch 2 now
     time.sleep(0.1)

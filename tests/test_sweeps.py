@@ -16,7 +16,6 @@ from apical.experiments import load
 from apical.experiments.sweep import (
     LAYER_COLUMNS,
     RESULT_COLUMNS,
-    RUNNER,
     SUMMARY_COLUMNS,
     expand,
 )
@@ -104,15 +103,21 @@ def test_a_recorded_row_is_reproduced_by_its_seed_alone(tmp_path):
     assert 100 * (1 - final["val_accuracy"]) == pytest.approx(float(row["val_error"]), abs=1e-5)
 
 
+def _parse(body, origin):
+    from apical.experiments import parse_body
+
+    return parse_body("sweep", body, origin)
+
+
 def test_sweep_mistakes_name_the_problem():
     with pytest.raises(ApicalError, match="no preset 'gpu'; presets: cpu, tiny"):
         load("sweep-depth").with_preset("gpu")
     base = {"seeds": [0]}
     with pytest.raises(ApicalError, match=r"s\.toml: variant 'sgd' has no \[variants\] table"):
-        RUNNER.parse({**base, "axes": {"variant": ["sgd"]}}, "s.toml")
+        _parse({**base, "axes": {"variant": ["sgd"]}}, "s.toml")
     with pytest.raises(ApicalError, match="every axis needs a non-empty list"):
-        RUNNER.parse({**base, "axes": {"depth": []}}, "s.toml")
+        _parse({**base, "axes": {"depth": []}}, "s.toml")
     with pytest.raises(ApicalError, match="unknown config key epoch"):
-        RUNNER.parse({**base, "axes": {"epoch": [1]}}, "s.toml")
-    with pytest.raises(ApicalError, match=r"sweep file s\.toml: sweep lacks the key seeds"):
-        RUNNER.parse({"axes": {}}, "s.toml")
+        _parse({**base, "axes": {"epoch": [1]}}, "s.toml")
+    with pytest.raises(ApicalError, match=r"experiment file s\.toml: sweep lacks the key seeds"):
+        _parse({"axes": {}}, "s.toml")

@@ -54,29 +54,15 @@ class Range:
         if bounds == (0, None, None, None):
             return f"a non-negative {noun}"
         article = "an" if noun[0] in "aeiou" else "a"
-        low = (
-            f"[{self.ge:g}"
-            if self.ge is not None
-            else f"({self.gt:g}"
-            if self.gt is not None
-            else ""
-        )
-        high = (
-            f"{self.le:g}]"
-            if self.le is not None
-            else f"{self.lt:g})"
-            if self.lt is not None
-            else ""
-        )
+        low = f"[{_num(self.ge)}" if self.ge is not None else ""
+        low = low or (f"({_num(self.gt)}" if self.gt is not None else "")
+        high = f"{_num(self.le)}]" if self.le is not None else ""
+        high = high or (f"{_num(self.lt)})" if self.lt is not None else "")
         if low and high:
             return f"{article} {noun} in {low}, {high}"
-        if low:
-            return f"{article} {noun} " + (
-                f">= {self.ge:g}" if self.ge is not None else f"> {self.gt:g}"
-            )
-        return f"{article} {noun} " + (
-            f"<= {self.le:g}" if self.le is not None else f"< {self.lt:g}"
-        )
+        below = f">= {_num(self.ge)}" if self.ge is not None else f"> {_num(self.gt)}"
+        above = f"<= {_num(self.le)}" if self.le is not None else f"< {_num(self.lt)}"
+        return f"{article} {noun} {below if low else above}"
 
 
 POSITIVE = Range(gt=0)
@@ -89,10 +75,11 @@ def _fields(cls: type) -> tuple[list[dataclasses.Field], dict[str, Any]]:
     return [f for f in dataclasses.fields(cls) if f.init], hints
 
 
-def from_dict(cls: type[T], data: Any, name: str = "config") -> T:
+def from_dict(cls: type[T], data: Any, name: str = "config", path: str = "") -> T:
     """`cls(**data)` with every key known and every value of its field's type and range.
 
-    `name` says what the keys are in messages ("config", "rule 'fa' option", ...)."""
+    `name` says what the keys are in messages ("config", "rule 'fa' option", ...); `path`
+    prefixes the keys of a nested table ("feedback.")."""
     if not isinstance(data, dict):
         raise ConfigError(f"{name}s must be a table of KEY = VALUE, got {_show(data)}")
     fields, hints = _fields(cls)
@@ -104,16 +91,17 @@ def from_dict(cls: type[T], data: Any, name: str = "config") -> T:
             nested.setdefault(head, {})[rest] = value
         else:
             nested[key] = value
-    unknown = sorted(str(k) for k in nested if k not in known)
+    unknown = sorted(path + str(k) for k in nested if k not in known)
     if unknown:
         raise ConfigError(
-            f"unknown {name} key {', '.join(unknown)}; known keys: {', '.join(sorted(known))}"
+            f"unknown {name} key {', '.join(unknown)}; known keys: "
+            f"{', '.join(path + k for k in sorted(known))}"
         )
     required = [f.name for f in fields if f.default is f.default_factory is dataclasses.MISSING]
-    missing = [k for k in required if k not in nested]
+    missing = [path + k for k in required if k not in nested]
     if missing:
         raise ConfigError(f"{name} lacks the key {', '.join(missing)}, which it needs")
-    return cls(**{k: coerce(v, hints[k], k) for k, v in nested.items()})
+    return cls(**{k: coerce(v, hints[k], path + k, name) for k, v in nested.items()})
 
 
 def replace(obj: T, overrides: dict[str, Any], name: str = "config") -> T:
@@ -136,8 +124,12 @@ def check_fields(obj: Any) -> None:
         coerce(getattr(obj, f.name), hints[f.name], f.name)
 
 
-def coerce(value: Any, hint: Any, name: str) -> Any:
-    """`value` as the type `hint` describes (lossless conversions only), or ConfigError."""
+def coerce(value: Any, hint: Any, name: str, what: str = "config") -> Any:
+    """`value` as the type `hint` describes (lossless conversions only), or ConfigError
+    naming the key `name` (dotted for nested tables)."""
+    table = _plain(hint)
+    if dataclasses.is_dataclass(table) and isinstance(value, dict):
+        return from_dict(table, value, what, path=f"{name}.")
     problem = _problem(value, hint)
     if isinstance(problem, _Bad):
         raise ConfigError(f"{name} must be {problem.want}, got {_show(value)}")

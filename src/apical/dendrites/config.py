@@ -2,13 +2,15 @@
 
 Defaults are eLife 2017 Table 1 (Guerguiev, Lillicrap & Richards) in the code's units: time
 in ms (dt = 1), rates in spikes per ms (phi_max = 0.2, i.e. 200 Hz). Two presets fix how
-the simulation is read (design notes originals.md 1.13-1.14):
+the simulation is read (§8):
 
 - ``original-code``: what produced the published numbers, the authors' code in its paper
   mode: PSP kernel truncated to 10 steps (51 % of its mass), averages over the last 20
   steps of each phase, a 250-step test phase averaged over its last 220 steps.
 - ``paper``: the text: the full PSP kernel, averages over everything after the 30 ms
   settling time, a 500 ms test phase.
+
+Section numbers (§) refer to docs/models/segregated-dendrites.md.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ class DendriteConfig:
     hidden: tuple[int, ...] = (500,)
     n_outputs: int = 10
     preset: str = "original-code"
-    mode: str = "spiking"  # "rate": the authors' non-spiking mode (originals.md 1.14f)
+    mode: str = "spiking"  # "rate": the authors' non-spiking mode (§11)
     feedback: str = "spikes"  # "rates": the output's rate reaches the apical dendrites
     feedback_init: str = "random"  # "symmetric": Y = W^T of the layers above, re-set
     feedback_noise: float = 0.0  # s.d. of fixed noise added to symmetric feedback

@@ -1,7 +1,7 @@
 """The spiking network of Guerguiev, Lillicrap & Richards (eLife 2017) as pure functions.
 
 Time is in 1-ms steps (forward Euler), rates in spikes per step (phi_max = 0.2). One step
-(eLife "Simulation details"; originals.md 1.14c), for B examples at once:
+(eLife "Simulation details"; §2), for B examples at once:
 
 1. input counts n ~ Poisson(phi_max x) (pixel intensities x in [0, 1]), filtered into PSPs;
 2. hidden layers, bottom to top: basal V^b = W s_below + b (Eq. 11), apical
@@ -23,6 +23,8 @@ drawn at once, W s(t) by two matrix products), at most `config.chunk` rows of (s
 example), which bounds that memory too. With g_a = 0 the layers above can be taken a chunk
 at a time as well (`driven_chunk`: each soma is then a linear recurrence in its basal
 input, since nothing flows back down within a step); otherwise they step (`tick`).
+
+Section numbers (§) refer to docs/models/segregated-dendrites.md.
 """
 
 from __future__ import annotations

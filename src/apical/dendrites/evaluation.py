@@ -2,9 +2,11 @@
 
 eLife Figs. 6B, 8B, 8D and 9B give "spreads (min-max) of the results of repeated weight
 tests (n = 20)": one trained net, its final weights tested 20 times on the 10,000 test
-images, the repeats differing only in their Poisson spikes (originals.md 1.14k). Here each
+images, the repeats differing only in their Poisson spikes (§10). Here each
 repeat r draws its spikes from keys of its own (`weight_test_keys`), so a repeat's result
 does not depend on how the images are batched, and the same repeat gives the same error.
+
+Section numbers (§) refer to docs/models/segregated-dendrites.md.
 """
 
 from __future__ import annotations

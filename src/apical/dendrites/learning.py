@@ -13,6 +13,8 @@ The losses are L^out = mean over outputs of (phi* - phi_max sigma(Vbar^f))^2 (as
 authors' code records it) and L^l = ||alpha^t - alpha^f||^2 (Eq. 8). Learning rates eta
 stay outside (the optimizer's), so the directions returned are -Delta W / eta, summed over
 the batch (B = 1 is the paper's online update).
+
+Section numbers (§) refer to docs/models/segregated-dendrites.md.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ def directions(errs: Errors, avg: Averages) -> tuple[tuple[Tensor, ...], tuple[T
 
 def backprop_errors(config: DendriteConfig, params: Params, avg: Averages) -> tuple[Tensor, ...]:
     """The errors backprop would send to each hidden layer, from the same window averages
-    (originals.md 1.14h; rate approximation of eLife Eqs. 24, 26): delta^out = k_d phi_max
+    (§9; rate approximation of eLife Eqs. 24, 26): delta^out = k_d phi_max
     sigma'(Vbar^out) (phi* - phi_max sigma(Vbar^out)), delta^l = k_b phi_max sigma'(Vbar^l)
     (W^{l+1}^T delta^{l+1}); pre-update weights."""
     c = config
@@ -89,7 +91,7 @@ def row_angles(a: Tensor, b: Tensor) -> Tensor:
 
 def theorem1_eigenvalue(config: DendriteConfig, params: Params, avg: Averages) -> Tensor:
     """Largest eigenvalue of (I - U)^T (I - U), U = mean over the batch of J_beta J_gamma
-    (eLife Theorem 1, Fig. 5-suppl. 1; originals.md 1.14i): J_beta = diag(phi_max
+    (eLife Theorem 1, Fig. 5-suppl. 1; §9): J_beta = diag(phi_max
     sigma'(Vbar^out)) k_d W^out, J_gamma = diag(sigma'(Y phi_max sigma(Vbar^out))) Y, for the
     last hidden layer's feedback Y. Below 1, reducing the hidden loss reduces the output's."""
     c = config
@@ -108,7 +110,7 @@ def correlation(a: Tensor, b: Tensor) -> Tensor:
     return (a * b).sum() / (a.norm() * b.norm())
 
 
-# -- initialisation (originals.md 1.10, 1.14a) --------------------------------------------
+# -- initialisation (§7) --------------------------------------------
 V_AVG, V_SD, B_AVG, B_SD = 3.0, 3.0, 0.8, 0.001
 SPREAD = 3.465  # the code's W_avg + 3.465 W_sd U(-1, 1): s.d. 2 W_sd
 

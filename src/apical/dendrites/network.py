@@ -6,6 +6,8 @@ functions of `dynamics` and `simulate`. `model(x)` is a test presentation and re
 sigma(mean output soma) per class (the class is its arg-max; values in (0, 1), so an
 "mse" loss against one-hot labels is meaningful). Training goes through the rule
 `segregated_dendrites`.
+
+Section numbers (§) refer to docs/models/segregated-dendrites.md.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ class SegregatedNet(nn.Module):
 
     @torch.no_grad()
     def _initialise(self, generator: torch.Generator | None) -> None:
-        """originals.md 1.10, 1.14a, 1.9: W = W_avg + 3.465 W_sd U(-1, 1) from the fan-in,
+        """§7, 6: W = W_avg + 3.465 W_sd U(-1, 1) from the fan-in,
         b = 0.8 + 3.465e-3 U(-1, 1); Y^l drawn like the forward weights of a layer with
         fan-in n_l; sparse feedback keeps a fraction (rescaled by its inverse)."""
         c = self.config

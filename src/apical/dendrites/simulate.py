@@ -1,6 +1,6 @@
 """Presentations of a batch of images: training (forward phase, then target phase) and test.
 
-Training (eLife Fig. 4, "Simulation details"; originals.md 1.4, 1.14d-f): each image drives
+Training (eLife Fig. 4, "Simulation details"; §4): each image drives
 the input through a forward phase of 50 + floor(Wald(2, 1)) steps and then a target phase
 of another such length (drawn per example from its key), the teaching current on in the
 second. Averages are taken over each phase's window (preset: its last 20 steps, or every
@@ -8,6 +8,8 @@ step after the 30 ms settling time). In a batch the phases end at different step
 example that is done idles in its target phase until the longest ends (outside its
 windows, so its averages are exact; with `carry_state` its next image starts from there).
 Test: one forward phase of `test_steps` from rest; class = largest mean output soma.
+
+Section numbers (§) refer to docs/models/segregated-dendrites.md.
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ def phase_lengths(config: DendriteConfig, keys: Tensor) -> tuple[Tensor, Tensor]
 
 def plateau_offsets(config: DendriteConfig, keys: Tensor, layer: int, phase: int) -> Tensor:
     """Per-neuron plateau offsets d = min(|trunc(z)|, 5), z ~ N(0, 3^2), in steps before the
-    phase end (eLife Fig. 6-suppl. 1; originals.md 1.14l)."""
+    phase end (eLife Fig. 6-suppl. 1; §4)."""
     z = 3.0 * normal(step_keys(keys, JITTER_STREAM, 2 * layer + phase), config.hidden[layer])
     return z.trunc().abs().clamp_max(5).long()
 
@@ -205,7 +207,7 @@ def _all_at_once(config: DendriteConfig, device: torch.device) -> bool:
 
 
 def present_rates(config: DendriteConfig, params: Params, x: Tensor, labels: Tensor) -> Averages:
-    """Rate mode (the authors' `nonspiking_mode`; originals.md 1.14f), in closed form: no
+    """Rate mode (the authors' `nonspiking_mode`; §11), in closed form: no
     spikes, no conductance dynamics, hidden V = k_b V^b, output V = k_d V^b in the forward
     phase and (g_d V^b + E)/(g_l + g_d + 1) in the target phase (E = E_E for the correct
     class, E_I for the others); the apical dendrites see the output rate phi_max sigma(V)

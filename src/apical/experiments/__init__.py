@@ -26,7 +26,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 
-from apical.errors import ApicalError
+from apical.errors import ApicalError, ConfigError
 from apical.experiments.report import Report, RunReport
 from apical.run_folder import experiment_folder
 
@@ -48,7 +48,10 @@ class Options:
 
 class Runner(Protocol):
     """What each kind provides: `parse` validates a file's body (raising ApicalError) and
-    returns the kind's spec; `run` reproduces an experiment into `folder`."""
+    returns the kind's spec; `run` reproduces an experiment into `folder`; `picks_runs`:
+    whether `--run LABEL` can pick some of its runs."""
+
+    picks_runs: bool
 
     def parse(self, body: dict[str, Any], origin: str) -> Any: ...
 
@@ -79,7 +82,7 @@ class Experiment:
             known = ", ".join(self.presets) or "none"
             raise ApicalError(f"experiment {self.name} has no preset {preset!r}; presets: {known}")
         body = merged(self.body, self.presets[preset])
-        spec = runner(self.kind).parse(body, f"{self.origin} [presets.{preset}]")
+        spec = parse_body(self.kind, body, f"{self.origin} [presets.{preset}]")
         return replace(self, spec=spec, body=body, preset=preset)
 
     def report(self, folder: Path, runs: list[RunReport], **extra: Any) -> Report:
@@ -121,12 +124,19 @@ def parse(text: str, origin: str) -> Experiment:
     if not isinstance(presets, dict) or not all(isinstance(p, dict) for p in presets.values()):
         raise ApicalError(f"experiment file {origin}: [presets.NAME] must be tables")
     header = {k: d.pop(k) for k in HEADER}
-    kind = runner(header["kind"])
-    exp = Experiment(**header, spec=kind.parse(d, origin), body=d, presets=presets,
-                     origin=origin)  # fmt: skip
+    spec = parse_body(header["kind"], d, origin)
+    exp = Experiment(**header, spec=spec, body=d, presets=presets, origin=origin)
     for name in presets:
         exp.with_preset(name)  # validated now, not after hours of the others
     return exp
+
+
+def parse_body(kind: str, body: dict[str, Any], origin: str) -> Any:
+    """The kind's spec of a file's body; a bad value is named with the file."""
+    try:
+        return runner(kind).parse(body, origin)
+    except ConfigError as e:
+        raise ConfigError(f"experiment file {origin}: {e}") from None
 
 
 def shipped() -> dict[str, Experiment]:
@@ -177,6 +187,8 @@ def reproduce(
     rows to export/NAME (for docs).
     """
     exp = load(name).with_preset(preset)
+    if runs and not runner(exp.kind).picks_runs:
+        raise ApicalError(f"--run picks runs of an experiment; the {exp.kind} {exp.name} has none")
     given = {k: v for k, v in overrides.items() if v is not None}
     options = Options(resume, tuple(runs), given, progress, echo or (lambda line: None))
     folder = experiment_folder(out, exp.name, exp.preset)

@@ -40,17 +40,14 @@ class SpikingSpec:
 class SpikingRunner:
     """The runner of kind "spiking"."""
 
+    picks_runs = False
+
     def parse(self, body: dict[str, Any], origin: str) -> SpikingSpec:
-        try:
-            spec = from_dict(SpikingSpec, body, "spiking experiment")
-            protocol_config(spec)  # the options validated now
-        except ConfigError as e:
-            raise ConfigError(f"experiment file {origin}: {e}") from None
+        spec = from_dict(SpikingSpec, body, "spiking experiment")
+        protocol_config(spec)  # the options validated now
         return spec
 
     def run(self, exp, folder: Path, options) -> Any:
-        if options.runs:
-            raise ApicalError(f"--run picks runs of an experiment; {exp.name} has none to pick")
         unfit = sorted(k for k in options.overrides if k != "device")
         if unfit:
             raise ApicalError(

@@ -74,23 +74,21 @@ class _Body:
 class TrainRuns:
     """The runner of kind "train"."""
 
-    def parse(self, body: dict[str, Any], origin: str) -> TrainSpec:
-        try:
-            return self._parse(body, origin)
-        except ConfigError as e:
-            raise ConfigError(f"experiment file {origin}: {e}") from None
+    picks_runs = True
 
-    def _parse(self, body: dict[str, Any], origin: str) -> TrainSpec:
+    def parse(self, body: dict[str, Any], origin: str) -> TrainSpec:
+        """The spec of a file's [base] and [[runs]] (ConfigError; the protocol names the
+        file)."""
         raw = from_dict(_Body, body, "experiment")
         runs = []
         for table in raw.runs:
             if not isinstance(table, dict) or "label" not in table:
-                raise ApicalError(f"experiment file {origin}: every [[runs]] table needs a label")
+                raise ConfigError("every [[runs]] table needs a label")
             checks = {k: v for k, v in table.items() if k in _CHECKS}
             own = {k: v for k, v in table.items() if k not in _CHECKS}
-            where = f"experiment file {origin}, run {table['label']!r}:"
+            where = f"run {table['label']!r}:"
             if "same_as" in table and own:
-                raise ApicalError(
+                raise ConfigError(
                     f"{where} it is the same as {table['same_as']} and takes its config from "
                     f"there; drop {', '.join(sorted(own))}"
                 )
@@ -104,16 +102,14 @@ class TrainRuns:
         labels = [r.label for r in runs]
         for r in runs:
             if labels.count(r.label) > 1:
-                raise ApicalError(f"experiment file {origin}: two runs are labelled {r.label!r}")
+                raise ConfigError(f"two runs are labelled {r.label!r}")
             if r.reference is not None and r.reference not in labels:
-                raise ApicalError(
-                    f"experiment file {origin}, run {r.label!r}: its reference {r.reference!r} "
-                    f"is not a run of the experiment ({', '.join(labels)})"
+                raise ConfigError(
+                    f"run {r.label!r}: its reference {r.reference!r} is not a run of the "
+                    f"experiment ({', '.join(labels)})"
                 )
             if (r.within is None) != (r.reference is None):
-                raise ApicalError(
-                    f"experiment file {origin}, run {r.label!r}: reference and within go together"
-                )
+                raise ConfigError(f"run {r.label!r}: reference and within go together")
         return TrainSpec(raw.base, tuple(runs))
 
     def configs(self, exp, folder: Path, overrides: dict[str, Any]) -> dict[str, TrainConfig]:
@@ -258,8 +254,8 @@ def _shared(same_as: str, name: str) -> dict[str, Any]:
 def _validated(config: dict[str, Any], where: str) -> TrainConfig:
     try:
         return TrainConfig.from_dict(config)
-    except ApicalError as e:
-        raise type(e)(f"{where} {e}") from None
+    except ConfigError as e:
+        raise ConfigError(f"{where} {e}") from None
 
 
 RUNNER = TrainRuns()

@@ -11,10 +11,12 @@ dataset index). The end state of the simulation is carried to the next batch in
 
 Diagnostics per hidden layer (eLife Figs. 5, 7): `angle`, the mean over examples of the
 angle between the hidden update and the update backprop's error would give from the same
-simulation (originals.md 1.14h); `batch_angle`, the same for the batch-summed updates;
+simulation (§9); `batch_angle`, the same for the batch-summed updates;
 `loss_correlation`, the correlation over examples of the hidden loss ||alpha^t -
 alpha^f||^2 with the output loss; for the last hidden layer `eigenvalue`, the largest
 eigenvalue of Theorem 1's (I - J_beta J_gamma)^T (I - J_beta J_gamma).
+
+Section numbers (§) refer to docs/models/segregated-dendrites.md.
 """
 
 from __future__ import annotations

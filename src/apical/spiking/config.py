@@ -4,7 +4,7 @@ Options are applied and validated by `apical.config.replace`.
 
 Units throughout: ms, mV, pA, pF, nS (so pA / pF = mV / ms and nS x mV = pA); rates in Hz.
 Synaptic weights are dimensionless conductance jumps in units of the target compartment's
-leak conductance (spiking.md section 0).
+leak conductance (§0).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from apical.errors import ApicalError
 
 @dataclass(frozen=True)
 class BurstNeuron:
-    """Simplified stochastic-burst pyramidal neuron (spiking.md 1.2; `BurstPoissonGroup`)."""
+    """Simplified stochastic-burst pyramidal neuron (§1; `BurstPoissonGroup`)."""
 
     c_s: float = 370.0  # pF; somatic leak g = C/tau = 23.1 nS
     tau_s: float = 16.0
@@ -51,7 +51,7 @@ class BurstNeuron:
 
 @dataclass(frozen=True)
 class BurstRule:
-    """Burst-dependent plasticity with homeostasis as the code runs it (spiking.md 3)."""
+    """Burst-dependent plasticity with homeostasis as the code runs it (§4)."""
 
     tau_pre: float = 100.0  # presynaptic event trace
     tau_avg: float = 2000.0  # event and burst moving averages (P-bar = B-hat / E-hat)
@@ -75,7 +75,7 @@ class Background:
 
 @dataclass(frozen=True)
 class XorConfig:
-    """The XOR network and protocol of NN Fig. 4 (spiking.md 4); the paper's values."""
+    """The XOR network and protocol of NN Fig. 4 (§5); the paper's values."""
 
     n: int = 500  # neurons per ensemble: input1, input2, hidden1, hidden2, output
     p: float = 0.2  # connection probability of every projection

@@ -1,21 +1,23 @@
-"""Multiplexing and credit propagation (NN Fig. 3; spiking.md 7): two populations of full
+"""Multiplexing and credit propagation (NN Fig. 3; §7): two populations of full
 two-compartment pyramidal neurons with PV and SOM interneurons, short-term depressing
 feedforward and facilitating feedback synapses, batched over R seeds.
 
-Full pyramidal model (spiking.md 1.1; Naud & Sprekeler 2018), f(V_d) = sigma((V_d - E_d)/D):
+Full pyramidal model (§2; Naud & Sprekeler 2018), f(V_d) = sigma((V_d - E_d)/D):
 
     C_s dV_s/dt = -(C_s/tau_s)(V_s - E_L) + g_s f(V_d) + b_w w_s + I_syn,s + I_inj,s
     C_d dV_d/dt = -(C_d/tau_d)(V_d - E_L) + g_d f(V_d) + a_w w_d + c_d K(t) + I_syn,d + I_inj,d
 
 K: a 2-ms box after each somatic spike (back-propagating action potential); spikes when
 V_s crosses a moving threshold (reset, theta += 2 mV, no refractory period). PV and SOM are
-AdEx neurons (spiking.md 1.3). Every spike is transmitted with its short-term efficacy
+AdEx neurons (§2). Every spike is transmitted with its short-term efficacy
 x u after 0.8 ms (rounded to whole steps, at least one).
 
 Read-out: population event rate (ER), burst rate (BR) and burst probability BP = BR/ER in
 50-ms bins; the figure's four comparisons are reported as Pearson correlations over the
 3 s after the burn-in: pyr2 BP with the dendritic input I_d, pyr2 ER with pyr1 ER, pyr1 BP
 with pyr2 BR (the top-down signal), pyr1 ER with the somatic input I_s.
+
+Section numbers (§) refer to docs/models/spiking-burst-ensembles.md.
 """
 
 from __future__ import annotations
@@ -108,7 +110,7 @@ class MultiplexConfig:
 
 class Constants(NamedTuple):
     """Built once on the device (no host-to-device copies in the time loop): AdEx
-    parameters per interneuron (PV then SOM, spiking.md 1.3), background weights, PV's
+    parameters per interneuron (PV then SOM, §2), background weights, PV's
     constant current."""
 
     tau_m: Tensor
@@ -208,7 +210,7 @@ def initial_state(cfg: MultiplexConfig, device) -> State:
 
 
 def drives(cfg: MultiplexConfig, t_ms: Tensor) -> tuple[Tensor, Tensor]:
-    """The two time-varying inputs at times t (spiking.md 7): pyr1's somatic current I_s and
+    """The two time-varying inputs at times t (§7): pyr1's somatic current I_s and
     pyr2's dendritic current I_d (pA); the sines start after the burn-in."""
     on = (t_ms >= cfg.burn_in).float()
     i_s = on * cfg.i_s1_amp * torch.sin(2 * math.pi * t_ms / cfg.i_s1_period)

@@ -1,5 +1,5 @@
-"""The stochastic-burst pyramidal neuron (spiking.md 1.2) and event/burst detection
-(spiking.md 0), as pure step functions over (replicas, neurons) tensors.
+"""The stochastic-burst pyramidal neuron (§1) and event/burst detection
+(§0), as pure step functions over (replicas, neurons) tensors.
 
 Soma and dendrite (Payeur et al. 2021, Methods; `BurstPoissonGroup`), forward Euler:
 
@@ -13,6 +13,8 @@ A somatic spike (V_s > theta, not refractory) resets V_s, raises theta, incremen
 with probability p = sigma((V_d - E_d)/D) (NN Eq. 4's burst probability) schedules a second
 spike floor((5 + 10 u) ms / dt) - 1 steps later; each spike starts a 20-ms refractory period.
 Injected currents act after the threshold check of the step (Auryn's device order).
+
+Section numbers (§) refer to docs/models/spiking-burst-ensembles.md.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ class Detector(NamedTuple):
 
 
 def rest(p: BurstNeuron, v_s: Tensor) -> Neurons:
-    """Initial state: V_s given, everything else at rest (spiking.md 1.1)."""
+    """Initial state: V_s given, everything else at rest (§2)."""
 
     def z(value: float = 0.0) -> Tensor:  # distinct tensors: no aliasing between fields
         return torch.full_like(v_s, value)
@@ -145,7 +147,7 @@ def spiked(s: Neurons, p: BurstNeuron, dt: float) -> Tensor:
 
 
 def classify(d: Detector, spikes: Tensor, decay: float) -> tuple[Detector, Tensor, Tensor]:
-    """Events and bursts from spikes (spiking.md 0, `AdaptiveEBCPConnection`): with the
+    """Events and bursts from spikes (§0, `AdaptiveEBCPConnection`): with the
     trace x read before this spike, x < 1/e is an event (burst flag cleared), x > 1/e with
     the flag clear is a burst (flag set), anything else is ignored. `decay` = exp(-dt/16 ms).
     """

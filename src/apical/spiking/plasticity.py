@@ -1,5 +1,5 @@
 """Burst-dependent synaptic plasticity (NN Eq. 1) with the paper code's homeostatic terms
-(spiking.md 3, `AdaptiveEBCPConnection`), one time step for a whole projection.
+(§4, `AdaptiveEBCPConnection`), one time step for a whole projection.
 
     dw_ij/dt = eta E~_j [B_i - P-bar_i E_i + h_i (E_i + B_i)] + eta max(0, e_min - r_i) E_j
 
@@ -16,6 +16,8 @@ are clipped to [0, w_max] after each change. A plastic matrix marks absent synap
 of postsynaptic events/bursts (at most k of each per replica and step), as a pure function
 that compiles well; `write` stores them in place: copying a dense (R, N_pre, N_post) matrix
 every step would dominate the simulation.
+
+Section numbers (§) refer to docs/models/spiking-burst-ensembles.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The plasticity protocols of NN Fig. 2b-d on point processes (spiking.md 6), event-driven
+"""The plasticity protocols of NN Fig. 2b-d on point processes (§6), event-driven
 and vectorised over conditions x realisations.
 
 Rule (NN Eq. 1 without homeostasis), per synapse:
@@ -12,6 +12,8 @@ times; E-bar, B-bar: moving averages in Hz (+1/alpha per event/burst, time const
 alpha = 15 s), updated after the weight. Between spikes every trace decays exactly
 (exp(-gap/tau); the Python original's Euler steps differ by O(dt/tau)), so the cost is
 per spike, not per time step.
+
+Section numbers (§) refer to docs/models/spiking-burst-ensembles.md.
 """
 
 from __future__ import annotations

@@ -1,7 +1,10 @@
 """Spike rasters: a few neurons' spikes recorded on the device during a simulation (one
 host copy per recording, none per step) and drawn with the analysis scripts' burst rule
 (a spike within 16 ms of the same neuron's previous spike belongs to a burst,
-spiking.md 0)."""
+§0).
+
+Section numbers (§) refer to docs/models/spiking-burst-ensembles.md.
+"""
 
 from __future__ import annotations
 

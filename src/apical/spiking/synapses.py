@@ -1,11 +1,13 @@
 """Synaptic transmission: sparse spike delivery through dense weights, and short-term
-plasticity (spiking.md 0 and 2).
+plasticity (§0, 3).
 
 Spikes are sparse (a 500-neuron ensemble emits a few per 0.1-ms step), so delivery gathers
 the weight rows of at most `k` spiking neurons per replica (a fixed-size `topk`, so shapes
 never depend on data and nothing syncs with the host) instead of a dense mat-vec over all
 presynaptic neurons. Spikes beyond `k` in one step (synchronous volleys, e.g. at the onset
 of a simulation) are not dropped: they wait for the next step, and the caller counts them.
+
+Section numbers (§) refer to docs/models/spiking-burst-ensembles.md.
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ def deliver(sel: Selected, ws: list[Tensor], marked: list[bool] | None = None) -
 
 
 class ShortTerm(NamedTuple):
-    """Tsodyks-Markram short-term plasticity per presynaptic neuron (spiking.md 2)."""
+    """Tsodyks-Markram short-term plasticity per presynaptic neuron (§3)."""
 
     x: Tensor  # available resources, starts at 1
     u: Tensor  # utilisation, starts at u0 (Auryn's 0.01)

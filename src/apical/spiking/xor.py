@@ -38,7 +38,7 @@ def target(pattern: tuple[int, int]) -> int:
 
 def teacher(rate: Tensor, y: int, cfg: XorConfig) -> Tensor:
     """Dendritic teaching current (pA) per output neuron from its event-rate estimate
-    (Hz), spiking.md 4.5: saturating at +-I_0, 1/(distance to the wrong bound) in between,
+    (Hz), §5: saturating at +-I_0, 1/(distance to the wrong bound) in between,
     zero within the tolerance of the correct bound."""
     lo, hi = cfg.rule.e_min + cfg.teacher_tolerance, cfg.rule.e_max - cfg.teacher_tolerance
     i0 = cfg.teacher_max
@@ -50,7 +50,7 @@ def teacher(rate: Tensor, y: int, cfg: XorConfig) -> Tensor:
 
 
 def cost(rate: Tensor, y: int, cfg: XorConfig) -> Tensor:
-    """Binary cross-entropy of the normalised mean output rate (spiking.md 4.7), per seed."""
+    """Binary cross-entropy of the normalised mean output rate (§5), per seed."""
     nu = ((rate.mean(1) - cfg.rule.e_min) / (cfg.rule.e_max - cfg.rule.e_min)).clamp(0.01, 0.99)
     return -(y * torch.log(nu) + (1 - y) * torch.log(1 - nu))
 

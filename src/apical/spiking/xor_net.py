@@ -1,9 +1,9 @@
-"""The XOR network of NN Fig. 4 (spiking.md 4) as explicit weights, state and one pure step,
+"""The XOR network of NN Fig. 4 (§5) as explicit weights, state and one pure step,
 batched over R independent replicas (seeds).
 
 Five ensembles of n stochastic-burst neurons laid out in one (R, 5n) tensor: input1,
 input2 | hidden1, hidden2 | output. Projections (each pair drawn independently with
-probability p, every weight starting at the same constant; spiking.md 4.3):
+probability p, every weight starting at the same constant; §5):
 
     inputs  -> hiddens  soma AMPA (plastic, events) and soma GABA (fixed, events)
     hiddens -> output   soma AMPA (plastic, events) and soma GABA (fixed, events)
@@ -18,6 +18,8 @@ replica's spikes do not depend on the others in its batch and a resumed run is e
 Background spikes are Poisson counts per step (Auryn: Bernoulli(rate dt), the same to
 O(rate dt)^2, and still exact at coarse dt); their 0.8-ms delay is dropped (a private
 Poisson train delayed is the same Poisson train).
+
+Section numbers (§) refer to docs/models/spiking-burst-ensembles.md.
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ def _connect(keys: Tensor, stream: int, n_pre: int, n_post: int, p: float) -> Te
 
 
 def build(cfg: XorConfig, keys: Tensor) -> Weights:
-    """Masks drawn per replica (spiking.md 4.3) and the initial weights."""
+    """Masks drawn per replica (§5) and the initial weights."""
     n = cfg.n
     m = [_connect(keys, s, a, b, cfg.p) for s, (a, b) in
          enumerate([(2 * n, 2 * n)] * 2 + [(2 * n, n)] * 2 + [(n, 2 * n)] * 2)]  # fmt: skip
@@ -131,7 +133,7 @@ def step(
     s: State, w: Weights, c: Constants, i_s: Tensor, i_d: Tensor, keys: Tensor,
     cfg: XorConfig, plastic: bool,
 ) -> State:  # fmt: skip
-    """One dt of the whole network (spiking.md 0, order of one step): neurons, detection,
+    """One dt of the whole network (§0): neurons, detection,
     delivery (one-step latency), plasticity when the teacher gate is on, traces.
 
     i_s, i_d: injected currents (R, 5n) in pA (input patterns; teacher on the output).

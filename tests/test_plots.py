@@ -16,7 +16,8 @@ def test_probes_without_images_get_steps_times_the_batch_size(tmp_path):
     row = {"mean_hidden_angle": 80.0, "layers": {}}
     _run_folder(tmp_path / "B-1", 1, [{**row, "step": 0}, {**row, "step": 2000}])
     _run_folder(tmp_path / "B-4", 4, [{**row, "step": 0}, {**row, "step": 500}])
-    runs = load_runs(tmp_path)
+    runs, skipped = load_runs(tmp_path)
+    assert skipped == []
     images = {label: [p["images"] for p in probes] for label, (_, probes) in runs.items()}
     assert images == {"B-1 (fa)": [0, 2000], "B-4 (fa)": [0, 2000]}
     assert plot_runs(runs, tmp_path / "curves.png").stat().st_size > 10_000

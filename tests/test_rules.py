@@ -54,17 +54,24 @@ def test_dfa_projects_output_error_to_conv_activation():
     torch.testing.assert_close(ours["0.weight"], ref_w1, rtol=1e-5, atol=1e-7)
 
 
-def test_sign_symmetry_feedback_is_sign_of_weights():
+@pytest.mark.parametrize("scaled", [True, False])
+def test_sign_symmetry_feedback_is_sign_of_weights(scaled):
+    """B = sign(W) (Liao 2016), by default times W's root mean square entry (‖B‖ = ‖W‖);
+    the directions are FA's with that B."""
     x, y = torch.randn(10, 6), torch.randint(0, 3, (10,))
-    ss = apical.make_rule("sign_symmetry")
+    ss = apical.make_rule("sign_symmetry", scaled=scaled)
     net = apical.convert(_net(), ss, x)
     for layer in (net[0], net[2]):
-        assert torch.equal(ss.feedback_matrix(layer), torch.sign(layer.weight.detach()))
-    # the same directions as FA with B set to sign(W)
+        w = layer.weight.detach()
+        rms = w.pow(2).mean().sqrt() if scaled else 1.0
+        torch.testing.assert_close(ss.feedback_matrix(layer), torch.sign(w) * rms, rtol=0, atol=0)
+        if scaled:
+            torch.testing.assert_close(ss.feedback_matrix(layer).norm(), w.norm())
+    # the same directions as FA with B set to that matrix
     fa = apical.make_rule("fa")
     fa_net = apical.convert(net, fa, x)
     assert fa_net[0].feedback is None  # reads the data
-    fa_net[2].feedback.copy_(torch.sign(fa_net[2].weight))
+    fa_net[2].feedback.copy_(ss.feedback_matrix(fa_net[2]))
     ours = ss.directions(net, x, y).directions
     ref = fa.directions(fa_net, x, y).directions
     for k in ref:
@@ -74,8 +81,8 @@ def test_sign_symmetry_feedback_is_sign_of_weights():
 def test_sign_symmetry_random_magnitudes_keep_signs_and_redraw_per_batch():
     net = apical.convert(_net(), apical.make_rule("sign_symmetry"), torch.randn(2, 6))
     g = torch.Generator().manual_seed(0)
-    b1 = sign_feedback(net[2], True, g)
-    b2 = sign_feedback(net[2], True, g)
+    b1 = sign_feedback(net[2], True, g, scaled=False)
+    b2 = sign_feedback(net[2], True, g, scaled=False)
     assert torch.equal(torch.sign(b1), torch.sign(net[2].weight))
     assert not torch.equal(b1, b2)
     assert b1.abs().mean().item() == pytest.approx((2 / torch.pi) ** 0.5, rel=0.5)
@@ -110,6 +117,23 @@ def test_kolen_pollack_weight_decay_shrinks_w_minus_b_geometrically():
     assert not torch.equal(net[2].weight, model[2].weight)  # it did learn
     torch.testing.assert_close(net[2].weight - net[2].feedback, gap2 * (1 - lr * wd) ** steps)
     torch.testing.assert_close(net[4].weight - net[4].feedback, gap4 * (1 - 0.02 * wd) ** steps)
+
+
+@pytest.mark.parametrize("decay_biases", [False, True])
+def test_kolen_pollack_leaves_biases_undecayed_unless_asked(decay_biases):
+    """Akrout et al. 2019 decay weights and feedback, not biases: with a zero direction
+    (lr 0 is not allowed, so the directions are zeroed) only the decay acts."""
+    kp = apical.make_rule("kolen_pollack", decay_biases=decay_biases)
+    net = apical.convert(_net(), kp, torch.randn(2, 6))
+    groups = apical.param_groups(net, 0.1, bias_decay=kp.decays_biases)
+    opt = torch.optim.SGD(groups, lr=0.1, weight_decay=0.5)
+    before = {k: v.detach().clone() for k, v in net.named_parameters()}
+    for p in net.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    for k, p in net.named_parameters():
+        factor = 1.0 if k.endswith("bias") and not decay_biases else 1 - 0.1 * 0.5
+        torch.testing.assert_close(p.detach(), before[k] * factor, rtol=0, atol=1e-7)
 
 
 @pytest.mark.parametrize(

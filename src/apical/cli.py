@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 import tomllib
 from pathlib import Path
@@ -17,8 +18,9 @@ from apical.errors import ApicalError, Interrupted
 from apical.experiments import Report, shipped
 from apical.experiments import reproduce as reproduce_experiment
 from apical.plots import load_runs, plot_runs
+from apical.plots.base import check_figure_path
 from apical.rules import RULES
-from apical.run_folder import RunFolder, write_json
+from apical.run_folder import RunFolder, make_folder, write_json
 from apical.train import TrainConfig, train_all
 from apical.train import train as run_training
 
@@ -60,6 +62,7 @@ def cli() -> None:
 def demo(epochs: int, out: Path, seed: int, device: str) -> None:
     """Train a 64-128-128-10 MLP on scikit-learn's digits with backprop, FA, DFA and sign
     symmetry side by side (no download, under a minute on 2 CPU cores)."""
+    make_folder(out)  # a place that cannot take the results is refused before training
     base = dict(
         dataset="digits", model="mlp", model_options={"hidden": [128, 128]}, lr=0.05,
         batch_size=32, epochs=epochs, seed=seed, probe_every=20, device=device,
@@ -180,29 +183,28 @@ def train(config_file: Path | None, hidden: str | None, activation: str | None, 
         fields = _read_toml(config_file)
     fields.update(parse_assignments(set_field, "--set"))
     fields.update({k: v for k, v in options.items() if v is not None})
-    model_options = dict(fields.get("model_options", {}))
-    model_options.update(parse_assignments(model_option, "--model-option"))
+    model_options = parse_assignments(model_option, "--model-option")
     if hidden is not None:
         model_options["hidden"] = _parse_sizes(hidden)
     if activation is not None:
         model_options["activation"] = activation
-    if model_options:
-        fields["model_options"] = model_options
-    if rule_option:
-        fields["rule_options"] = {
-            **fields.get("rule_options", {}),
-            **parse_assignments(rule_option, "--rule-option"),
-        }
+    rule_options = parse_assignments(rule_option, "--rule-option")
+    for key, given in (("model_options", model_options), ("rule_options", rule_options)):
+        table = fields.get(key, {})
+        if given and isinstance(table, dict):  # else the validator names what is wrong
+            fields[key] = {**table, **given}
     config = TrainConfig.from_dict(fields)
 
     def show(row: dict[str, Any]) -> None:
-        angle = row.get("mean_hidden_angle")
+        angle, at = row.get("mean_hidden_angle"), row.get("angle_step")
+        shown = "-" if angle is None else f"{angle:.1f}"
+        if angle is not None and at is not None and at != row["step"]:
+            shown += f" (probed at step {at})"
         click.echo(
             f"epoch {row['epoch']:>3}  train loss {row['train_loss']:.4f}  "
             f"val acc {_percent(row.get('val_accuracy'))}  "
             f"test acc {_percent(row.get('test_accuracy'))}  "
-            f"angle {'-' if angle is None or math.isnan(angle) else f'{angle:.1f}'}  "
-            f"{row['seconds']:.1f}s"
+            f"angle {shown}  {row['seconds']:.1f}s"
         )
 
     run_training(config, resume=resume, progress=sys.stderr.isatty(), on_epoch=show)
@@ -325,21 +327,28 @@ def format_table(headers: list[str], rows: list[list[Any]]) -> str:
 def plot(run: Path, out: Path | None) -> None:
     """Plot learning curves, angles to backprop and apical potentials from RUN: a run
     folder, or an experiment folder holding several (e.g. runs/burstprop-mnist)."""
-    runs = load_runs(run)
+    if out is not None:
+        check_figure_path(out)
+    runs, skipped = load_runs(run)
+    for line in skipped:
+        click.echo(f"skipped: {line}", err=True)
     fig = plot_runs(runs, out or run / "curves.png", str(run))
     click.echo(f"figure: {fig}")
 
 
 def main() -> None:
-    """Entry point: a user's mistake prints one line, never a traceback."""
+    """Entry point. A user's mistake, a path that cannot be used and memory that cannot be
+    had each print one line and exit 2 (an interruption 130); anything else is a bug in
+    apical and shows its traceback."""
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("interrupted", err=True)
         sys.exit(130)
     except click.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
+        command = e.ctx.command_path if getattr(e, "ctx", None) else "apical"
+        click.echo(f"error: {e.format_message()} (see {command} --help)", err=True)
+        sys.exit(2)
     except Interrupted as e:
         click.echo(f"stopped: {e}", err=True)
         sys.exit(130)
@@ -349,6 +358,46 @@ def main() -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except OSError as e:
+        if e.filename is None:
+            raise
+        click.echo(f"error: cannot use {e.filename} ({e.strerror}); check the path and its "
+                   "permissions", err=True)  # fmt: skip
+        sys.exit(2)
+    except (MemoryError, RuntimeError) as e:
+        line = out_of_memory(e)
+        if line is None:
+            raise
+        click.echo(f"error: {line}", err=True)
+        sys.exit(2)
+
+
+def out_of_memory(e: BaseException) -> str | None:
+    """The one line for an allocation that failed (None for any other error)."""
+    text = str(e)
+    asked = re.search(r"allocate (\d+) bytes", text) or re.search(
+        r"allocate (\d+(?:\.\d+)? [KMGT]iB)", text
+    )
+    if not (isinstance(e, MemoryError) or "allocate" in text or "out of memory" in text):
+        return None
+    if asked is None:
+        size = "more memory than there is"
+    elif asked.group(1).isdigit():
+        size = _bytes(int(asked.group(1)))
+    else:
+        size = asked.group(1)
+    return (
+        f"out of memory: the run asked for {size} at once; make the model smaller (--hidden, "
+        "model options), or the batch (--batch-size) or probe batch (probe_size) smaller"
+    )
+
+
+def _bytes(n: int) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.3g} {unit}" if unit != "bytes" else f"{n} bytes"
+        n /= 1000
+    return f"{n} bytes"
 
 
 if __name__ == "__main__":

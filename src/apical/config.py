@@ -17,7 +17,9 @@ where a tuple is wanted. Booleans are never numbers, and floats must be finite.
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
+import inspect
 import math
 import types
 import typing
@@ -91,7 +93,7 @@ def from_dict(cls: type[T], data: Any, name: str = "config", path: str = "") -> 
             nested.setdefault(head, {})[rest] = value
         else:
             nested[key] = value
-    unknown = sorted(path + str(k) for k in nested if k not in known)
+    unknown = sorted(_key(path + str(k)) for k in nested if k not in known)
     if unknown:
         raise ConfigError(
             f"unknown {name} key {', '.join(unknown)}; known keys: "
@@ -115,6 +117,20 @@ def replace(obj: T, overrides: dict[str, Any], name: str = "config") -> T:
         else:
             merged[key] = value
     return from_dict(type(obj), merged, name)
+
+
+def check_arguments(fn: Any, options: dict[str, Any], name: str) -> dict[str, Any]:
+    """Keyword `options` of the function `fn` checked like config fields: each must be one
+    of its parameters with a default, of the type and range its annotation gives."""
+    params = dict(inspect.signature(fn).parameters)
+    hints = typing.get_type_hints(fn, include_extras=True)
+    keywords = [k for k, p in params.items() if p.default is not inspect.Parameter.empty]
+    unknown = sorted(k for k in options if k not in keywords)
+    if unknown:
+        raise ConfigError(
+            f"unknown {name} {', '.join(unknown)}; known: {', '.join(keywords) or 'none'}"
+        )
+    return {k: coerce(v, hints.get(k, Any), k) for k, v in options.items()}
 
 
 def check_fields(obj: Any) -> None:
@@ -203,7 +219,7 @@ def _problem(value: Any, hint: Any) -> Any:
         return float(value)
     if hint is str:
         return value if isinstance(value, str) else _Bad("a string")
-    if origin in (list, tuple):
+    if origin in (list, tuple, collections.abc.Sequence):
         if not isinstance(value, list | tuple):
             return _Bad(_describe(hint))
         if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
@@ -218,7 +234,7 @@ def _problem(value: Any, hint: Any) -> Any:
         bad = next((i for i in items if isinstance(i, _Bad)), None)
         if bad is not None:
             return _Bad(f"{_describe(hint)} (each {bad.want})")
-        return items if origin is list else tuple(items)
+        return tuple(items) if origin is tuple else items
     if origin is dict or hint is dict:
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
             return _Bad("a table of KEY = VALUE")
@@ -251,7 +267,7 @@ def _describe(hint: Any) -> str:
         return "one of " + ", ".join(repr(a) for a in args)
     if origin in (Union, types.UnionType):
         return " or ".join("none" if a is type(None) else _describe(a) for a in args)
-    if origin in (list, tuple):
+    if origin in (list, tuple, collections.abc.Sequence):
         return "a list"
     names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
     if hint in names:
@@ -259,8 +275,15 @@ def _describe(hint: Any) -> str:
     return getattr(hint, "__name__", str(hint))
 
 
+def _key(k: str) -> str:
+    """A key as a message shows it: plain names as they are, anything else quoted."""
+    return k if k and all(c.isalnum() or c in "_.-" for c in k) else repr(k)
+
+
 def _num(v: float | None) -> str:
-    return "" if v is None else str(int(v)) if float(v).is_integer() else f"{v:g}"
+    if v is None:
+        return ""
+    return str(int(v)) if float(v).is_integer() and abs(v) < 1e15 else f"{v:g}"
 
 
 def _noun(hint: Any) -> str:

@@ -13,7 +13,11 @@ split is held out, so no validation or test statistics leak in); labels are int6
 
 from __future__ import annotations
 
+import codecs
 import gzip
+import hashlib
+import importlib
+import math
 import os
 import pickle
 import struct
@@ -33,6 +37,16 @@ IDX_FILES = {
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
 IDX_FOLDERS = {"mnist": "mnist", "fashion-mnist": "fashion-mnist"}
+# md5 of the official gzipped files (train images, train labels, test images, test labels):
+# MNIST and Fashion-MNIST share file names and format, so their content tells them apart.
+OFFICIAL_MD5 = {
+    "f68b3c2dcbeaaa9fbdd348bbdeb94873": "mnist", "d53e105ee54ea40749a09fcbcd1e9432": "mnist",
+    "9fb629c4189551a2d022fa330f9573f3": "mnist", "ec29112dd5afa0611ce80d1b7f02629c": "mnist",
+    "8d4fb7e6c68d591d4c3dfef9ec88bf0d": "fashion-mnist",
+    "25c81989df183df01b3e8a0aad5dffbe": "fashion-mnist",
+    "bef4ecab320f06d8554ea6380940ec79": "fashion-mnist",
+    "bb300cfdad3c16e7a12a480ee83cd310": "fashion-mnist",
+}  # fmt: skip
 CIFAR_FILES = [f"data_batch_{i}" for i in range(1, 6)]
 TENSOR_FIELDS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
 DATASETS = ("digits", "xor", "mnist", "fashion-mnist", "cifar10", "imagefolder", "imagenet")
@@ -91,20 +105,32 @@ def read_idx(path: Path, expected_dims: int) -> np.ndarray:
     try:
         with gzip.open(path, "rb") as f:
             raw = f.read()
-    except (OSError, EOFError, zlib.error) as e:
+    except (OSError, EOFError, zlib.error, MemoryError) as e:
         raise ApicalError(
-            f"{path} is truncated or not gzip ({e}); expected a gzipped IDX file: download it again"
+            f"{path} is truncated or not gzip ({type(e).__name__}: {e}); expected a gzipped "
+            "IDX file: download it again"
         ) from None
     want_magic = 0x0800 | expected_dims
     header = 4 + 4 * expected_dims
-    if len(raw) < header or struct.unpack(">I", raw[:4])[0] != want_magic:
-        got = struct.unpack(">I", raw[:4])[0] if len(raw) >= 4 else None
+    kind = "images" if expected_dims == 3 else "labels"
+    if len(raw) < 4:
         raise ApicalError(
-            f"{path} is not an IDX file of {expected_dims}-d unsigned bytes (magic "
-            f"{got if got is None else hex(got)}, expected {hex(want_magic)})"
+            f"{path} holds {len(raw)} bytes once unzipped: the file is empty or truncated; "
+            f"download the official {kind} file again"
+        )
+    got = struct.unpack(">I", raw[:4])[0]
+    if got != want_magic:
+        raise ApicalError(
+            f"{path} is not an IDX file of {kind} (magic {got:#x}, expected {want_magic:#x}); "
+            f"download the official {kind} file again"
+        )
+    if len(raw) < header:
+        raise ApicalError(
+            f"{path} holds {len(raw)} bytes once unzipped, fewer than its IDX header "
+            f"({header}): the file is truncated; download it again"
         )
     dims = struct.unpack(f">{expected_dims}I", raw[4:header])
-    size = int(np.prod(dims))
+    size = math.prod(dims)
     if len(raw) - header != size:
         raise ApicalError(
             f"{path} holds {len(raw) - header} bytes of data but its header {dims} needs "
@@ -118,8 +144,11 @@ def _load_idx_set(name: str, root: Path) -> tuple[Tensor, Tensor, Tensor, Tensor
     arrays = []
     for split in ("train", "test"):
         img_name, lab_name = IDX_FILES[split]
-        images = read_idx(_find(root, [folder], img_name, f"{name} IDX images"), 3)
-        labels = read_idx(_find(root, [folder], lab_name, f"{name} IDX labels"), 1)
+        img_path = _find(root, [folder], img_name, f"{name} IDX images")
+        lab_path = _find(root, [folder], lab_name, f"{name} IDX labels")
+        for path in (img_path, lab_path):
+            _check_not_the_other_set(path, name)
+        images, labels = read_idx(img_path, 3), read_idx(lab_path, 1)
         if len(images) != len(labels):
             raise ApicalError(
                 f"{name} {split}: {len(images)} images but {len(labels)} labels; "
@@ -132,20 +161,77 @@ def _load_idx_set(name: str, root: Path) -> tuple[Tensor, Tensor, Tensor, Tensor
     return tuple(arrays)  # type: ignore[return-value]
 
 
-def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _check_not_the_other_set(path: Path, name: str) -> None:
+    """Refuse an official file of the other IDX set (MNIST for Fashion-MNIST or back);
+    files that are no official file (a custom set) are read as they are."""
+    md5 = hashlib.md5()
     try:
         with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
-        data = np.asarray(batch[b"data"], dtype=np.uint8)
-        labels = np.asarray(batch[b"labels"], dtype=np.int64)
-    except (OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError) as e:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                md5.update(block)
+    except OSError as e:
+        raise ApicalError(f"cannot read {path} ({e.strerror}); check its permissions") from None
+    found = OFFICIAL_MD5.get(md5.hexdigest())
+    if found is not None and found != name:
         raise ApicalError(
-            f"{path} is truncated or not a CIFAR-10 python batch ({type(e).__name__}: {e}); "
-            "expected a pickled dict with b'data' (N x 3072 uint8) and b'labels'"
+            f"{path} is the official {found} file, but dataset {name} was asked for; point "
+            f"--data-dir (or APICAL_DATA) at the folder holding {name}/"
+        )
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles what an official CIFAR-10 batch holds (a dict of bytes, str, ints, lists and
+    NumPy arrays) and nothing else: any other global a file names is refused before it
+    could be called, so a batch can never run code."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in _CIFAR_GLOBALS:
+            return _CIFAR_GLOBALS[module, name]()
+        raise _Refused(f"{module}.{name}")
+
+
+class _Refused(Exception):
+    pass
+
+
+def _reconstruct():
+    try:
+        return importlib.import_module("numpy._core.multiarray")._reconstruct
+    except ImportError:  # NumPy 1
+        return importlib.import_module("numpy.core.multiarray")._reconstruct
+
+
+_CIFAR_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy", "ndarray"): lambda: np.ndarray,
+    ("numpy", "dtype"): lambda: np.dtype,
+    ("_codecs", "encode"): lambda: codecs.encode,  # bytes written by Python 3, protocol 2
+}
+
+
+def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    expected = "expected a pickled dict with b'data' (N x 3072 uint8) and b'labels'"
+    try:
+        with open(path, "rb") as f:
+            batch = _CifarUnpickler(f, encoding="bytes").load()
+        data, labels = batch[b"data"], batch[b"labels"]
+        if not (isinstance(data, np.ndarray) and data.dtype.kind in "ui"):
+            raise TypeError(f"b'data' is {type(data).__name__} of {getattr(data, 'dtype', '?')}")
+        data = np.asarray(data, dtype=np.uint8)
+        labels = np.asarray(labels, dtype=np.int64)
+    except _Refused as e:
+        raise ApicalError(
+            f"{path} names {e}, which no CIFAR-10 batch holds: it is not an official batch; "
+            "refused without running it (download cifar-10-python.tar.gz again)"
         ) from None
-    if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
+    except Exception as e:  # any failure to parse an untrusted file means it is not a batch
         raise ApicalError(
-            f"{path}: data shape {data.shape} with {len(labels)} labels; expected N x 3072 "
+            f"{path} is truncated or not a CIFAR-10 python batch ({type(e).__name__}); {expected}"
+        ) from None
+    if data.ndim != 2 or data.shape[1] != 3072 or labels.ndim != 1 or len(labels) != len(data):
+        raise ApicalError(
+            f"{path}: data shape {data.shape} with {labels.size} labels; expected N x 3072 "
             "uint8 rows (1024 R, 1024 G, 1024 B) and N labels"
         )
     if labels.size and (labels.min() < 0 or labels.max() > 9):
@@ -191,6 +277,12 @@ def _stream_image_folder(
         "imagenet", stream.subset(train), y[train], stream.subset(val), y[val],
         ImageStream(test_files, size, **stats), yt, len(classes),
     )  # fmt: skip
+
+
+def _shape(x: Tensor) -> str:
+    return "x".join(map(str, x.shape[2:])) + (
+        f" with {x.shape[1]} channels" if x.shape[1] > 1 else ""
+    )
 
 
 def _split(n: int, val_size: int | float, seed: int) -> tuple[Tensor, Tensor]:
@@ -258,6 +350,11 @@ def load_dataset(
         x, y, xt, yt = _load_cifar10(data_root(data_dir))
     else:
         x, y, xt, yt = _load_idx_set(name, data_root(data_dir))
+    if x.shape[1:] != xt.shape[1:]:
+        raise ApicalError(
+            f"{name}: the test images are {_shape(xt)} but the training images {_shape(x)}; "
+            "the files do not belong together (use the test files of the same set)"
+        )
     val, train = _split(len(x), val_size, seed)
     x_train, x_val = x[train], x[val]
     if standardize:

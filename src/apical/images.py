@@ -32,7 +32,7 @@ def _pil():
         from PIL import Image, UnidentifiedImageError
     except ImportError:
         raise ApicalError("reading images needs Pillow: pip install 'apical[images]'") from None
-    return Image, UnidentifiedImageError
+    return Image, (UnidentifiedImageError, Image.DecompressionBombError)
 
 
 def list_tree(root: Path) -> tuple[list[Path], Tensor, list[Path], Tensor, list[str]]:
@@ -70,7 +70,7 @@ def list_tree(root: Path) -> tuple[list[Path], Tensor, list[Path], Tensor, list[
 def decode(path: Path, size: int, crop: np.ndarray | None = None) -> np.ndarray:
     """One image as a (size, size, 3) uint8 array: centre crop, or with `crop` = five
     uniforms (area, log aspect ratio, x, y, flip) a random-resized crop."""
-    image_mod, unidentified = _pil()
+    image_mod, unreadable = _pil()
     try:
         with image_mod.open(path) as im:
             im = im.convert("RGB")
@@ -90,7 +90,11 @@ def decode(path: Path, size: int, crop: np.ndarray | None = None) -> np.ndarray:
             if flip:
                 im = im.transpose(image_mod.FLIP_LEFT_RIGHT)
             return np.asarray(im, dtype=np.uint8)
-    except (OSError, unidentified) as e:
+    except image_mod.DecompressionBombError as e:
+        raise ApicalError(
+            f"{path} declares more pixels than can be decoded safely ({e}); remove it or shrink it"
+        ) from None
+    except (OSError, *unreadable) as e:
         raise ApicalError(f"{path} is not a readable image ({e}); remove or replace it") from None
 
 

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from apical.errors import ApicalError
+from apical.errors import ApicalError, ConfigError
 
 SendBack = Callable[[Tensor], Tensor]
 
@@ -76,13 +76,13 @@ class FeedbackInit:
 
     def __post_init__(self) -> None:
         if self.distribution not in ("uniform", "normal"):
-            raise ApicalError(
+            raise ConfigError(
                 f"unknown feedback distribution {self.distribution!r}; use 'uniform' or 'normal'"
             )
         if not 0.0 <= self.sparsity < 1.0:
-            raise ApicalError(f"feedback sparsity must be in [0, 1), got {self.sparsity}")
+            raise ConfigError(f"feedback sparsity must be in [0, 1), got {self.sparsity}")
         if self.scale is not None and self.scale <= 0:
-            raise ApicalError(f"feedback scale must be positive, got {self.scale}")
+            raise ConfigError(f"feedback scale must be positive, got {self.scale}")
 
     def draw(self, shape: tuple[int, ...], generator: torch.Generator | None = None) -> Tensor:
         fan_in = math.prod(shape[1:])

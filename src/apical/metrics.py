@@ -59,7 +59,10 @@ def evaluate(
 ) -> dict[str, float | list[float]]:
     """Mean loss, accuracy and top-5 accuracy over (x, y) in eval mode, in batches (one host
     sync at the end). For a replicated model (`replicas` = R) every replica sees the same
-    (x, y) and each value is a list of R."""
+    (x, y) and each value is a list of R. An empty split gives None for every value."""
+    if len(x) == 0:  # no such split (val_size = 0): nothing measured, not zero
+        empty = None if replicas is None else [None] * replicas
+        return {"loss": empty, "accuracy": empty, "top5_accuracy": empty}
     was_training = model.training
     model.eval()
     loss_fn = get_loss(loss)
@@ -75,7 +78,7 @@ def evaluate(
         total_loss += loss_fn(out, yb).double() * n_b
         correct += torch.stack([accuracy(out, yb), accuracy(out, yb, k=5)]) * n_b
     model.train(was_training)
-    n = max(len(x), 1)
+    n = len(x)
     values = {"loss": total_loss / n, "accuracy": correct[0] / n, "top5_accuracy": correct[1] / n}
     return {k: v.tolist() for k, v in values.items()}
 

@@ -5,12 +5,19 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from itertools import pairwise
+from typing import Annotated, Literal
 
 import torch
 from torch import nn
 
+from apical.config import AT_LEAST_ONE, POSITIVE, check_arguments
+from apical.dendrites.config import dendrite_config
 from apical.dendrites.network import segregated_dendrites
 from apical.errors import ApicalError
+
+Size = Annotated[int, AT_LEAST_ONE]
+Activation = Literal["tanh", "relu", "sigmoid"]
+Gain = Annotated[float, POSITIVE]
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "tanh": nn.Tanh,
@@ -28,8 +35,8 @@ def _activation(name: str) -> nn.Module:
 def mlp(
     input_shape: Sequence[int],
     n_classes: int,
-    hidden: Sequence[int] = (500, 500),
-    activation: str = "tanh",
+    hidden: Sequence[Size] = (500, 500),
+    activation: Activation = "tanh",
 ) -> nn.Sequential:
     """Flatten, then Linear + activation per hidden size, then a Linear read-out."""
     sizes = [math.prod(input_shape), *hidden]
@@ -43,9 +50,9 @@ def mlp(
 def convnet(
     input_shape: Sequence[int],
     n_classes: int,
-    channels: Sequence[int] = (32, 64),
-    hidden: int = 256,
-    activation: str = "relu",
+    channels: Sequence[Size] = (32, 64),
+    hidden: Size = 256,
+    activation: Activation = "relu",
 ) -> nn.Sequential:
     """A small conv net: per entry of `channels` a 3x3 conv (padding 1) + activation +
     2x2 max-pool, then a hidden Linear layer and the read-out (CIFAR-size by default)."""
@@ -87,8 +94,8 @@ def _flat_size(layers: list[nn.Module], input_shape: Sequence[int]) -> int:
 def burstprop_mlp(
     input_shape: Sequence[int],
     n_classes: int,
-    hidden: Sequence[int] = (500, 500, 500),
-    init_gain: float = 1.0,
+    hidden: Sequence[Size] = (500, 500, 500),
+    init_gain: Gain = 1.0,
 ) -> nn.Sequential:
     """NN 2021 MNIST net (authors' `MNISTNet`): logistic units throughout, 784-500x3-10 by
     default, Xavier-normal weights (gain 1 since June 2021), zero biases."""
@@ -102,9 +109,9 @@ def burstprop_mlp(
 def burstprop_convnet(
     input_shape: Sequence[int],
     n_classes: int,
-    channels: Sequence[int] = (64, 128, 256),
-    fc: int = 1024,
-    init_gain: float = 3.6,
+    channels: Sequence[Size] = (64, 128, 256),
+    fc: Size = 1024,
+    init_gain: Gain = 3.6,
 ) -> nn.Sequential:
     """NN 2021 CIFAR-10 net (authors' `CIFAR10ConvNet`): conv k5 s2, conv k5 s2, conv k3
     (no padding, no pooling; 32 -> 14 -> 5 -> 3), FC 2304-1024, read-out; logistic units,
@@ -121,16 +128,18 @@ def burstprop_convnet(
     return _xavier(nn.Sequential(*layers), init_gain)
 
 
-def burstprop_convnet_fa(input_shape: Sequence[int], n_classes: int, **options) -> nn.Sequential:
+def burstprop_convnet_fa(
+    input_shape: Sequence[int], n_classes: int, init_gain: Gain = 3.6
+) -> nn.Sequential:
     """The enlarged fixed-feedback CIFAR-10 net (conv 64-256-256, FC 1480), whose 4.43 M
     forward weights match the learned-feedback net's forward plus feedback weights."""
-    return burstprop_convnet(input_shape, n_classes, channels=(64, 256, 256), fc=1480, **options)
+    return burstprop_convnet(input_shape, n_classes, (64, 256, 256), 1480, init_gain)
 
 
 def burstprop_imagenet(
     input_shape: Sequence[int],
     n_classes: int,
-    channels: Sequence[int] = (48, 48, 96, 96, 192, 192, 384),
+    channels: Sequence[Size] = (48, 48, 96, 96, 192, 192, 384),
 ) -> nn.Sequential:
     """NN 2021 ImageNet net (authors' `ImageNetConvNet`): seven ReLU conv layers (k9 s4,
     k3 s2, k5, k3 s2, k3, k3 s2, k3; 224 -> 1x1), FC to the classes, softmax read-out (no
@@ -169,10 +178,16 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
+def check_model_options(name: str, options: dict) -> None:
+    """The options of model `name`: known, of the right type and range (ConfigError)."""
+    if name == "segregated_dendrites":
+        dendrite_config(**options)
+    else:
+        check_arguments(MODELS[name], options, f"model {name!r} option")
+
+
 def build_model(name: str, input_shape: Sequence[int], n_classes: int, **options) -> nn.Module:
     if name not in MODELS:
         raise ApicalError(f"unknown model {name!r}; known models: {', '.join(MODELS)}")
-    try:
-        return MODELS[name](input_shape, n_classes, **options)
-    except TypeError as e:
-        raise ApicalError(f"bad option for model {name!r}: {e}") from None
+    check_model_options(name, options)
+    return MODELS[name](input_shape, n_classes, **options)

@@ -35,15 +35,30 @@ def parameter_roles(model: nn.Module) -> dict[str, Role]:
     return roles
 
 
-def param_groups(model: nn.Module, lr: float, output_lr: float | None = None) -> list[dict]:
-    """Optimizer parameter groups: "hidden" at `lr`, "output" at `output_lr` (default `lr`).
+def param_groups(
+    model: nn.Module, lr: float, output_lr: float | None = None, bias_decay: bool = True
+) -> list[dict]:
+    """Optimizer parameter groups: "hidden" at `lr`, "output" at `output_lr` (default `lr`);
+    with `bias_decay = False` the biases of each position get a group of their own with
+    weight decay 0 (Kolen–Pollack decays only weights and feedback, Akrout et al. 2019).
 
     >>> opt = torch.optim.SGD(param_groups(model, lr=0.1, output_lr=0.01), lr=0.1)
     """
     roles = parameter_roles(model)
-    groups: dict[str, list[nn.Parameter]] = {"hidden": [], "output": []}
+    groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
+    for position in ("hidden", "output"):
+        for bias in (False, True):
+            groups[position, bias] = []
     for name, p in model.named_parameters():
         if p.requires_grad:
-            groups[roles[name].position].append(p)
+            role = roles[name]
+            groups[role.position, role.kind == "bias" and not bias_decay].append(p)
     lrs = {"hidden": lr, "output": lr if output_lr is None else output_lr}
-    return [{"params": ps, "lr": lrs[pos], "name": pos} for pos, ps in groups.items() if ps]
+    out = []
+    for (position, no_decay), ps in groups.items():
+        if ps:
+            group = {"params": ps, "lr": lrs[position], "name": position}
+            if no_decay:
+                group.update(weight_decay=0.0, name=f"{position} biases")
+            out.append(group)
+    return out

@@ -74,8 +74,15 @@ def atomic_write(path: Path, data: bytes) -> None:
     """Write `data` to a temporary file beside `path`, fsync it, rename it over `path`
     and fsync the folder (so the rename itself survives a crash)."""
     path = Path(path)
-    _make_folder(path.parent)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{_TMP}")
+    make_folder(path.parent)
+    if path.is_dir():
+        raise ApicalError(f"cannot write {path}: it is a folder; choose another name")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{_TMP}")
+    except OSError as e:
+        raise ApicalError(
+            f"cannot write in {path.parent} ({_reason(e)}); choose another folder"
+        ) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -83,9 +90,13 @@ def atomic_write(path: Path, data: bytes) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; use the user's umask
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError):  # a full disk, a vanished folder
+            raise ApicalError(
+                f"cannot write {path} ({_reason(e)}); free space or choose another place"
+            ) from None
         raise
     _fsync_folder(path.parent)
 
@@ -219,7 +230,7 @@ class RunFolder:
             yield self
             return
         created = not self.path.exists()
-        _make_folder(self.path)
+        make_folder(self.path)
         self._lock_fd = _acquire(self.path / LOCK)
         try:
             for stale in self.path.glob(f".*{_TMP}*"):
@@ -397,7 +408,8 @@ def _acquire(lock: Path) -> int:
     raise ApicalError(f"could not lock {lock.parent}: it keeps changing hands; try again")
 
 
-def _make_folder(path: Path) -> None:
+def make_folder(path: Path) -> None:
+    """mkdir -p, or one line saying why the folder cannot be made."""
     try:
         path.mkdir(parents=True, exist_ok=True)
     except FileExistsError:

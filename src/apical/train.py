@@ -168,7 +168,7 @@ class Trainer:
         data = data if data is not None else load_config_data(config)
         self.data = data.to(self.device)
         self.model, self.rule = build(config, self.data, self.device)
-        self.optimizer = make_optimizer(config, self.model)
+        self.optimizer = make_optimizer(config, self.model, self.rule)
         self.scheduler = make_scheduler(config, self.optimizer)
         seeds = config.seeds if config.seeds is not None else [config.seed]
         self.replicated = config.seeds is not None
@@ -228,22 +228,38 @@ class Trainer:
         return {"metrics": self.history, "probes": self.probes}
 
     def restore(self, state: dict[str, Any], rows: dict[str, list[dict[str, Any]]]) -> None:
+        """Continue from a checkpoint's state; one line when it does not fit this run (a
+        checkpoint of another model, or one edited or damaged)."""
         try:
+            _check_like(
+                state["optimizer"]["param_groups"], self.optimizer.state_dict()["param_groups"]
+            )
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             if self.scheduler is not None:
+                fresh = self.scheduler.state_dict()
+                _check_like(state["scheduler"], fresh)
                 self.scheduler.load_state_dict(state["scheduler"])
             for k, g in self.generators.items():
                 g.set_state(state["rng"][k].cpu())
             torch.set_rng_state(state["torch_rng"].cpu())
             if state["cuda_rng"] and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
-            self.epoch, self.step, self.elapsed = state["epoch"], state["step"], state["seconds"]
-            self.last_probe, self.batch = state["last_probe"], state["batch"]
-            self.first_bad = state["first_bad"].to(self.device)
-            self.loss_sum = state["loss_sum"].to(self.device)
-            self.perm = state["perm"].to(self.device) if "perm" in state else None
-        except (KeyError, RuntimeError, ValueError, TypeError) as e:
+            self.epoch, self.step = _count(state["epoch"]), _count(state["step"])
+            self.last_probe, self.batch = state["last_probe"], _count(state["batch"])
+            self.elapsed = float(state["seconds"])
+            self.first_bad = _like(state["first_bad"], self.first_bad).to(self.device)
+            self.loss_sum = _like(state["loss_sum"], self.loss_sum).to(self.device)
+            self.perm = _permutation(state["perm"], self) if "perm" in state else None
+            if not isinstance(self.last_probe, int) or self.batch > self.n_batches:
+                raise ValueError("its step counters are out of range")
+            if self.step != self.epoch * self.n_batches + self.batch:
+                raise ValueError(f"its step {self.step} does not follow from its epoch and batch")
+            if len(rows.get("metrics", [])) != self.epoch * len(self.tags):
+                raise ValueError(
+                    f"it has {len(rows.get('metrics', []))} rows for {self.epoch} epochs"
+                )
+        except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as e:
             raise ApicalError(
                 f"the checkpoint of {self.config.run_dir} does not fit this run "
                 f"({type(e).__name__}: {str(e).splitlines()[0][:120]}); start a new run"
@@ -335,7 +351,7 @@ class Trainer:
         }
         losses = _per_replica((self.loss_sum / len(data.x_train)).tolist())
         diverged = _per_replica(self.first_bad.tolist())
-        angles = [p["mean_hidden_angle"] for p in self.probes[-len(self.tags) :]]
+        last = self.probes[-len(self.tags) :]  # the latest probe of each replica
         rows = []
         for r, tag in enumerate(self.tags):
             row = {
@@ -345,7 +361,8 @@ class Trainer:
                 "train_loss": losses[r],
                 **{k: v[r] for k, v in evals.items()},
                 "seconds": self.elapsed,
-                "mean_hidden_angle": angles[r] if self.probes else None,
+                "mean_hidden_angle": last[r]["mean_hidden_angle"] if last else None,
+                "angle_step": last[r]["step"] if last else None,  # when it was measured
             }
             if diverged[r] >= 0:
                 row["diverged_step"] = diverged[r]
@@ -449,8 +466,8 @@ def build(config: TrainConfig, data: Dataset, device: torch.device) -> tuple[nn.
     return one(config.seed).to(device), rule
 
 
-def make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    groups = param_groups(model, config.lr, config.output_lr)
+def make_optimizer(config: TrainConfig, model: nn.Module, rule: Rule) -> torch.optim.Optimizer:
+    groups = param_groups(model, config.lr, config.output_lr, bias_decay=rule.decays_biases)
     if config.optimizer == "sgd":
         return torch.optim.SGD(
             groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
@@ -503,6 +520,47 @@ def _direction_scales(config: TrainConfig, model: nn.Module) -> dict[str, Tensor
         scale = torch.tensor(config.lr_scales, dtype=p.dtype, device=p.device)
         out[name] = scale.reshape(-1, *([1] * (p.dim() - 1)))
     return out
+
+
+def _check_like(saved: Any, fresh: Any) -> None:
+    """The saved optimizer groups or scheduler state have the fresh one's keys and kinds
+    of value (a damaged checkpoint can rename a key, which loading would not notice)."""
+    if isinstance(fresh, list):
+        if not isinstance(saved, list) or len(saved) != len(fresh):
+            raise ValueError("its optimizer groups differ from this run's")
+        for a, b in zip(saved, fresh, strict=True):
+            _check_like(a, b)
+    elif isinstance(fresh, dict):
+        if not isinstance(saved, dict) or set(saved) != set(fresh):
+            raise ValueError(
+                f"its keys {sorted(map(str, saved))} are not {sorted(map(str, fresh))}"
+            )
+        for k in fresh:
+            if k != "params" and type(saved[k]) is not type(fresh[k]) and fresh[k] is not None:
+                raise ValueError(f"its {k} is a {type(saved[k]).__name__}")
+
+
+def _count(v: Any) -> int:
+    if not isinstance(v, int) or v < 0:
+        raise ValueError(f"a counter holds {v!r}")
+    return v
+
+
+def _like(saved: Any, fresh: Tensor) -> Tensor:
+    if not isinstance(saved, Tensor) or saved.shape != fresh.shape or saved.dtype != fresh.dtype:
+        raise ValueError("its loss or divergence record has another shape")
+    return saved
+
+
+def _permutation(perm: Any, trainer: Trainer) -> Tensor:
+    """The epoch's order of examples: each row a permutation of the training examples."""
+    n = len(trainer.data.x_train)
+    if not isinstance(perm, Tensor) or perm.shape[-1:] != (n,) or perm.dtype != torch.long:
+        raise ValueError("its order of examples does not fit the training set")
+    rows = perm.reshape(-1, n).cpu()
+    if not all(torch.equal(r.sort().values, torch.arange(n)) for r in rows):
+        raise ValueError("its order of examples is not a permutation")
+    return perm.to(trainer.device)
 
 
 def _per_replica(value: Any) -> list[Any]:

@@ -15,6 +15,8 @@ from apical.config import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Range, check_fie
 from apical.errors import ConfigError
 
 Seed = Annotated[int, Range(ge=0, lt=2**32)]
+FLOAT32_MAX = 3.4e38  # a learning rate must be representable in the parameters' float32
+LEARNING_RATE = Range(gt=0, lt=FLOAT32_MAX)
 
 # Fields that say where a run's data lives and what runs it, not what the run is: a run
 # resumes with other values of these.
@@ -43,8 +45,8 @@ class TrainConfig:
     rule_options: dict[str, Any] = field(default_factory=dict)
     loss: Literal["cross_entropy", "mse"] = "cross_entropy"
     optimizer: Literal["sgd", "adam", "adamw", "decoupled_sgd"] = "sgd"
-    lr: Annotated[float, POSITIVE] = 0.05
-    output_lr: Annotated[float, NON_NEGATIVE] | None = None  # None: lr
+    lr: Annotated[float, LEARNING_RATE] = 0.05
+    output_lr: Annotated[float, Range(ge=0, lt=FLOAT32_MAX)] | None = None  # None: lr
     momentum: Annotated[float, Range(ge=0, lt=1)] = 0.9
     weight_decay: Annotated[float, NON_NEGATIVE] = 0.0
     schedule: Literal["constant", "cosine", "step"] = "constant"
@@ -84,8 +86,8 @@ class TrainConfig:
     def check(self) -> None:
         """Every field's type and range, and the rules between fields (ConfigError)."""
         from apical.data import DATASETS
-        from apical.models import MODELS
-        from apical.rules import RULES
+        from apical.models import MODELS, check_model_options
+        from apical.rules import RULES, make_rule
 
         check_fields(self)
         for what, value, known in (
@@ -101,6 +103,8 @@ class TrainConfig:
             raise ConfigError(
                 "loss is a config field, not a rule option: set loss (--loss) instead"
             )
+        make_rule(self.rule, loss=self.loss, **self.rule_options)  # its options, now
+        check_model_options(self.model, self.model_options)
         if self.optimizer == "decoupled_sgd" and self.weight_decay >= 1:
             raise ConfigError(
                 f"weight_decay {self.weight_decay:g} of decoupled_sgd multiplies the weights by "

@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass
 
 from apical.config import from_dict
-from apical.errors import ApicalError
+from apical.errors import ConfigError
 
 PRESETS: dict[str, dict] = {
     "original-code": {"psp_steps": 10, "window": 20, "test_steps": 250, "test_window": 220},
@@ -92,8 +92,8 @@ class DendriteConfig:
         return (self.n_inputs, *self.hidden, self.n_outputs)
 
     def check(self) -> None:
-        def bad(what: str) -> ApicalError:
-            return ApicalError(f"segregated dendrites: {what}")
+        def bad(what: str) -> ConfigError:
+            return ConfigError(f"segregated dendrites: {what}")
 
         if self.preset not in PRESETS:
             raise bad(f"unknown preset {self.preset!r}; known: {', '.join(PRESETS)}")
@@ -134,7 +134,7 @@ class DendriteConfig:
 def dendrite_config(preset: str = "original-code", **options) -> DendriteConfig:
     """A config from a preset plus overrides (unknown names give one clear line)."""
     if preset not in PRESETS:
-        raise ApicalError(
+        raise ConfigError(
             f"segregated dendrites: unknown preset {preset!r}; known: {', '.join(PRESETS)}"
         )
     config = from_dict(DendriteConfig, {"preset": preset, **PRESETS[preset], **options},

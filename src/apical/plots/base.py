@@ -9,15 +9,34 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from apical.errors import ApicalError
 from apical.run_folder import atomic_write
 
 FORMATS = ("png", "pdf", "svg")
+
+
+def check_figure_path(path: Path) -> Path:
+    """A figure file the user names: a known format, in a folder that exists."""
+    path = Path(path)
+    if path.suffix.lstrip(".").lower() not in FORMATS:
+        raise ApicalError(
+            f"cannot draw {path}: {path.suffix or 'no suffix'} is not a figure format; "
+            f"name a .{', .'.join(FORMATS)} file"
+        )
+    if not path.parent.is_dir():
+        raise ApicalError(
+            f"cannot draw {path}: the folder {path.parent} does not exist; create it first"
+        )
+    return path
 
 
 def save(fig, path: Path, title: str = "", fontsize: int = 10) -> Path:
     """Title (if any), tight layout, write `path` atomically (its folder created), close."""
     import io
 
+    if Path(path).suffix.lstrip(".").lower() not in FORMATS:
+        plt.close(fig)
+        check_figure_path(path)
     if title:
         fig.suptitle(title, fontsize=fontsize)
     fig.tight_layout()
@@ -28,4 +47,4 @@ def save(fig, path: Path, title: str = "", fontsize: int = 10) -> Path:
     return Path(path)
 
 
-__all__ = ["FORMATS", "plt", "save"]
+__all__ = ["FORMATS", "check_figure_path", "plt", "save"]

@@ -78,29 +78,38 @@ def _layer_curves(
                     label=f"{label} {n}{suffix}", **style)  # fmt: skip
 
 
-def load_runs(path: Path) -> dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
-    """Metrics and probe rows of a run folder, or of every run folder inside an
-    experiment's, by label."""
-    if RunFolder(path).has_rows():
-        folders = [path]
-    elif path.is_dir():
-        folders = sorted(p for p in path.iterdir() if RunFolder(p).has_rows())
-    else:
-        folders = []
-    if not folders:
-        raise ApicalError(
-            f"no run in {path}: expected a run folder with metrics.jsonl, or a folder of them"
-        )
-    out = {}
-    for f in folders:
-        folder = RunFolder(f)
-        history, probes = folder.rows(), folder.rows("probes")
-        config = folder.config() or {}
+def load_runs(path: Path) -> tuple[dict[str, tuple[list[dict], list[dict]]], list[str]]:
+    """Metrics and probe rows of a training run folder, or of every one inside an
+    experiment's folder, by label; and a line for each folder left out because its rows
+    are unreadable or it is not a training run (ApicalError when none is left)."""
+    folder = RunFolder(path)
+    candidates = (
+        [path]
+        if folder.has_rows()
+        else (sorted(p for p in path.iterdir() if RunFolder(p).has_rows()) if path.is_dir() else [])
+    )
+    out, skipped = {}, []
+    for f in candidates:
+        try:
+            run = RunFolder(f)
+            history, probes, config = run.rows(), run.rows("probes"), run.config() or {}
+        except ApicalError as e:
+            skipped.append(str(e))
+            continue
+        if not all("epoch" in r and "test_accuracy" in r for r in history):
+            skipped.append(f"{f} is not a training run (its rows have no epochs and test accuracy)")
+            continue
         label = f"{f.name} ({config['rule']})" if "rule" in config else f.name
         for p in probes:  # runs from before probes recorded images
             p.setdefault("images", p["step"] * config.get("batch_size", 1))
         out[label] = (history, probes)
-    return out
+    if not out:
+        why = f" ({'; '.join(skipped)})" if skipped else ""
+        raise ApicalError(
+            f"no training run in {path}: expected a run folder with metrics.jsonl, or a folder "
+            f"of them{why}"
+        )
+    return out, skipped
 
 
 def plot_sweep(

@@ -154,6 +154,11 @@ class Rule:
         """Direction of a learned feedback tensor (zero unless the rule trains feedback)."""
         return torch.zeros_like(param)
 
+    @property
+    def decays_biases(self) -> bool:
+        """Whether the optimizer's weight decay applies to biases (`param_groups`)."""
+        return True
+
 
 def weight_direction(feedback_name: str, directions: dict[str, Tensor]) -> Tensor:
     """The direction of the forward weight that `feedback_name` belongs to, as the same

@@ -48,7 +48,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from apical.errors import ApicalError
+from apical.errors import ApicalError, ConfigError
 from apical.layers import FeedbackInit, FeedbackSpec
 from apical.losses import get_loss
 from apical.rules.base import LowRank, Rule, Step, require_feedback, weight_direction
@@ -123,9 +123,9 @@ class Burstprop(Rule):
     def __post_init__(self) -> None:
         super().__post_init__()
         if not 0 < self.p_baseline < 1:
-            raise ApicalError(f"p_baseline must be in (0, 1), got {self.p_baseline}")
+            raise ConfigError(f"p_baseline must be in (0, 1), got {self.p_baseline}")
         if self.kappa <= 0 or self.beta <= 0:
-            raise ApicalError("burstprop's kappa and beta must be positive")
+            raise ConfigError("burstprop's kappa and beta must be positive")
 
     # -- what convert gives each layer ------------------------------------------------------
     def feedback_spec(self, weight_shape, input_shape, n_outputs) -> FeedbackSpec:

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 import torch
 
-from apical.errors import ApicalError
+from apical.errors import ConfigError
 from apical.losses import get_loss, per_example_loss
 from apical.rules.base import Rule, Step
 from apical.rules.chain import local_directions, run_chain, sequential_chain
@@ -32,7 +32,7 @@ class NodePerturbation(Rule):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.sigma <= 0:
-            raise ApicalError(f"node perturbation needs sigma > 0, got {self.sigma}")
+            raise ConfigError(f"node perturbation needs sigma > 0, got {self.sigma}")
 
     @torch.no_grad()
     def directions(self, model, x, y, generator=None) -> Step:

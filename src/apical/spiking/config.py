@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from apical.errors import ApicalError
+from apical.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -113,18 +113,18 @@ class XorConfig:
     def __post_init__(self) -> None:
         check_positive(self, ("n", "dt", "example", "examples", "eta_hidden", "eta_output"))
         if not 0 < self.p <= 1 or not 0 < self.teach_fraction < 1:
-            raise ApicalError("p and teach_fraction must lie in (0, 1]; fix the config")
+            raise ConfigError("p and teach_fraction must lie in (0, 1]; fix the config")
         if self.dt > 1.0:
-            raise ApicalError(
+            raise ConfigError(
                 f"dt = {self.dt} ms is coarser than 1 ms, which the 5-15 ms burst ISIs and "
                 "20-ms refractoriness do not survive; use dt <= 1"
             )
         if self.neuron.integrator not in ("exponential", "euler"):
-            raise ApicalError("neuron.integrator must be 'exponential' or 'euler'")
+            raise ConfigError("neuron.integrator must be 'exponential' or 'euler'")
         if self.neuron.dendritic_driving not in ("soma", "dendrite"):
-            raise ApicalError("neuron.dendritic_driving must be 'soma' (code) or 'dendrite'")
+            raise ConfigError("neuron.dendritic_driving must be 'soma' (code) or 'dendrite'")
         if not self.seeds:
-            raise ApicalError("seeds is empty; give at least one seed")
+            raise ConfigError("seeds is empty; give at least one seed")
 
     def steps(self, ms: float) -> int:
         return max(1, round(ms / self.dt))
@@ -144,4 +144,4 @@ class XorConfig:
 def check_positive(obj: Any, names: tuple[str, ...]) -> None:
     for name in names:
         if not getattr(obj, name) > 0:
-            raise ApicalError(f"{name} must be positive, got {getattr(obj, name)!r}")
+            raise ConfigError(f"{name} must be positive, got {getattr(obj, name)!r}")

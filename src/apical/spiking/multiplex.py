@@ -29,7 +29,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from apical.errors import ApicalError
+from apical.errors import ConfigError
 from apical.keyed import mix, normal, poisson, step_keys, uniform
 from apical.spiking import neurons
 from apical.spiking.config import check_positive
@@ -100,7 +100,7 @@ class MultiplexConfig:
     def __post_init__(self) -> None:
         check_positive(self, ("n_pyr", "n_pv", "n_som", "dt", "duration", "bin"))
         if self.dt > 0.5:
-            raise ApicalError(f"dt = {self.dt} ms: the 2-ms BAP box needs dt <= 0.5")
+            raise ConfigError(f"dt = {self.dt} ms: the 2-ms BAP box needs dt <= 0.5")
 
     def cap(self, n: int) -> int:
         """Spikes of n neurons transmitted per step: what they emit at 50 Hz (the

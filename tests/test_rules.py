@@ -64,7 +64,10 @@ def test_sign_symmetry_feedback_is_sign_of_weights(scaled):
     for layer in (net[0], net[2]):
         w = layer.weight.detach()
         rms = w.pow(2).mean().sqrt() if scaled else 1.0
-        torch.testing.assert_close(ss.feedback_matrix(layer), torch.sign(w) * rms, rtol=0, atol=0)
+        # the rms is computed another way (a norm): equal to float32 rounding of the scale
+        torch.testing.assert_close(
+            ss.feedback_matrix(layer), torch.sign(w) * rms, rtol=1e-6, atol=0
+        )
         if scaled:
             torch.testing.assert_close(ss.feedback_matrix(layer).norm(), w.norm())
     # the same directions as FA with B set to that matrix

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -25,10 +26,11 @@ def sign_feedback(
     b = torch.sign(w)
     if random_magnitudes:
         m = torch.randn(b.shape, generator=generator, device=b.device, dtype=b.dtype)
-        b = b * m.abs_()
-    if scaled:
+        b = m.abs_().mul_(b)
+    if scaled:  # in place and without a W-sized square: this runs every step
         dims = tuple(range(1 if layer.replicas else 0, w.dim()))
-        b = b * w.pow(2).mean(dim=dims, keepdim=True).sqrt()
+        entries = math.prod(w.shape[d] for d in dims)
+        b.mul_(torch.linalg.vector_norm(w, dim=dims, keepdim=True).div_(math.sqrt(entries)))
     return b
 
 

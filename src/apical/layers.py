@@ -109,6 +109,21 @@ class FeedbackSpec:
     learn: bool = False
 
 
+class Constrained(nn.Module):
+    """A module whose parameters must keep a property an optimizer step can break (a fixed
+    sparsity mask): the trainer calls `constrain_` after every step."""
+
+    def constrain_(self) -> None:
+        raise NotImplementedError
+
+
+def constrain(model: nn.Module) -> None:
+    """Restore the constraint of every Constrained module of `model` (after a step)."""
+    for module in model.modules():
+        if isinstance(module, Constrained):
+            module.constrain_()
+
+
 class _FeedbackFunction(torch.autograd.Function):
     """y = layer(x; W, b); backward: exact dW, db, and `send_back(delta)` for dx."""
 

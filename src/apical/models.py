@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 import torch
 from torch import nn
 
+from apical.active_dendrites import active_dendrites
 from apical.config import AT_LEAST_ONE, POSITIVE, check_arguments
 from apical.dendrites.config import dendrite_config
 from apical.dendrites.network import segregated_dendrites
@@ -175,6 +176,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "burstprop_imagenet": burstprop_imagenet,
     "burstprop_imagenet_fa": burstprop_imagenet_fa,
     "segregated_dendrites": segregated_dendrites,
+    "active_dendrites": active_dendrites,
 }
 
 

@@ -1,8 +1,9 @@
 """The one training loop, for every rule.
 
 Each step: `rule.directions` -> `.grad` -> (optional clipping) -> `optimizer.step()` ->
-`rule.after_step`. Alignment probes run every `probe_every` steps on a fixed probe batch
-with their own generator, so they cannot change training. With a run folder
+`constrain` (fixed sparsity masks) -> `rule.after_step`. Alignment probes run every
+`probe_every` steps on a fixed probe batch with their own generator, so they cannot change
+training. With a run folder
 (apical.run_folder) every epoch ends in a checkpoint (model, optimizer, scheduler, every
 random generator, epoch, step) and its rows (metrics.jsonl, probes.jsonl); SIGINT and
 SIGTERM save a checkpoint within the epoch. `resume=True` continues to exactly the weights
@@ -34,6 +35,7 @@ from apical.data import Dataset, load_dataset
 from apical.errors import ApicalError, DivergedError, Interrupted
 from apical.interrupts import Stop, stop_signals
 from apical.keyed import example_keys
+from apical.layers import constrain
 from apical.metrics import alignment, evaluate, mean_hidden_angle
 from apical.models import build_model
 from apical.optim import DecoupledMomentumSGD
@@ -313,6 +315,7 @@ class Trainer:
             if cfg.grad_clip:
                 clip_grads(self.model, cfg.grad_clip)
             self.optimizer.step()
+            constrain(self.model)
             rule.after_step(self.model, result)
             self.step += 1
             self.batch = i + 1

@@ -1,0 +1,158 @@
+"""Active dendrites (Iyer et al. 2022): the dendritic layer against a direct per-unit
+computation, gradients only to the winning segment, kWTA keeping exactly k units, the
+fixed sparsity mask through training, and cached segment responses equal to uncached."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import apical
+from apical.active_dendrites import (
+    DendriticLayer,
+    active_dendrites,
+    gate_responses,
+    kwta,
+    segment_responses,
+    winning_response,
+)
+from apical.errors import ConfigError
+from apical.models import build_model
+
+
+def _direct(x, context, weight, bias, segments, mode):
+    """y_i = a_i * sigmoid(d_i*) one unit and one example at a time (Iyer 2022, Eqs. 1-2)."""
+    n, units = x.shape[0], weight.shape[0]
+    out = torch.empty(n, units, dtype=torch.float64)
+    for e in range(n):
+        for i in range(units):
+            a = float(bias[i]) + sum(
+                float(weight[i, j]) * float(x[e, j]) for j in range(x.shape[1])
+            )
+            d = [float(segments[i, s] @ context[e]) for s in range(segments.shape[1])]
+            if mode == "absmax":
+                win = max(range(len(d)), key=lambda s: (abs(d[s]), -s))  # first of the largest
+            else:
+                win = max(range(len(d)), key=lambda s: (d[s], -s))
+            out[e, i] = float(a) / (1 + math.exp(-d[win]))
+    return out
+
+
+@pytest.mark.parametrize("mode", ["absmax", "max"])
+def test_the_dendritic_layer_is_the_per_unit_computation(mode):
+    torch.manual_seed(0)
+    layer = DendriticLayer(
+        6, 5, context_size=4, segments=3, density=None, sparsity=0.0, mode=mode
+    ).double()
+    x, context = torch.randn(7, 6, dtype=torch.float64), torch.randn(7, 4, dtype=torch.float64)
+    # a negative winner under absmax: the segment of largest |d| has d < 0
+    with torch.no_grad():
+        layer.segments[0] = torch.stack([context[0], -3 * context[0], 0 * context[0]])
+    d = segment_responses(layer.segments, context)
+    assert d[0, 0, 1] < 0 and d[0, 0, 1].abs() == d[0, 0].abs().max()
+    a = layer.linear(x)
+    gated = a * torch.sigmoid(gate_responses(layer.segments, context, mode))
+    with torch.no_grad():
+        want = _direct(x, context, layer.linear.weight, layer.linear.bias, layer.segments, mode)
+    torch.testing.assert_close(gated, want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(layer(x, context), torch.relu(want), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["absmax", "max"])
+def test_ties_go_to_the_first_segment_and_only_the_winner_learns(mode):
+    # segment responses of one unit: a tie between segments 1 and 2 (and, for absmax,
+    # a larger negative one that wins)
+    d = torch.tensor([[[0.5, 2.0, 2.0, -3.0 if mode == "absmax" else -1.0]]], requires_grad=True)
+    win = winning_response(d, mode)
+    assert float(win) == (-3.0 if mode == "absmax" else 2.0)
+    (grad,) = torch.autograd.grad(win.sum(), d)
+    expect = [0, 0, 0, 1] if mode == "absmax" else [0, 1, 0, 0]
+    assert grad.flatten().tolist() == expect
+    # through the layer: the gradient of the segment weights is zero off the winners
+    torch.manual_seed(1)
+    layer = DendriticLayer(3, 4, context_size=5, segments=6, density=None, sparsity=0, mode=mode)
+    x, context = torch.randn(8, 3), torch.randn(1, 5).expand(8, 5)  # one context
+    layer(x, context).sum().backward()
+    winners = segment_responses(layer.segments, context[:1])[0]
+    winners = (winners.abs() if mode == "absmax" else winners).argmax(-1)
+    touched = layer.segments.grad.abs().sum(-1) > 0  # (units, segments)
+    assert touched.sum(-1).le(1).all()  # at most one segment per unit
+    rows = touched.any(-1)
+    assert (touched.float().argmax(-1)[rows] == winners[rows]).all()
+
+
+def test_cached_segment_responses_equal_uncached():
+    torch.manual_seed(2)
+    segments = torch.randn(16, 5, 12, requires_grad=True)
+    prototypes = torch.randn(3, 12)
+    context = prototypes[torch.tensor([2, 0, 0, 1, 2, 2, 0, 1, 1, 0])]
+    for mode in ("absmax", "max"):
+        cached = gate_responses(segments, context, mode, cache=True)
+        plain = gate_responses(segments, context, mode, cache=False)
+        assert torch.equal(cached, plain)
+        (g1,) = torch.autograd.grad(cached.square().sum(), segments)
+        (g2,) = torch.autograd.grad(plain.square().sum(), segments)
+        torch.testing.assert_close(g1, g2, rtol=1e-6, atol=1e-7)
+
+
+def test_kwta_keeps_exactly_k_units_per_example():
+    torch.manual_seed(3)
+    x = torch.randn(50, 40)
+    x[0] = 1.0  # all tied: still exactly k
+    x[1] = -torch.rand(40)  # all negative: the k largest are kept even so
+    out = kwta(x, 7)
+    kept = out != 0  # no entry of x is 0
+    assert kept.sum(-1).eq(7).all()
+    assert torch.equal(out[kept], x[kept])
+    lowest_kept = x.masked_fill(~kept, math.inf).min(-1).values
+    highest_dropped = x.masked_fill(kept, -math.inf).max(-1).values
+    assert (lowest_kept >= highest_dropped).all()
+
+
+def test_the_sparsity_mask_stays_fixed_through_training():
+    torch.manual_seed(4)
+    model = build_model("active_dendrites", (2 * 16,), 3, hidden=[20, 20], context_size=16,
+                        segments=2, density=0.25, sparsity=0.5)  # fmt: skip
+    masks = [layer.mask.clone() for layer in model.hidden]
+    assert all(abs(float(m.float().mean()) - 0.5) < 0.15 for m in masks)
+    x, y = torch.randn(64, 32), torch.randint(0, 3, (64,))
+    for rule_name in ("backprop", "fa"):
+        rule = apical.make_rule(rule_name)
+        net = apical.convert(model, rule, x)
+        opt = torch.optim.Adam(net.parameters(), lr=0.05)
+        before = [layer.linear.weight.detach().clone() for layer in net.hidden]
+        for _ in range(5):
+            step = rule.directions(net, x, y)
+            for name, p in net.named_parameters():
+                p.grad = step.directions[name]
+            opt.step()
+            apical.layers.constrain(net)
+        for layer, mask, w0 in zip(net.hidden, masks, before, strict=True):
+            w = layer.linear.weight.detach()
+            assert torch.equal(layer.mask, mask)
+            assert (w[~mask] == 0).all() and not torch.equal(w[mask], w0[mask])
+
+
+def test_a_dendritic_network_trains_through_the_trainer_and_masks_hold(tmp_path):
+    from apical.train import TrainConfig, train
+
+    config = TrainConfig(
+        dataset="xor", model="active_dendrites", epochs=1, batch_size=4, probe_every=0,
+        device="cpu", model_options={"hidden": [8], "context_size": 1, "segments": 2,
+                                     "density": 0.5, "sparsity": 0.5},
+    )  # fmt: skip
+    run = train(config, progress=False)
+    layer = run.model.hidden[0]
+    assert (layer.linear.weight[~layer.mask] == 0).all()
+    assert len(run.history) == 1
+
+
+def test_bad_options_are_one_line():
+    with pytest.raises(ConfigError, match=r"^density must be a number in \(0, 1\], got 0$"):
+        build_model("active_dendrites", (20,), 2, context_size=10, density=0)
+    with pytest.raises(ConfigError, match="mode must be"):
+        build_model("active_dendrites", (20,), 2, context_size=10, mode="min")
+    with pytest.raises(apical.ApicalError, match=r"feed \[image \| context\] rows"):
+        active_dendrites((784,), 10)

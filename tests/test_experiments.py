@@ -22,7 +22,8 @@ def test_every_shipped_experiment_parses_under_its_declared_kind():
     found = shipped()
     kinds = {name: exp.kind for name, exp in found.items()}
     assert kinds["fa-mnist"] == "train" and kinds["sweep-depth"] == "sweep"
-    assert kinds["spiking-xor"] == "spiking" and len(found) == 15
+    assert kinds["spiking-xor"] == "spiking" and kinds["active-dendrites-pmnist"] == "continual"
+    assert len(found) == 16
     for exp in found.values():
         for preset in [None, *exp.presets]:
             exp.with_preset(preset)  # validated again; raises if a preset is broken
@@ -42,7 +43,9 @@ def test_a_leading_comment_keeps_the_kind_and_a_missing_kind_is_named():
     moved = "\n".join(line for line in text.splitlines() if not line.startswith("kind"))
     with pytest.raises(ApicalError, match=r"c.toml lacks kind; every experiment declares kind"):
         parse(moved, "c.toml")
-    with pytest.raises(ApicalError, match="unknown experiment kind 'trian'; known: train, sweep"):
+    with pytest.raises(
+        ApicalError, match="unknown experiment kind 'trian'; known: train, continual, sweep"
+    ):
         parse(HEAD.replace('"train"', '"trian"'), "c.toml")
 
 

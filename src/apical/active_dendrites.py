@@ -90,6 +90,7 @@ class DendriticLayer(Constrained):
         super().__init__()
         self.linear = nn.Linear(in_features, units)
         self.mode, self.k = mode, None if density is None else max(1, round(density * units))
+        self.cache = True  # segment responses once per distinct context (False: per example)
         mask = None
         if sparsity > 0:
             mask = torch.rand(units, in_features) >= sparsity
@@ -105,7 +106,7 @@ class DendriticLayer(Constrained):
     def forward(self, x: Tensor, context: Tensor) -> Tensor:
         a = self.linear(x)
         if self.segments is not None:
-            a = a * torch.sigmoid(gate_responses(self.segments, context, self.mode))
+            a = a * torch.sigmoid(gate_responses(self.segments, context, self.mode, self.cache))
         return kwta(a, self.k) if self.k is not None else torch.relu(a)
 
     @torch.no_grad()

@@ -24,6 +24,7 @@ LOCATION_FIELDS = ("data_dir", "device", "run_dir")
 # The fields that decide which dataset (and split) a run trains on.
 DATA_FIELDS = (
     "dataset", "data_dir", "val_size", "train_size", "seed", "standardize", "image_size",
+    "task",
 )  # fmt: skip
 
 
@@ -39,6 +40,11 @@ class TrainConfig:
     standardize: bool = True
     image_size: Annotated[int, AT_LEAST_ONE] = 64
     augment: Literal["none", "crop_flip", "resized_crop_flip"] = "none"
+    # continual learning (apical.continual): train on permuted task `task` of the dataset;
+    # validation and test cover tasks 0..task. `init_from`: a finished run folder whose
+    # model this run starts from (the run of the task before).
+    task: Annotated[int, NON_NEGATIVE] | None = None
+    init_from: str | None = None
     model: str = "mlp"
     model_options: dict[str, Any] = field(default_factory=dict)
     rule: str = "backprop"

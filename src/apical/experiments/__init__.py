@@ -2,7 +2,7 @@
 
 An experiment is a TOML file (`apical/experiments/*.toml`, or any file given by path):
 
-    kind = "train"            # which runner reproduces it: train, sweep or spiking
+    kind = "train"            # which runner reproduces it: train, continual, sweep, spiking
     name = "fa-mnist"         # how it is called: apical reproduce fa-mnist
     title = "..."  source = "paper, figure"  claim = "what the paper claims"
     ...                       # the kind's own tables (its runner's docstring)
@@ -92,10 +92,11 @@ class Experiment:
 
 def runner(kind: str) -> Runner:
     """The runner of a kind (the registry of kinds)."""
-    from apical.experiments import spiking, sweep, train_runs
+    from apical.experiments import continual, spiking, sweep, train_runs
 
     runners: dict[str, Runner] = {
         "train": train_runs.RUNNER,
+        "continual": continual.RUNNER,
         "sweep": sweep.RUNNER,
         "spiking": spiking.RUNNER,
     }
@@ -115,7 +116,7 @@ def parse(text: str, origin: str) -> Experiment:
     if missing:
         raise ApicalError(
             f"experiment file {origin} lacks {', '.join(missing)}; every experiment declares "
-            f"{', '.join(HEADER)} (kind: train, sweep or spiking)"
+            f"{', '.join(HEADER)} (kind: train, continual, sweep or spiking)"
         )
     bad = [k for k in HEADER if not isinstance(d[k], str)]
     if bad:

@@ -2,7 +2,8 @@
 paper (fa-mnist.toml shows the format).
 
     [base]          TrainConfig fields every run shares
-    [[runs]]        one table per run: `label`, any TrainConfig fields, what the paper
+    [[runs]]        one table per run: `label`, any TrainConfig fields (its tables, such as
+                    model_options, merge into [base]'s key by key), what the paper
                     `published`, and the checks, all optional:
                       max_error   test error (%) at most this (published number + tolerance)
                       reference, within   test error at most the reference run's + within
@@ -79,6 +80,8 @@ class TrainRuns:
     def parse(self, body: dict[str, Any], origin: str) -> TrainSpec:
         """The spec of a file's [base] and [[runs]] (ConfigError; the protocol names the
         file)."""
+        from apical.experiments import merged
+
         raw = from_dict(_Body, body, "experiment")
         runs = []
         for table in raw.runs:
@@ -92,7 +95,7 @@ class TrainRuns:
                     f"{where} it is the same as {table['same_as']} and takes its config from "
                     f"there; drop {', '.join(sorted(own))}"
                 )
-            config = {} if "same_as" in table else {**raw.base, **own}
+            config = {} if "same_as" in table else merged(raw.base, own)
             if config:
                 _validated(config, where)
             try:
@@ -124,14 +127,18 @@ class TrainRuns:
             )
         return out
 
-    def run(self, exp, folder: Path, options) -> Any:
-        spec: TrainSpec = exp.spec
-        unknown = [label for label in options.runs if label not in spec.labels()]
+    @staticmethod
+    def _check_picked(exp, picked: tuple[str, ...]) -> None:
+        unknown = [label for label in picked if label not in exp.spec.labels()]
         if unknown:
             raise ApicalError(
                 f"experiment {exp.name} has no run {', '.join(map(repr, unknown))}; its runs: "
-                f"{', '.join(spec.labels())}"
+                f"{', '.join(exp.spec.labels())}"
             )
+
+    def run(self, exp, folder: Path, options) -> Any:
+        spec: TrainSpec = exp.spec
+        self._check_picked(exp, options.runs)
         configs = self.configs(exp, folder, options.overrides)
         picked = [label for label in spec.labels() if not options.runs or label in options.runs]
         for r in spec.runs:

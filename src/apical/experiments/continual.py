@@ -1,0 +1,111 @@
+"""Experiments of kind "continual": tasks learned one after another (apical.continual).
+
+    tasks = 10      how many permuted tasks each run learns, in order
+    judged = true   false for a protocol the published numbers do not apply to (a preset
+                    on other data): its runs are reported, "not checked"
+    [base]          TrainConfig fields every run shares (epochs: per task)
+    [[runs]]        as for kind "train" (label, fields, published, max_error, reference
+                    and within); the checks judge the test error over all tasks after the
+                    last one
+
+Run LABEL learns task t into OUT/NAME/LABEL/task-T (T = t + 1, from 1), starting from the
+model of task-(T-1) (`init_from`); each task is an ordinary run of the one trainer, so it
+resumes, refuses to be overwritten and reports like any other. Besides the standard
+report, `tasks.png` shows the mean test accuracy over the tasks seen after each task.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from apical.config import AT_LEAST_ONE, coerce
+from apical.experiments.train_runs import TrainRuns, TrainSpec
+from apical.plots.base import plt, save
+from apical.run_folder import RunFolder
+from apical.train import TrainConfig, train_all
+
+
+@dataclass(frozen=True)
+class ContinualSpec(TrainSpec):
+    tasks: int = 1
+    judged: bool = True
+
+
+class ContinualRuns(TrainRuns):
+    """The runner of kind "continual": a TrainRuns whose every run is a chain of tasks."""
+
+    def parse(self, body: dict[str, Any], origin: str) -> ContinualSpec:
+        rest = {k: v for k, v in body.items() if k not in ("tasks", "judged")}
+        tasks = coerce(body.get("tasks", 1), Annotated[int, AT_LEAST_ONE], "tasks")
+        judged = coerce(body.get("judged", True), bool, "judged")
+        spec = super().parse(rest, origin)
+        return ContinualSpec(spec.base, spec.runs, tasks, judged)
+
+    def chains(self, exp, folder: Path, overrides: dict[str, Any]) -> dict[str, list[TrainConfig]]:
+        """Per run, the config of each task in order."""
+        out = {}
+        for label, config in super().configs(exp, folder, overrides).items():
+            chain, before = [], None
+            for t in range(exp.spec.tasks):
+                run_dir = str(Path(config.run_dir) / f"task-{t + 1}")
+                chain.append(dataclasses.replace(config, task=t, init_from=before, run_dir=run_dir))
+                before = run_dir
+            out[label] = chain
+        return out
+
+    def configs(self, exp, folder: Path, overrides: dict[str, Any]) -> dict[str, TrainConfig]:
+        """The last task's config of each run: what the report judges."""
+        return {label: chain[-1] for label, chain in self.chains(exp, folder, overrides).items()}
+
+    def run(self, exp, folder: Path, options) -> Any:
+        self._check_picked(exp, options.runs)
+        chains = self.chains(exp, folder, options.overrides)
+        picked = [label for label in chains if not options.runs or label in options.runs]
+        tasks = {f"{label}/task-{t + 1}": config
+                 for label in picked for t, config in enumerate(chains[label])}  # fmt: skip
+        trained = train_all(tasks, resume=options.resume, progress=options.progress,
+                            echo=options.echo)  # fmt: skip
+        last = {label: trained[f"{label}/task-{exp.spec.tasks}"] for label in picked
+                if f"{label}/task-{exp.spec.tasks}" in trained}  # fmt: skip
+        report = self.report(exp, folder, self.configs(exp, folder, options.overrides), last,
+                             options.overrides)  # fmt: skip
+        if not exp.spec.judged:
+            why = f"not checked: {exp.spec.tasks} tasks of another protocol (preset {exp.preset})"
+            report.runs[:] = [dataclasses.replace(r, verdict=why) if r.checked else r
+                              for r in report.runs]  # fmt: skip
+        curves = task_curves(chains)
+        if any(curves.values()):
+            report.files["tasks.png"] = plot_tasks(curves, folder / "tasks.png", exp.title)
+        return report
+
+
+def task_curves(chains: dict[str, list[TrainConfig]]) -> dict[str, list[float]]:
+    """Per run, the final test accuracy (%) over the tasks seen, after each finished task."""
+    curves = {}
+    for label, chain in chains.items():
+        points = []
+        for config in chain:
+            folder = RunFolder(config.run_dir)
+            rows = folder.rows() if folder.has_rows() else []
+            if not rows or rows[-1].get("epoch") != config.epochs:
+                break
+            points.append(100 * rows[-1]["test_accuracy"])
+        curves[label] = points
+    return curves
+
+
+def plot_tasks(curves: dict[str, list[float]], path: Path, title: str = "") -> Path:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, points in curves.items():
+        if points:
+            ax.plot(range(1, len(points) + 1), points, marker="o", label=label)
+    ax.set_xlabel("tasks learned")
+    ax.set_ylabel("test accuracy over the tasks seen (%)")
+    ax.legend()
+    return save(fig, path, title)
+
+
+RUNNER = ContinualRuns()

@@ -154,5 +154,5 @@ def test_bad_options_are_one_line():
         build_model("active_dendrites", (20,), 2, context_size=10, density=0)
     with pytest.raises(ConfigError, match="mode must be"):
         build_model("active_dendrites", (20,), 2, context_size=10, mode="min")
-    with pytest.raises(apical.ApicalError, match=r"feed \[image \| context\] rows"):
+    with pytest.raises(apical.ApicalError, match=r"feed \[image \| context\] rows \(set task"):
         active_dendrites((784,), 10)

@@ -155,7 +155,8 @@ def active_dendrites(
     if width <= context_size:
         raise ApicalError(
             f"the inputs have {width} features, not more than context_size {context_size}: "
-            "feed [image | context] rows (a continual-learning dataset) or lower context_size"
+            "feed [image | context] rows (set task, e.g. --set task=0, for a permuted task "
+            "with its prototype as context) or lower context_size"
         )
     sizes = [width - context_size, *hidden]
     options = dict(

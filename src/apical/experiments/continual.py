@@ -98,14 +98,14 @@ def task_curves(chains: dict[str, list[TrainConfig]]) -> dict[str, list[float]]:
 
 
 def plot_tasks(curves: dict[str, list[float]], path: Path, title: str = "") -> Path:
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(7, 4.2))
     for label, points in curves.items():
         if points:
             ax.plot(range(1, len(points) + 1), points, marker="o", label=label)
     ax.set_xlabel("tasks learned")
     ax.set_ylabel("test accuracy over the tasks seen (%)")
     ax.legend()
-    return save(fig, path, title)
+    return save(fig, path, title, fontsize=8)
 
 
 RUNNER = ContinualRuns()

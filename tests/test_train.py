@@ -177,3 +177,18 @@ def test_cosine_schedule_survives_an_interruption(tmp_path):
     full = train(_cfg(tmp_path / "full", epochs=2, schedule="cosine"), progress=False)
     wr, wf = _weights(resumed), _weights(full)
     assert all(torch.equal(wr[k], wf[k]) for k in wf)
+
+
+def test_an_adam_run_saved_before_adam_was_fused_resumes(tmp_path):
+    """A checkpoint whose Adam groups say fused=None (written before the trainer fused
+    Adam) resumes; its optimizer keeps running as it was saved."""
+    cfg = dict(dataset="xor", epochs=1, batch_size=4, probe_every=0, device="cpu",
+               optimizer="adam", lr=0.01, run_dir=str(tmp_path / "r"))  # fmt: skip
+    train(TrainConfig(**cfg), progress=False)
+    path = tmp_path / "r" / "checkpoint.pt"
+    state = torch.load(path, weights_only=True)
+    for group in state["optimizer"]["param_groups"]:
+        group["fused"] = None
+    torch.save(state, path)
+    run = train(TrainConfig(**{**cfg, "epochs": 2}), resume=True, progress=False)
+    assert [r["epoch"] for r in run.history] == [1, 2]

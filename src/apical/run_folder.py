@@ -209,17 +209,28 @@ class RunFolder:
             raise ApicalError(f"checkpoint {path} holds no state table; start a new run")
         return state
 
+    def progress(self) -> tuple[int | None, int | None]:
+        """(epochs done, epochs its config declares); None where the folder does not say."""
+        rows = self.rows() if self.has_rows() else []
+        done = rows[-1].get("epoch") if rows else None
+        total = (self.config() or {}).get("epochs")
+        return (done if isinstance(done, int) else None, total if isinstance(total, int) else None)
+
+    def is_finished(self) -> bool:
+        """Whether its rows reach the epochs its own config declares."""
+        done, total = self.progress()
+        return done is not None and total is not None and done >= total
+
     def describe(self) -> str:
         """What the folder holds, for messages: 'a run at epoch 3 of 10', 'a finished run'."""
-        rows, config = self.rows(), self.config() or {}
-        done, total = (rows[-1].get("epoch") if rows else None), config.get("epochs")
-        if isinstance(done, int) and isinstance(total, int):
-            return (
-                f"a finished run ({total} epochs)"
-                if done >= total
-                else (f"a run at epoch {done} of {total}")
-            )
-        return "a run"
+        done, total = self.progress()
+        if done is None or total is None:
+            return "a run"
+        return (
+            f"a finished run ({total} epochs)"
+            if done >= total
+            else f"a run at epoch {done} of {total}"
+        )
 
     # -- writing ----------------------------------------------------------------------------
     @contextlib.contextmanager

@@ -89,10 +89,9 @@ def task_curves(chains: dict[str, list[TrainConfig]]) -> dict[str, list[float]]:
         points = []
         for config in chain:
             folder = RunFolder(config.run_dir)
-            rows = folder.rows() if folder.has_rows() else []
-            if not rows or rows[-1].get("epoch") != config.epochs:
+            if not folder.is_finished():
                 break
-            points.append(100 * rows[-1]["test_accuracy"])
+            points.append(100 * folder.rows()[-1]["test_accuracy"])
         curves[label] = points
     return curves
 

@@ -533,8 +533,10 @@ def _start_from(model: nn.Module, folder: str, device: torch.device) -> None:
     """Load the model of the finished run in `folder` (init_from)."""
     source = RunFolder(folder)
     if not source.is_finished():
+        holds = source.describe() if source.has_run() else "nothing"
         raise ApicalError(
-            f"init_from {folder} holds no finished run ({source.describe()}); finish it first"
+            f"init_from {folder} holds no finished run ({holds}); finish that run first, or "
+            "name the folder of one"
         )
     try:
         model.load_state_dict(source.checkpoint(device)["model"])

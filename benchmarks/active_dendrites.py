@@ -5,8 +5,8 @@ under plain PyTorch backprop, same process.
 
 Net: 784-2048-2048-10 on [image | 784-d context] rows, batch 256, kWTA 5 %, 50 % fixed
 feed-forward sparsity (mask restored after every step), K = 10 and K = 100 segments,
-absmax winners; trained by apical's backprop (directions, `.grad`, fused Adam as in the
-trainer, `constrain`).
+absmax winners; trained by apical's backprop as the trainer trains it (directions,
+`.grad`, fused Adam with the segments' sparse rows, `constrain`).
 The MLP is an ordinary nn.Module (ReLU, same widths, loss.backward(), fused Adam).
 A training batch holds one task, so its context is one row repeated: segment responses
 are computed once and broadcast (the `cached` rows); `uncached` computes them per example
@@ -21,12 +21,16 @@ import json
 from collections.abc import Callable
 
 import torch
-from rules_vs_backprop import devices, interleaved_medians, machine  # this folder's helpers
+from rules_vs_backprop import (  # this folder's helpers
+    devices,
+    interleaved_medians,
+    machine,
+    training_step,
+)
 from torch import nn
 
 import apical
 from apical import active_dendrites as ad
-from apical.layers import constrain
 from apical.losses import get_loss
 
 WIDTH, CONTEXT, BATCH = 2048, 784, 256
@@ -52,18 +56,7 @@ def _plain_step(model: nn.Module, x, y) -> Callable[[], None]:
 def _dendritic_step(model: nn.Module, x, y) -> Callable[[], None]:
     rule = apical.make_rule("backprop")
     model = apical.convert(model, rule, x[:2].cpu()).to(x.device)
-    opt = torch.optim.Adam(model.parameters(), 1e-3, fused=True)
-    params = dict(model.named_parameters())
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        result = rule.directions(model, x, y)
-        for name, d in result.directions.items():
-            params[name].grad = d
-        opt.step()
-        constrain(model)
-
-    return step
+    return training_step(rule, model, x, y, lr=1e-3, optimizer="adam")
 
 
 def bench(device: torch.device, reps: int, steps: int, ks: list[int]) -> dict[str, float]:
@@ -74,6 +67,9 @@ def bench(device: torch.device, reps: int, steps: int, ks: list[int]) -> dict[st
     four = torch.cat([image, prototypes[torch.arange(BATCH, device=device) % 4]], 1)
     y = torch.randint(0, 10, (BATCH,), device=device)
     fns = {"plain MLP backprop": _plain_step(_mlp().to(device), image, y)}
+    # the same net without segments: what kWTA and the sparsity mask cost by themselves
+    kwta_only = ad.active_dendrites((784 + CONTEXT,), 10, dendrites=False)
+    fns["kWTA only (no segments)"] = _dendritic_step(kwta_only, one, y)
     for k in ks:
         model = ad.active_dendrites((784 + CONTEXT,), 10, segments=k)
         fns[f"K = {k}, one task (cached)"] = _dendritic_step(model, one, y)

@@ -30,8 +30,10 @@ import torch
 from torch import nn
 
 import apical
+from apical.layers import constrain
 from apical.losses import get_loss
 from apical.models import burstprop_convnet, burstprop_mlp, convnet, mlp
+from apical.optim import SparseRowsAdam
 
 FA_FAMILY = {
     "backprop (apical)": ("backprop", {}),
@@ -105,6 +107,7 @@ def _rule_step(model: nn.Module, rule, opt, x, y, gen) -> Callable[[], None]:
         for name, d in result.directions.items():
             params[name].grad = d
         opt.step()
+        constrain(model)
         rule.after_step(model, result)
 
     return step
@@ -130,10 +133,16 @@ def bench_model(case: Case, device, reps: int, steps: int) -> dict[str, float]:
     return out
 
 
-def training_step(rule, model, x, y, lr: float, momentum: float) -> Callable[[], None]:
-    """One training step of `rule` as a closure: directions, `.grad`, an SGD step (shared
-    by this folder's benchmarks)."""
-    opt = torch.optim.SGD(apical.param_groups(model, lr), lr=lr, momentum=momentum)
+def training_step(
+    rule, model, x, y, lr: float, momentum: float = 0.0, optimizer: str = "sgd"
+) -> Callable[[], None]:
+    """One training step of `rule` as a closure, as the trainer takes it: directions,
+    `.grad`, an SGD step (or the trainer's fused Adam: optimizer "adam"), the model's
+    constraints (shared by this folder's benchmarks)."""
+    if optimizer == "adam":
+        opt = SparseRowsAdam(model.parameters(), lr, fused=True)
+    else:
+        opt = torch.optim.SGD(apical.param_groups(model, lr), lr=lr, momentum=momentum)
     params = dict(model.named_parameters())
 
     def step() -> None:
@@ -142,6 +151,7 @@ def training_step(rule, model, x, y, lr: float, momentum: float) -> Callable[[],
         for name, d in result.directions.items():
             params[name].grad = d
         opt.step()
+        constrain(model)
         rule.after_step(model, result)
 
     return step

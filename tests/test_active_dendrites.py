@@ -17,13 +17,16 @@ from apical.active_dendrites import (
     kwta,
     segment_responses,
     winning_response,
+    winning_segments,
 )
 from apical.errors import ConfigError
 from apical.models import build_model
+from apical.optim import SparseRowsAdam
 
 
-def _direct(x, context, weight, bias, segments, mode):
-    """y_i = a_i * sigmoid(d_i*) one unit and one example at a time (Iyer 2022, Eqs. 1-2)."""
+def _direct(x, context, weight, bias, segments, k, mode):
+    """y_i = a_i * sigmoid(d_i*) one unit and one example at a time (Iyer 2022, Eqs. 1-2);
+    segment j of unit i is row i k + j."""
     n, units = x.shape[0], weight.shape[0]
     out = torch.empty(n, units, dtype=torch.float64)
     for e in range(n):
@@ -31,7 +34,7 @@ def _direct(x, context, weight, bias, segments, mode):
             a = float(bias[i]) + sum(
                 float(weight[i, j]) * float(x[e, j]) for j in range(x.shape[1])
             )
-            d = [float(segments[i, s] @ context[e]) for s in range(segments.shape[1])]
+            d = [float(segments[i * k + s] @ context[e]) for s in range(k)]
             if mode == "absmax":
                 win = max(range(len(d)), key=lambda s: (abs(d[s]), -s))  # first of the largest
             else:
@@ -49,14 +52,15 @@ def test_the_dendritic_layer_is_the_per_unit_computation(mode):
     x, context = torch.randn(7, 6, dtype=torch.float64), torch.randn(7, 4, dtype=torch.float64)
     # a negative winner under absmax: the segment of largest |d| has d < 0
     with torch.no_grad():
-        layer.segments[0] = torch.stack([context[0], -3 * context[0], 0 * context[0]])
-    d = segment_responses(layer.segments, context)
+        layer.segments[:3] = torch.stack([context[0], -3 * context[0], 0 * context[0]])
+    d = segment_responses(layer.segments, 3, context)
     assert d[0, 0, 1] < 0 and d[0, 0, 1].abs() == d[0, 0].abs().max()
     a = layer.linear(x)
-    gated = a * torch.sigmoid(gate_responses(layer.segments, context, mode))
     with torch.no_grad():
-        want = _direct(x, context, layer.linear.weight, layer.linear.bias, layer.segments, mode)
-    torch.testing.assert_close(gated, want, rtol=1e-12, atol=1e-12)
+        want = _direct(x, context, layer.linear.weight, layer.linear.bias, layer.segments, 3, mode)
+    for cache in (True, False):
+        gated = a * torch.sigmoid(gate_responses(layer.segments, 3, context, mode, cache))
+        torch.testing.assert_close(gated, want, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(layer(x, context), torch.relu(want), rtol=1e-12, atol=1e-12)
 
 
@@ -75,9 +79,10 @@ def test_ties_go_to_the_first_segment_and_only_the_winner_learns(mode):
     layer = DendriticLayer(3, 4, context_size=5, segments=6, density=None, sparsity=0, mode=mode)
     x, context = torch.randn(8, 3), torch.randn(1, 5).expand(8, 5)  # one context
     layer(x, context).sum().backward()
-    winners = segment_responses(layer.segments, context[:1])[0]
+    assert layer.segments.grad.is_sparse  # the winners' rows only
+    winners = segment_responses(layer.segments, 6, context[:1])[0]
     winners = (winners.abs() if mode == "absmax" else winners).argmax(-1)
-    touched = layer.segments.grad.abs().sum(-1) > 0  # (units, segments)
+    touched = layer.segments.grad.to_dense().abs().sum(-1).reshape(4, 6) > 0  # (units, K)
     assert touched.sum(-1).le(1).all()  # at most one segment per unit
     rows = touched.any(-1)
     assert (touched.float().argmax(-1)[rows] == winners[rows]).all()
@@ -85,16 +90,23 @@ def test_ties_go_to_the_first_segment_and_only_the_winner_learns(mode):
 
 def test_cached_segment_responses_equal_uncached():
     torch.manual_seed(2)
-    segments = torch.randn(16, 5, 12, requires_grad=True)
-    prototypes = torch.randn(3, 12)
+    # float64: the cached path re-sums the winning rows, equal up to rounding
+    segments = torch.randn(16 * 5, 12, dtype=torch.float64, requires_grad=True)  # 16 units, K 5
+    prototypes = torch.randn(3, 12, dtype=torch.float64)
     context = prototypes[torch.tensor([2, 0, 0, 1, 2, 2, 0, 1, 1, 0])]
     for mode in ("absmax", "max"):
-        cached = gate_responses(segments, context, mode, cache=True)
-        plain = gate_responses(segments, context, mode, cache=False)
-        assert torch.equal(cached, plain)
+        with torch.no_grad():  # without a gradient: the responses gathered, no rows
+            torch.testing.assert_close(gate_responses(segments, 5, context, mode, cache=True),
+                                       gate_responses(segments, 5, context, mode, cache=False),
+                                       rtol=1e-12, atol=1e-12)  # fmt: skip
+        cached = gate_responses(segments, 5, context, mode, cache=True)
+        plain = gate_responses(segments, 5, context, mode, cache=False)
+        torch.testing.assert_close(cached, plain, rtol=1e-12, atol=1e-12)
         (g1,) = torch.autograd.grad(cached.square().sum(), segments)
         (g2,) = torch.autograd.grad(plain.square().sum(), segments)
-        torch.testing.assert_close(g1, g2, rtol=1e-6, atol=1e-7)
+        assert g1.is_sparse and not g2.is_sparse
+        assert g1.coalesce().indices().shape[1] <= 3 * 16  # at most one row per context and unit
+        torch.testing.assert_close(g1.to_dense(), g2, rtol=1e-12, atol=1e-12)
 
 
 def test_kwta_keeps_exactly_k_units_per_example():
@@ -115,13 +127,13 @@ def test_the_sparsity_mask_stays_fixed_through_training():
     torch.manual_seed(4)
     model = build_model("active_dendrites", (2 * 16,), 3, hidden=[20, 20], context_size=16,
                         segments=2, density=0.25, sparsity=0.5)  # fmt: skip
-    masks = [layer.mask.clone() for layer in model.hidden]
+    masks = [layer.mask.bool() for layer in model.hidden]
     assert all(abs(float(m.float().mean()) - 0.5) < 0.15 for m in masks)
     x, y = torch.randn(64, 32), torch.randint(0, 3, (64,))
     for rule_name in ("backprop", "fa"):
         rule = apical.make_rule(rule_name)
         net = apical.convert(model, rule, x)
-        opt = torch.optim.Adam(net.parameters(), lr=0.05)
+        opt = SparseRowsAdam(net.parameters(), lr=0.05)  # sparse segment rows
         before = [layer.linear.weight.detach().clone() for layer in net.hidden]
         for _ in range(5):
             step = rule.directions(net, x, y)
@@ -131,7 +143,7 @@ def test_the_sparsity_mask_stays_fixed_through_training():
             apical.layers.constrain(net)
         for layer, mask, w0 in zip(net.hidden, masks, before, strict=True):
             w = layer.linear.weight.detach()
-            assert torch.equal(layer.mask, mask)
+            assert torch.equal(layer.mask.bool(), mask)
             assert (w[~mask] == 0).all() and not torch.equal(w[mask], w0[mask])
 
 
@@ -145,7 +157,7 @@ def test_a_dendritic_network_trains_through_the_trainer_and_masks_hold(tmp_path)
     )  # fmt: skip
     run = train(config, progress=False)
     layer = run.model.hidden[0]
-    assert (layer.linear.weight[~layer.mask] == 0).all()
+    assert (layer.linear.weight[~layer.mask.bool()] == 0).all()
     assert len(run.history) == 1
 
 
@@ -156,3 +168,29 @@ def test_bad_options_are_one_line():
         build_model("active_dendrites", (20,), 2, context_size=10, mode="min")
     with pytest.raises(apical.ApicalError, match=r"feed \[image \| context\] rows \(set task"):
         active_dendrites((784,), 10)
+
+
+def test_dense_segment_gradients_equal_the_sparse_rows():
+    torch.manual_seed(5)
+    x, context = torch.randn(6, 3, dtype=torch.float64), torch.randn(1, 5, dtype=torch.float64)
+    grads = []
+    for sparse in (True, False):
+        torch.manual_seed(6)
+        layer = DendriticLayer(3, 4, context_size=5, segments=3, density=None, sparsity=0,
+                               mode="absmax", sparse_segments=sparse).double()  # fmt: skip
+        layer(x, context.expand(6, 5)).square().sum().backward()
+        grads.append(layer.segments.grad)
+    assert grads[0].is_sparse and not grads[1].is_sparse
+    torch.testing.assert_close(grads[0].to_dense(), grads[1], rtol=1e-12, atol=1e-12)
+
+
+def test_winning_segments_counts_the_units_each_segment_wins_per_context():
+    model = active_dendrites((4 + 2,), 3, hidden=[4], context_size=2, segments=3, kwta=False)
+    layer = model.hidden[0]
+    with torch.no_grad():  # unit u, segment j: rows u*3 + j; context e0 or e1
+        layer.segments.zero_()
+        for u in range(4):
+            layer.segments[u * 3 + 0] = torch.tensor([1.0, 0.0])  # wins under e0
+            layer.segments[u * 3 + (1 if u < 3 else 2)] = torch.tensor([0.0, -2.0])  # e1
+    (use,) = winning_segments(model, torch.eye(2))
+    assert use.tolist() == [[1.0, 0.0, 0.0], [0.0, 0.75, 0.25]]

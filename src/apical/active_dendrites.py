@@ -9,7 +9,9 @@ layer per example and zeroes the rest (§2). Only the winning segment receives a
 
 The context is constant within a task, so segment responses are computed once per distinct
 context in the batch and broadcast (`gate_responses`): a training batch of one task costs
-one (U K x C) product instead of N of them.
+one (U K x C) product instead of N of them. Only the winners' rows are gathered with a
+gradient, so the segments' gradient is sparse (the U winning rows of each distinct
+context), and the trainer's Adam updates only those rows (`apical.optim`).
 
 Functional core (`segment_responses`, `winning_response`, `gate_responses`, `kwta`) plus
 thin modules; the feed-forward layers are ordinary nn.Linear, so `apical.convert` gives
@@ -38,29 +40,81 @@ Sparsity = Annotated[float, Range(ge=0, lt=1)]
 
 
 # -- functional core -----------------------------------------------------------------------
-def segment_responses(segments: Tensor, context: Tensor) -> Tensor:
-    """d_ij = u_ij . c for segments (U, K, C) and contexts (N, C): (N, U, K)."""
-    units, k, c = segments.shape
-    return (context @ segments.reshape(units * k, c).T).reshape(-1, units, k)
+# Segment weights are rows: (U K, C), row u K + j is segment j of unit u, so that the winners
+# of a batch can be gathered as rows with a sparse gradient (`gate_responses`).
+def segment_responses(segments: Tensor, k: int, context: Tensor) -> Tensor:
+    """d_ij = u_ij . c for segment rows (U K, C) and contexts (N, C): (N, U, K)."""
+    return (context @ segments.T).reshape(context.shape[0], -1, k)
+
+
+def winner_index(d: Tensor, mode: WinnerMode = "absmax") -> Tensor:
+    """Index of the winning segment over the last axis: the one of largest |d| ("absmax")
+    or the largest d ("max"); among equal candidates the first."""
+    return (d.abs() if mode == "absmax" else d).argmax(-1)
 
 
 def winning_response(d: Tensor, mode: WinnerMode = "absmax") -> Tensor:
-    """The winning segment's response over the last axis: the one of largest |d| with its
-    sign ("absmax") or the largest d ("max"); among equal candidates the first segment.
-    Gradients reach only the winner (a gather)."""
-    index = (d.abs() if mode == "absmax" else d).argmax(-1, keepdim=True)
-    return d.gather(-1, index).squeeze(-1)
+    """The winning segment's response over the last axis, its sign kept. Gradients reach
+    only the winner (a gather)."""
+    return d.gather(-1, winner_index(d, mode).unsqueeze(-1)).squeeze(-1)
+
+
+def distinct_rows(context: Tensor) -> tuple[Tensor, Tensor]:
+    """The distinct rows of `context` and, per row, the index of its distinct row. A batch
+    of one task (every row the same) is checked for first, as it is the training case."""
+    if bool((context == context[:1]).all()):
+        return context[:1], torch.zeros(len(context), dtype=torch.long, device=context.device)
+    return torch.unique(context, dim=0, return_inverse=True)
 
 
 def gate_responses(
-    segments: Tensor, context: Tensor, mode: WinnerMode = "absmax", cache: bool = True
+    segments: Tensor,
+    k: int,
+    context: Tensor,
+    mode: WinnerMode = "absmax",
+    cache: bool = True,
+    sparse: bool = True,
 ) -> Tensor:
-    """The winning response per example and unit, (N, U). With `cache`, responses are
-    computed once per distinct context row and broadcast (equal to the uncached ones)."""
+    """The winning response per example and unit, (N, U), for segment rows (U K, C).
+
+    With `cache`, responses are computed once per distinct context row and broadcast, and
+    when a gradient is wanted the winners are found without one and their rows gathered
+    again (`_Rows`): the gradient of `segments` is then a sparse tensor over
+    the D U winning rows of the D distinct contexts, equal to the dense one, where the
+    dense path would write all U K C entries, nearly all zero (`sparse=False`: that dense
+    gradient, for dense Adam over every segment as the paper's code has it). Without
+    `cache`: the per-example computation (the naive cost; the reference it is tested
+    against)."""
     if not cache:
-        return winning_response(segment_responses(segments, context), mode)
-    distinct, inverse = torch.unique(context, dim=0, return_inverse=True)
-    return winning_response(segment_responses(segments, distinct), mode)[inverse]
+        return winning_response(segment_responses(segments, k, context), mode)
+    distinct, inverse = distinct_rows(context)
+    if not (sparse and torch.is_grad_enabled() and segments.requires_grad):
+        return winning_response(segment_responses(segments, k, distinct), mode)[inverse]
+    with torch.no_grad():
+        index = winner_index(segment_responses(segments, k, distinct), mode)  # (D, U)
+    rows = (index + k * torch.arange(index.shape[-1], device=index.device)).flatten()
+    winners = _Rows.apply(segments, rows, len(distinct) == 1).view(*index.shape, -1)  # (D, U, C)
+    d = (winners @ distinct.unsqueeze(-1)).squeeze(-1)
+    return d.expand(len(context), -1) if len(distinct) == 1 else d[inverse]
+
+
+class _Rows(torch.autograd.Function):
+    """segments[rows], with the gradient of `segments` a sparse tensor over those rows
+    (`distinct`: the rows are increasing, so the gradient is already coalesced)."""
+
+    @staticmethod
+    def forward(ctx, segments: Tensor, rows: Tensor, distinct: bool) -> Tensor:
+        ctx.save_for_backward(rows)
+        ctx.shape, ctx.distinct = segments.shape, distinct
+        return segments.index_select(0, rows)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+        (rows,) = ctx.saved_tensors
+        sparse = torch.sparse_coo_tensor(
+            rows.unsqueeze(0), grad, ctx.shape, is_coalesced=ctx.distinct, check_invariants=False
+        )
+        return sparse, None, None
 
 
 def kwta(x: Tensor, k: int) -> Tensor:
@@ -86,27 +140,34 @@ class DendriticLayer(Constrained):
         density: float | None,
         sparsity: float,
         mode: WinnerMode,
+        sparse_segments: bool = True,
     ) -> None:
         super().__init__()
         self.linear = nn.Linear(in_features, units)
         self.mode, self.k = mode, None if density is None else max(1, round(density * units))
+        self.n_segments, self.sparse = segments, sparse_segments
         self.cache = True  # segment responses once per distinct context (False: per example)
         mask = None
         if sparsity > 0:
-            mask = torch.rand(units, in_features) >= sparsity
+            # 1 keeps a weight, 0 holds it at zero (in the weight's dtype: the product that
+            # restores it is then the cheapest pass over W)
+            mask = (torch.rand(units, in_features) >= sparsity).to(self.linear.weight.dtype)
             with torch.no_grad():  # survivors rescaled: each unit's input variance as if dense
                 self.linear.weight.mul_(mask / math.sqrt(1 - sparsity))
         self.register_buffer("mask", mask)
         self.segments = None
         if segments is not None:
             bound = 1 / math.sqrt(context_size)
-            u = (torch.rand(units, segments, context_size) * 2 - 1) * bound
-            self.segments = nn.Parameter(u)
+            u = (torch.rand(units * segments, context_size) * 2 - 1) * bound
+            self.segments = nn.Parameter(u)  # rows (U K, C): see the functional core
 
     def forward(self, x: Tensor, context: Tensor) -> Tensor:
         a = self.linear(x)
         if self.segments is not None:
-            a = a * torch.sigmoid(gate_responses(self.segments, context, self.mode, self.cache))
+            d = gate_responses(
+                self.segments, self.n_segments, context, self.mode, self.cache, self.sparse
+            )
+            a = a * torch.sigmoid(d)
         return kwta(a, self.k) if self.k is not None else torch.relu(a)
 
     @torch.no_grad()
@@ -133,6 +194,22 @@ class ActiveDendritesNet(nn.Module):
         return self.out(h)
 
 
+@torch.no_grad()
+def winning_segments(model: ActiveDendritesNet, contexts: Tensor) -> list[Tensor]:
+    """Per dendritic layer, for each context row (T, C), the fraction of the layer's units
+    whose winning segment is segment j: (T, K), rows summing to 1."""
+    out = []
+    for layer in model.hidden:
+        if layer.segments is None:
+            continue
+        d = segment_responses(layer.segments, layer.n_segments, contexts)
+        index = winner_index(d, layer.mode)  # (T, U)
+        counts = torch.zeros(len(contexts), layer.n_segments, device=contexts.device)
+        out.append(counts.scatter_add_(1, index, torch.ones_like(index, dtype=counts.dtype))
+                   / index.shape[1])  # fmt: skip
+    return out
+
+
 def active_dendrites(
     input_shape: Sequence[int],
     n_classes: int,
@@ -144,13 +221,16 @@ def active_dendrites(
     mode: WinnerMode = "absmax",
     dendrites: bool = True,
     kwta: bool = True,
+    sparse_segments: bool = True,
 ) -> ActiveDendritesNet:
     """The paper's network (2 x 2048 units, K segments, kWTA keeping `density` of the units,
     `sparsity` of the feed-forward weights fixed at zero) and its baselines:
     `dendrites=false` is the kWTA-only net, `kwta=false` puts ReLU in place of kWTA
     (dendrites only), and both with `sparsity=0` give a plain ReLU MLP of the image part
-    (the context is ignored). Masks and segments are drawn from the global RNG, like the
-    weights (the trainer seeds it with the run's seed)."""
+    (the context is ignored). `sparse_segments=false` gives the segments a dense gradient
+    (and so dense Adam over all of them, the paper's optimizer) instead of the winners'
+    rows. Masks and segments are drawn from the global RNG, like the weights (the trainer
+    seeds it with the run's seed)."""
     width = math.prod(input_shape)
     if width <= context_size:
         raise ApicalError(
@@ -165,6 +245,7 @@ def active_dendrites(
         density=density if kwta else None,
         sparsity=sparsity,
         mode=mode,
+        sparse_segments=sparse_segments,
     )
     layers = [DendriticLayer(a, b, **options) for a, b in pairwise(sizes)]
     return ActiveDendritesNet(context_size, layers, nn.Linear(sizes[-1], n_classes))

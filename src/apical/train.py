@@ -38,7 +38,7 @@ from apical.keyed import example_keys
 from apical.layers import constrain
 from apical.metrics import alignment, evaluate, mean_hidden_angle
 from apical.models import build_model
-from apical.optim import DecoupledMomentumSGD
+from apical.optim import DecoupledMomentumSGD, SparseRowsAdam
 from apical.params import param_groups
 from apical.replicas import replicate
 from apical.rules import Rule, make_rule
@@ -481,10 +481,16 @@ def make_optimizer(config: TrainConfig, model: nn.Module, rule: Rule) -> torch.o
         return DecoupledMomentumSGD(
             groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
         )
-    cls = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
     # fused: one kernel over all tensors, much faster on CPU than the default per-tensor
-    # loop (the same update up to rounding)
-    return cls(groups, lr=config.lr, weight_decay=config.weight_decay, fused=True)
+    # loop (the same update up to rounding); sparse row gradients (active-dendrite
+    # segments) update their rows only
+    return SparseRowsAdam(
+        groups,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        decoupled_weight_decay=config.optimizer == "adamw",
+        fused=True,
+    )
 
 
 def make_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer):
@@ -502,9 +508,16 @@ def clip_grads(model: nn.Module, max_norm: float) -> None:
     its own term, as it moves its tensor), scaling each tensor once where parameters share
     one (`apical.rules.base.weight_direction`)."""
     params = [p for p in model.parameters() if p.grad is not None]
-    norm = nn.utils.get_total_norm([p.grad for p in params])
     once = list({id(p.grad): p for p in params}.values())
-    nn.utils.clip_grads_with_norm_(once, max_norm, norm)
+    dense = [p for p in once if not p.grad.is_sparse]
+    sparse = [p.grad.coalesce() for p in once if p.grad.is_sparse]  # rows: their values
+    norm = nn.utils.get_total_norm([p.grad for p in params if not p.grad.is_sparse]
+                                   + [g.values() for g in sparse])  # fmt: skip
+    if dense:
+        nn.utils.clip_grads_with_norm_(dense, max_norm, norm)
+    scale = (max_norm / (norm + 1e-6)).clamp(max=1.0)
+    for p, g in zip([p for p in once if p.grad.is_sparse], sparse, strict=True):
+        p.grad = g * scale
 
 
 def _replica_tags(config: TrainConfig) -> list[dict[str, Any]]:

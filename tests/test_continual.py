@@ -42,16 +42,18 @@ def test_the_nearest_prototype_picks_the_task_of_held_out_images(digits):
     assert context_accuracy(mnist, 9, seed=0) >= 0.999
 
 
-def _chain(tmp_path, label: str, options: dict, tasks: int = 3) -> tuple[list[float], float]:
-    """Train tasks 0..tasks-1 in turn; the mean test accuracy over the tasks seen after
-    each task, and the final model's accuracy on task 0."""
+def _chain(
+    tmp_path, label: str, options: dict, tasks: int = 3, **fields
+) -> tuple[list[float], float]:
+    """Train tasks 0..tasks-1 in turn (TrainConfig `fields` added); the mean test accuracy
+    over the tasks seen after each task, and the final model's accuracy on task 0."""
     before, means = None, []
     for t in range(tasks):
         config = TrainConfig(
             dataset="digits", val_size=0.2, task=t, init_from=before, model="active_dendrites",
             model_options={"hidden": [512, 512], "context_size": 64, "segments": 3, **options},
             optimizer="adam", lr=1e-3, batch_size=32, epochs=20, probe_every=0, device="cpu",
-            run_dir=str(tmp_path / label / f"task-{t + 1}"),
+            run_dir=str(tmp_path / label / f"task-{t + 1}"), **fields,
         )  # fmt: skip
         run = train(config, progress=False)
         before = config.run_dir

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from apical import synaptic_intelligence as si
 from apical.augment import training_batch
 from apical.continual import task_data
 from apical.convert import convert
@@ -170,8 +171,12 @@ class Trainer:
         data = data if data is not None else load_config_data(config)
         self.data = data.to(self.device)
         self.model, self.rule = build(config, self.data, self.device)
-        if config.init_from is not None:
-            _start_from(self.model, config.init_from, self.device)
+        before = None if config.init_from is None else _start_from(self.model, config, self.device)
+        params = dict(self.model.named_parameters())
+        self.si = None  # Synaptic Intelligence, when si_strength > 0
+        if config.si_strength:
+            self.si = (si.first_task(params) if before is None
+                       else si.next_task(before, params, config.si_damping))  # fmt: skip
         self.optimizer = make_optimizer(config, self.model, self.rule)
         self.scheduler = make_scheduler(config, self.optimizer)
         seeds = config.seeds if config.seeds is not None else [config.seed]
@@ -226,6 +231,8 @@ class Trainer:
         }
         if self.perm is not None:  # saved within an epoch
             state["perm"] = self.perm
+        if self.si is not None:
+            state["si"] = self.si.as_dict()
         return state
 
     def streams(self) -> dict[str, list[dict[str, Any]]]:
@@ -255,6 +262,8 @@ class Trainer:
             self.first_bad = _like(state["first_bad"], self.first_bad).to(self.device)
             self.loss_sum = _like(state["loss_sum"], self.loss_sum).to(self.device)
             self.perm = _permutation(state["perm"], self) if "perm" in state else None
+            if self.si is not None:
+                self.si = si.from_dict(state["si"], dict(self.model.named_parameters()))
             if not isinstance(self.last_probe, int) or self.batch > self.n_batches:
                 raise ValueError("its step counters are out of range")
             if self.step != self.epoch * self.n_batches + self.batch:
@@ -314,10 +323,14 @@ class Trainer:
             for name, direction in result.directions.items():
                 scale = None if self.scales is None else self.scales[name]
                 params[name].grad = direction if scale is None else direction * scale
+            if self.si is not None:
+                task_grads, before = self._add_si_penalty(params, result.directions)
             if cfg.grad_clip:
                 clip_grads(self.model, cfg.grad_clip)
             self.optimizer.step()
             constrain(self.model)
+            if self.si is not None:
+                si.add_path_(self.si, task_grads, before, params)
             rule.after_step(self.model, result)
             self.step += 1
             self.batch = i + 1
@@ -388,6 +401,19 @@ class Trainer:
                 **tag, "mean_hidden_angle": mean_hidden_angle(self.model, rows), "layers": rows,
             }))  # fmt: skip
         self.last_probe = self.step
+
+    def _add_si_penalty(
+        self, params: dict[str, Tensor], directions: dict[str, Tensor]
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """Add the Synaptic Intelligence penalty's gradient to every `.grad`; return the
+        task's own directions (as scaled into `.grad`) and the parameters before the step,
+        from which the step's path is taken."""
+        task = {k: params[k].grad for k in directions}
+        penalty = si.penalty_gradient(self.si, {k: params[k] for k in directions},
+                                      self.config.si_strength)  # fmt: skip
+        for k, g in penalty.items():
+            params[k].grad = (task[k].to_dense() if task[k].is_sparse else task[k]) + g
+        return task, {k: params[k].detach().clone() for k in directions}
 
     def _stop_if_nonfinite(self) -> None:
         """Stop when the loss went NaN or inf (for replicas: when every replica's did; a
@@ -542,8 +568,12 @@ def _direction_scales(config: TrainConfig, model: nn.Module) -> dict[str, Tensor
     return out
 
 
-def _start_from(model: nn.Module, folder: str, device: torch.device) -> None:
-    """Load the model of the finished run in `folder` (init_from)."""
+def _start_from(
+    model: nn.Module, config: TrainConfig, device: torch.device
+) -> si.SynapticState | None:
+    """Load the model of the finished run in `config.init_from`; with Synaptic Intelligence,
+    return that run's record at its end (None without)."""
+    folder = config.init_from
     source = RunFolder(folder)
     if not source.is_finished():
         holds = source.describe() if source.has_run() else "nothing"
@@ -551,13 +581,25 @@ def _start_from(model: nn.Module, folder: str, device: torch.device) -> None:
             f"init_from {folder} holds no finished run ({holds}); finish that run first, or "
             "name the folder of one"
         )
+    state = source.checkpoint(device)
     try:
-        model.load_state_dict(source.checkpoint(device)["model"])
+        model.load_state_dict(state["model"])
     except (KeyError, RuntimeError, TypeError) as e:
         raise ApicalError(
             f"the model in init_from {folder} does not fit this run's model "
             f"({type(e).__name__}: {str(e).splitlines()[0][:120]}); use the same model"
         ) from None
+    if not config.si_strength:
+        return None
+    if "si" not in state:
+        raise ApicalError(
+            f"init_from {folder} was trained without Synaptic Intelligence, so the importance "
+            "of its parameters is unknown; train the tasks before with si_strength > 0 too"
+        )
+    try:
+        return si.from_dict(state["si"], dict(model.named_parameters()))
+    except ValueError as e:
+        raise ApicalError(f"the checkpoint in init_from {folder} does not fit: {e}") from None
 
 
 _IMPLEMENTATION_FLAGS = ("params", "fused", "foreach")

@@ -45,6 +45,11 @@ class TrainConfig:
     # model this run starts from (the run of the task before).
     task: Annotated[int, NON_NEGATIVE] | None = None
     init_from: str | None = None
+    # Synaptic Intelligence (apical.synaptic_intelligence): the strength c of the penalty
+    # that holds each parameter near its value after the task before, in proportion to its
+    # importance (0: off), and the damping xi of the importances
+    si_strength: Annotated[float, NON_NEGATIVE] = 0.0
+    si_damping: Annotated[float, POSITIVE] = 0.1
     model: str = "mlp"
     model_options: dict[str, Any] = field(default_factory=dict)
     rule: str = "backprop"

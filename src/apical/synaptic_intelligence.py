@@ -1,0 +1,112 @@
+"""Synaptic Intelligence (Zenke, Poole & Ganguli, "Continual learning through synaptic
+intelligence", ICML 2017; docs/models/active-dendrites.md §5).
+
+While a task is learned, each parameter k accumulates how much its movement lowered the
+loss, the path integral of Eq. 3 taken over the optimizer's steps:
+
+    omega_k <- omega_k - g_k (theta_k(after) - theta_k(before))
+
+with g_k the rule's direction for the task loss (the gradient under backprop; the penalty
+below excluded). At the end of the task its importance joins those of the tasks before
+(Eq. 5), with Delta_k the parameter's total change over the task and damping xi:
+
+    Omega_k <- Omega_k + omega_k / (Delta_k^2 + xi)
+
+and later tasks learn the loss plus the surrogate of Eq. 4, which holds every parameter
+near its value at the end of the task before (theta~) in proportion to its importance:
+
+    L~ = L + c sum_k Omega_k (theta~_k - theta_k)^2
+    dL~/d theta_k = dL/d theta_k + 2 c Omega_k (theta_k - theta~_k)
+
+The penalty is local to each synapse, so it applies under every rule of the registry: the
+trainer adds its gradient to the rule's direction (`penalty_gradient`) and accumulates the
+path from the rule's own direction (`add_path_`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+Tensors = dict[str, Tensor]
+
+
+@dataclass(frozen=True)
+class SynapticState:
+    """Per parameter name: the importance Omega summed over the tasks before, the anchor
+    theta~ (the parameters at the end of the task before) and this task's path omega."""
+
+    importance: Tensors
+    anchor: Tensors
+    path: Tensors
+
+    def as_dict(self) -> dict[str, Tensors]:
+        return {"importance": self.importance, "anchor": self.anchor, "path": self.path}
+
+
+def _dense(t: Tensor) -> Tensor:
+    return t.to_dense() if t.is_sparse else t
+
+
+def first_task(params: Mapping[str, Tensor]) -> SynapticState:
+    """The state at the start of the first task: no importance yet."""
+    zeros = {k: torch.zeros_like(p) for k, p in params.items()}
+    return SynapticState(
+        zeros,
+        {k: p.detach().clone() for k, p in params.items()},
+        {k: v.clone() for k, v in zeros.items()},
+    )
+
+
+def next_task(state: SynapticState, params: Mapping[str, Tensor], damping: float) -> SynapticState:
+    """The state at the start of the next task, from the state at the end of the last one
+    and its final parameters (Eq. 5): importances consolidated, anchor moved, path reset."""
+    importance = {}
+    for k, p in params.items():
+        delta = p.detach() - state.anchor[k]
+        importance[k] = state.importance[k] + state.path[k] / (delta.square() + damping)
+    return SynapticState(
+        importance,
+        {k: p.detach().clone() for k, p in params.items()},
+        {k: torch.zeros_like(p) for k, p in params.items()},
+    )
+
+
+def penalty_gradient(
+    state: SynapticState, params: Mapping[str, Tensor], strength: float
+) -> Tensors:
+    """d/d theta of c sum_k Omega_k (theta~_k - theta_k)^2 (Eq. 4)."""
+    return {
+        k: 2 * strength * state.importance[k] * (p.detach() - state.anchor[k])
+        for k, p in params.items()
+    }
+
+
+@torch.no_grad()
+def add_path_(
+    state: SynapticState,
+    directions: Mapping[str, Tensor],
+    before: Mapping[str, Tensor],
+    params: Mapping[str, Tensor],
+) -> None:
+    """omega_k -= g_k (theta_k - theta_k(before)) for one step, in place (Eq. 3)."""
+    for k, g in directions.items():
+        state.path[k].sub_(_dense(g) * (params[k] - before[k]))
+
+
+def from_dict(saved: object, params: Mapping[str, Tensor]) -> SynapticState:
+    """A saved state, checked against the parameters it belongs to (ValueError if not)."""
+    if not isinstance(saved, dict) or set(saved) != {"importance", "anchor", "path"}:
+        raise ValueError("its synaptic-intelligence record is not one")
+    for part in saved.values():
+        if not isinstance(part, dict) or set(part) != set(params):
+            raise ValueError("its synaptic-intelligence record names other parameters")
+        for k, v in part.items():
+            if not isinstance(v, Tensor) or v.shape != params[k].shape:
+                raise ValueError(f"its synaptic-intelligence record of {k} has another shape")
+    device = next(iter(params.values())).device
+    moved = {name: {k: v.to(device) for k, v in part.items()} for name, part in saved.items()}
+    return SynapticState(**moved)

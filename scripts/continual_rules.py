@@ -1,9 +1,11 @@
 """Does context gating protect old tasks under the biologically plausible rules? Permuted
 digits, three tasks in turn, the active-dendrites network against an equal-width MLP,
-each trained by backprop, FA, DFA and sign symmetry (the rules whose backward path runs
-through the gating: its factor sigmoid(d*) and the kWTA mask are unit-local).
+each trained by backprop, FA, DFA, sign symmetry and burstprop (the gate sigmoid(d*) and
+the kWTA mask are unit-local factors of the error each rule sends down; burstprop runs
+through the network's chain of gated stages, docs/models/active-dendrites.md §3).
 
-    python scripts/continual_rules.py [--seeds 0,1,2] [--rules backprop,fa,dfa,sign_symmetry]
+    python scripts/continual_rules.py [--seeds 0,1,2]
+                                      [--rules backprop,fa,dfa,sign_symmetry,burstprop]
                                       [--json]
 
 Per rule, network and seed: the mean test accuracy over the three tasks after the last,
@@ -56,7 +58,7 @@ def chain(root: Path, rule: str, options: dict, seed: int, tasks: int = 3) -> di
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--rules", default="backprop,fa,dfa,sign_symmetry")
+    p.add_argument("--rules", default="backprop,fa,dfa,sign_symmetry,burstprop")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]

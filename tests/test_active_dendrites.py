@@ -194,3 +194,37 @@ def test_winning_segments_counts_the_units_each_segment_wins_per_context():
             layer.segments[u * 3 + (1 if u < 3 else 2)] = torch.tensor([0.0, -2.0])  # e1
     (use,) = winning_segments(model, torch.eye(2))
     assert use.tolist() == [[1.0, 0.0, 0.0], [0.0, 0.75, 0.25]]
+
+
+@pytest.mark.parametrize("options", [{}, {"kwta": False}, {"dendrites": False}])
+def test_linearised_burstprop_through_the_gating_is_scaled_backprop(options):
+    # NN 2021's identity (tests/test_burstprop.py) through the gate: with the linearised
+    # burst function and Y = W^T, every direction of a layer at depth D below the output,
+    # the winning segments' included, is p_b (beta/4)^D times the summed cross-entropy
+    # gradient (the gate and the kWTA mask are unit-local slopes, model page §3)
+    torch.manual_seed(7)
+    beta = 1.5
+    model = active_dendrites((6 + 4,), 3, hidden=[12, 10], context_size=4, segments=3,
+                             density=0.3, **options).double()  # fmt: skip
+    prototypes = torch.randn(2, 4, dtype=torch.float64)
+    x = torch.cat([torch.randn(9, 6, dtype=torch.float64), prototypes[torch.arange(9) % 2]], 1)
+    y = torch.randint(0, 3, (9,))
+    rule = apical.make_rule("burstprop", loss="cross_entropy", linearize=True, beta=beta)
+    net = apical.convert(model, rule, x)
+    for module in net.modules():
+        if getattr(module, "feedback", None) is not None:
+            module.feedback.copy_(module.weight)
+        if getattr(module, "recurrent", None) is not None:
+            module.recurrent.normal_(0, 2.0)  # any Z
+    step = rule.directions(net, x, y)
+    params = dict(net.named_parameters())
+    loss = torch.nn.functional.cross_entropy(net(x), y, reduction="sum")
+    exact = dict(zip(params, torch.autograd.grad(loss, list(params.values())), strict=True))
+    depth = {"out": 0, "hidden.1": 1, "hidden.0": 2}
+    assert set(step.directions) == set(params)
+    for name, direction in step.directions.items():
+        layer = "out" if name.startswith("out.") else ".".join(name.split(".")[:2])
+        factor = 0.2 * (beta / 4) ** depth[layer]
+        want = exact[name].to_dense() if exact[name].is_sparse else exact[name]
+        got = direction.to_dense() if direction.is_sparse else direction
+        torch.testing.assert_close(got, factor * want, rtol=1e-9, atol=1e-13)

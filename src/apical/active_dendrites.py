@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from apical.config import AT_LEAST_ONE, Range
 from apical.errors import ApicalError
 from apical.layers import Constrained
+from apical.rules.chain import Stage
 
 WinnerMode = Literal["absmax", "max"]
 Size = Annotated[int, AT_LEAST_ONE]
@@ -117,11 +118,16 @@ class _Rows(torch.autograd.Function):
         return sparse, None, None
 
 
+def kwta_mask(x: Tensor, k: int) -> Tensor:
+    """The k largest entries per example over the last axis (exactly k; ties broken by
+    `torch.topk`), as a boolean mask."""
+    return torch.zeros_like(x, dtype=torch.bool).scatter_(-1, x.topk(k, dim=-1).indices, True)
+
+
 def kwta(x: Tensor, k: int) -> Tensor:
     """k-winners-take-all over the last axis: the k largest entries per example are kept,
-    every other is set to 0 (exactly k kept; ties broken by `torch.topk`)."""
-    keep = torch.zeros_like(x, dtype=torch.bool).scatter_(-1, x.topk(k, dim=-1).indices, True)
-    return x * keep
+    every other is set to 0."""
+    return x * kwta_mask(x, k)
 
 
 # -- modules ---------------------------------------------------------------------------------
@@ -176,6 +182,43 @@ class DendriticLayer(Constrained):
             self.linear.weight.mul_(self.mask)
 
 
+class ChainGate:
+    """A dendritic layer's gating and kWTA (or ReLU) as the activation of a chain stage
+    (apical.rules.chain), for rules that run their own pass (burstprop): with drive v = a,
+
+        e = m * a * sigmoid(d*),   f'(v) = m * sigmoid(d*)   (kWTA mask m held fixed)
+
+    and the winning segments' direction from the rule's signal s, its stand-in for -dL/da
+    (docs/models/active-dendrites.md §3):
+
+        dL/dd* = dL/da * a * (1 - sigmoid(d*)),   dL/du_ij* = dL/dd* c   (summed over the batch)
+    """
+
+    def __init__(self, layer: DendriticLayer, context: Tensor, name: str) -> None:
+        self.layer, self.context, self.name = layer, context, name
+
+    def __call__(self, v: Tensor) -> tuple[Tensor, Tensor]:
+        layer = self.layer
+        self.v, self.d = v, None
+        gate = torch.ones((), dtype=v.dtype, device=v.device)
+        if layer.segments is not None:
+            with torch.enable_grad():  # the winners' rows, for `directions`
+                self.d = gate_responses(layer.segments, layer.n_segments, self.context,
+                                        layer.mode, layer.cache, layer.sparse)  # fmt: skip
+            gate = torch.sigmoid(self.d.detach())
+        self.gate = gate
+        y = v * gate
+        keep = kwta_mask(y, layer.k) if layer.k is not None else y > 0
+        return y * keep, gate * keep
+
+    def directions(self, signal: Tensor) -> dict[str, Tensor]:
+        if self.d is None:
+            return {}
+        grad_d = -signal * self.v * (1 - self.gate)
+        (g,) = torch.autograd.grad(self.d, self.layer.segments, grad_d)
+        return {f"{self.name}.segments": g}
+
+
 class ActiveDendritesNet(nn.Module):
     """Input rows [image | context] (flattened); hidden DendriticLayers; a linear read-out
     shared by all tasks (single head)."""
@@ -187,11 +230,29 @@ class ActiveDendritesNet(nn.Module):
         self.out = out
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x.flatten(1)
-        h, context = x[:, : -self.context_size], x[:, -self.context_size :]
+        h, context = self._split(x)
         for layer in self.hidden:
             h = layer(h, context)
         return self.out(h)
+
+    def chain(self, x: Tensor) -> tuple[list[Stage], Tensor]:
+        """The network as a chain of stages for rules that run their own pass (burstprop):
+        each hidden layer's linear drive gated by `ChainGate`, then the read-out."""
+        image, context = self._split(x)
+        stages = [
+            Stage(
+                f"hidden.{i}.linear",
+                layer.linear,
+                "gated",
+                gate=ChainGate(layer, context, f"hidden.{i}"),
+            )
+            for i, layer in enumerate(self.hidden)
+        ]
+        return [*stages, Stage("out", self.out)], image
+
+    def _split(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        x = x.flatten(1)
+        return x[:, : -self.context_size], x[:, -self.context_size :]
 
 
 @torch.no_grad()

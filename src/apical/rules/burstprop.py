@@ -57,13 +57,17 @@ from apical.rules.chain import (
     Stage,
     derivative,
     local_directions,
+    model_chain,
     run_chain,
-    sequential_chain,
 )
 
 
-def _h(kind: str | None, e: Tensor) -> Tensor:
-    """h(e) = f'(v)/e: 1 - e for the logistic, 1[e > 0]/e for ReLU."""
+def _h(kind: str | None, e: Tensor, fprime: Tensor | None = None) -> Tensor:
+    """h(e) = f'(v)/e: 1 - e for the logistic, 1[e > 0]/e for ReLU, f'(v)/e for a gated
+    unit (0 where e = 0: a unit that kWTA or the rectification silenced)."""
+    if kind == "gated" and fprime is not None:
+        tiny = torch.finfo(e.dtype).tiny
+        return torch.where(e != 0, fprime / torch.where(e.abs() < tiny, tiny, e), 0.0)
     if kind == "sigmoid":
         return 1 - e
     if kind == "relu":
@@ -173,7 +177,7 @@ class Burstprop(Rule):
 
     @torch.no_grad()
     def directions(self, model, x, y, generator=None) -> Step:
-        stages = sequential_chain(model, self.name)
+        stages, x = model_chain(model, x, self.name)
         records = run_chain(stages, x)
         outputs = records[-1].e
         loss = get_loss(self.loss)(outputs, y)
@@ -189,7 +193,8 @@ class Burstprop(Rule):
             send = above.layer.through(require_feedback(above.layer, self.name), records[i + 1].x)
             e = rec.e.unsqueeze(bdim)
             gs = send(stacked).reshape(*e.shape[:bdim], 2, *e.shape[bdim + 1 :])
-            us = gs * _h(st.activation, e)  # (h g, h (g^t - g)) along bdim
+            fprime = None if rec.slope is None else rec.slope.unsqueeze(bdim)
+            us = gs * _h(st.activation, e, fprime)  # (h g, h (g^t - g)) along bdim
             u = us.select(bdim, 0)
             z = st.layer.recurrent
             if z is not None:
@@ -209,6 +214,9 @@ class Burstprop(Rule):
             deltas[i] = ps.select(bdim, 1)
             stacked = ps.flatten(bdim, bdim + 1)
         directions = local_directions(stages, records, [-deltas[i] for i in range(len(stages))])
+        for i, st in enumerate(stages):  # a gate's own parameters (dendritic segments)
+            if st.gate is not None:
+                directions.update(st.gate.directions(deltas[i]))
         for st in stages:  # learned feedback (fixed feedback is a buffer)
             if st.layer.learns_feedback:
                 name = f"{st.name}.feedback"

@@ -4,11 +4,17 @@ A chain is an nn.Sequential (nested ones are flattened) of feedback layers, each
 by at most one activation (Sigmoid or ReLU), with nn.Flatten allowed anywhere. Anything
 else (a residual branch, BatchNorm, pooling) is refused with a clear error, since these
 rules need "the layer above" of every layer.
+
+A model that is not a Sequential may describe itself as a chain with a method
+`chain(x) -> (stages, input)` (`model_chain`): the active-dendrites network does, its
+context gating and kWTA becoming each stage's `gate`, an activation that also gives its
+slope f'(v) and the directions of its own parameters from a rule's signal at v.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
@@ -19,21 +25,46 @@ from apical.layers import FeedbackLayer
 ACTIVATIONS = {nn.Sigmoid: "sigmoid", nn.ReLU: "relu"}
 
 
+class Gate(Protocol):
+    """An activation with parameters of its own (set for one batch, e.g. by its context)."""
+
+    def __call__(self, v: Tensor) -> tuple[Tensor, Tensor]:
+        """e = f(v) and the slope f'(v) (with any mask f applies, held fixed)."""
+        ...
+
+    def directions(self, signal: Tensor) -> dict[str, Tensor]:
+        """Its parameters' directions from `signal`, the rule's stand-in for -dL/dv at the
+        last call's v (summed over the batch)."""
+        ...
+
+
 @dataclass
 class Stage:
     name: str
     layer: FeedbackLayer
-    activation: str | None = None
+    activation: str | None = None  # "gated" when `gate` is set
     flatten_from: int | None = None  # flatten the input from this dimension on
+    gate: Gate | None = None
 
 
 @dataclass
 class Record:
-    """One stage's forward values: the layer's input x, pre-activation v, activation e."""
+    """One stage's forward values: the layer's input x, pre-activation v, activation e,
+    and for a gated stage its slope f'(v)."""
 
     x: Tensor
     v: Tensor
     e: Tensor
+    slope: Tensor | None = None
+
+
+def model_chain(model: nn.Module, x: Tensor, rule: str) -> tuple[list[Stage], Tensor]:
+    """The stages of `model` and the input they take: its own `chain(x)` if it has one,
+    else its Sequential chain and x."""
+    chain = getattr(model, "chain", None)
+    if callable(chain):
+        return chain(x)
+    return sequential_chain(model, rule), x
 
 
 def _modules(model: nn.Module, prefix: str = ""):
@@ -80,6 +111,13 @@ def activate(kind: str | None, v: Tensor) -> Tensor:
     return v
 
 
+def slope(stage: Stage, record: Record) -> Tensor:
+    """f'(v) of a stage's activation at its recorded values."""
+    if record.slope is not None:
+        return record.slope
+    return derivative(stage.activation, record.v, record.e)
+
+
 def derivative(kind: str | None, v: Tensor, e: Tensor) -> Tensor:
     """f'(v) from v and e = f(v)."""
     if kind == "sigmoid":
@@ -98,8 +136,12 @@ def run_chain(stages: list[Stage], x: Tensor, noise: list[Tensor] | None = None)
         v = st.layer._compute(x, st.layer.weight, st.layer.bias)
         if noise is not None:
             v = v + noise[i]
-        e = activate(st.activation, v)
-        records.append(Record(x, v, e))
+        if st.gate is not None:
+            e, fprime = st.gate(v)
+            records.append(Record(x, v, e, fprime))
+        else:
+            e = activate(st.activation, v)
+            records.append(Record(x, v, e))
         x = e
     return records
 

@@ -184,7 +184,7 @@ def test_dense_segment_gradients_equal_the_sparse_rows():
     torch.testing.assert_close(grads[0].to_dense(), grads[1], rtol=1e-12, atol=1e-12)
 
 
-def test_winning_segments_counts_the_units_each_segment_wins_per_context():
+def test_winning_segments_names_each_units_winner_per_context():
     model = active_dendrites((4 + 2,), 3, hidden=[4], context_size=2, segments=3, kwta=False)
     layer = model.hidden[0]
     with torch.no_grad():  # unit u, segment j: rows u*3 + j; context e0 or e1
@@ -192,8 +192,8 @@ def test_winning_segments_counts_the_units_each_segment_wins_per_context():
         for u in range(4):
             layer.segments[u * 3 + 0] = torch.tensor([1.0, 0.0])  # wins under e0
             layer.segments[u * 3 + (1 if u < 3 else 2)] = torch.tensor([0.0, -2.0])  # e1
-    (use,) = winning_segments(model, torch.eye(2))
-    assert use.tolist() == [[1.0, 0.0, 0.0], [0.0, 0.75, 0.25]]
+    (winners,) = winning_segments(model, torch.eye(2))
+    assert winners.tolist() == [[0, 0, 0, 0], [1, 1, 1, 2]]
 
 
 @pytest.mark.parametrize("options", [{}, {"kwta": False}, {"dendrites": False}])

@@ -85,3 +85,12 @@ def test_init_from_needs_a_finished_run_of_the_same_model(tmp_path):
     start = Trainer(TrainConfig(**base, init_from=str(tmp_path / "a"))).model.state_dict()
     saved = RunFolder(tmp_path / "a").checkpoint()["model"]
     assert start.keys() == saved.keys() and all(torch.equal(start[k], saved[k]) for k in saved)
+
+
+def test_segment_tables_count_winners_per_task_and_shared_winners():
+    from apical.experiments.continual import segment_tables
+
+    winners = torch.tensor([[0, 0, 1, 2], [0, 1, 1, 1]])  # 2 tasks, 4 units
+    use, same = segment_tables(winners)
+    assert use.tolist() == [[0.5, 0.25, 0.25], [0.25, 0.75, 0.0]]
+    assert same.tolist() == [[1.0, 0.5], [0.5, 1.0]]  # units 0 and 2 keep their winner

@@ -257,18 +257,13 @@ class ActiveDendritesNet(nn.Module):
 
 @torch.no_grad()
 def winning_segments(model: ActiveDendritesNet, contexts: Tensor) -> list[Tensor]:
-    """Per dendritic layer, for each context row (T, C), the fraction of the layer's units
-    whose winning segment is segment j: (T, K), rows summing to 1."""
-    out = []
-    for layer in model.hidden:
-        if layer.segments is None:
-            continue
-        d = segment_responses(layer.segments, layer.n_segments, contexts)
-        index = winner_index(d, layer.mode)  # (T, U)
-        counts = torch.zeros(len(contexts), layer.n_segments, device=contexts.device)
-        out.append(counts.scatter_add_(1, index, torch.ones_like(index, dtype=counts.dtype))
-                   / index.shape[1])  # fmt: skip
-    return out
+    """Per dendritic layer, the winning segment of every unit under each context row
+    (T, C): (T, U) indices."""
+    return [
+        winner_index(segment_responses(layer.segments, layer.n_segments, contexts), layer.mode)
+        for layer in model.hidden
+        if layer.segments is not None
+    ]
 
 
 def active_dendrites(

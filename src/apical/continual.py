@@ -44,6 +44,11 @@ def _orders_and_prototypes(data: Dataset, task: int, seed: int) -> tuple[list[Te
     return orders, torch.stack([mean[order] for order in orders])
 
 
+def prototypes(data: Dataset, tasks: int, seed: int) -> Tensor:
+    """The contexts of tasks 0..tasks-1: their prototypes, (tasks, D)."""
+    return _orders_and_prototypes(data, tasks - 1, seed)[1]
+
+
 def task_data(data: Dataset, task: int, seed: int) -> Dataset:
     """The dataset of `task`: its training rows with their prototype, validation and test
     rows of tasks 0..task with the nearest prototype as context."""

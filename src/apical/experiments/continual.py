@@ -21,11 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
+import torch
+from torch import Tensor
+
+from apical.active_dendrites import ActiveDendritesNet, winning_segments
 from apical.config import AT_LEAST_ONE, coerce
+from apical.continual import prototypes, task_data
 from apical.experiments.train_runs import TrainRuns, TrainSpec
 from apical.plots.base import plt, save
 from apical.run_folder import RunFolder
-from apical.train import TrainConfig, train_all
+from apical.train import TrainConfig, build, load_config_data, train_all
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,9 @@ class ContinualRuns(TrainRuns):
         curves = task_curves(chains)
         if any(curves.values()):
             report.files["tasks.png"] = plot_tasks(curves, folder / "tasks.png", exp.title)
+        winners = segment_use(chains)
+        if winners:
+            report.files["segments.png"] = plot_segments(winners, folder / "segments.png")
         return report
 
 
@@ -94,6 +102,61 @@ def task_curves(chains: dict[str, list[TrainConfig]]) -> dict[str, list[float]]:
             points.append(100 * folder.rows()[-1]["test_accuracy"])
         curves[label] = points
     return curves
+
+
+def segment_use(chains: dict[str, list[TrainConfig]]) -> dict[str, list[Tensor]]:
+    """Per run whose network has segments and whose last task is finished: per layer, the
+    winning segment of every unit under the context of each task, (T, U)."""
+    out = {}
+    for label, chain in chains.items():
+        config = chain[-1]
+        folder = RunFolder(config.run_dir)
+        if config.model != "active_dendrites" or not folder.is_finished():
+            continue
+        data = load_config_data(dataclasses.replace(config, task=None))
+        one = dataclasses.replace(data, x_val=data.x_val[:1], y_val=data.y_val[:1],
+                                  x_test=data.x_test[:1], y_test=data.y_test[:1])  # fmt: skip
+        model, _ = build(config, task_data(one, 0, config.seed), torch.device("cpu"))
+        model.load_state_dict(folder.checkpoint("cpu")["model"])
+        if isinstance(model, ActiveDendritesNet):
+            winners = winning_segments(model, prototypes(data, len(chain), config.seed))
+            if winners:
+                out[label] = winners
+    return out
+
+
+def segment_tables(winners: Tensor) -> tuple[Tensor, Tensor]:
+    """From the winners (T, U) of one layer: the fraction of units each segment wins per
+    task (T, K) and the fraction of units with the same winner under two tasks (T, T)."""
+    k = int(winners.max()) + 1
+    use = torch.zeros(len(winners), k).scatter_add_(1, winners, torch.ones(winners.shape))
+    same = (winners[:, None, :] == winners[None, :, :]).float().mean(-1)
+    return use / winners.shape[1], same
+
+
+def plot_segments(winners: dict[str, list[Tensor]], path: Path) -> Path:
+    """Per run and layer, two panels: the fraction of the layer's units each segment wins
+    under each task's context (task against segment), and the fraction of units whose
+    winner is the same under two tasks' contexts (task against task)."""
+    cells = [(label, i, w) for label, layers in winners.items() for i, w in enumerate(layers)]
+    fig, axes = plt.subplots(2, len(cells), figsize=(3.4 * len(cells), 6.0), squeeze=False)
+    for col, (label, i, w) in enumerate(cells):
+        tasks = w.shape[0]
+        use, same = segment_tables(w)
+        for row, (values, xlabel, title) in enumerate([
+            (use, "segment", "units it wins"),
+            (same, "task (its context)", "units with the same winner"),
+        ]):  # fmt: skip
+            ax = axes[row][col]
+            image = ax.imshow(values.numpy(), vmin=0, cmap="viridis", aspect="auto")
+            ax.set_title(f"{label}, layer {i + 1}: {title}", fontsize=7)
+            ax.set_xlabel(xlabel, fontsize=7)
+            ax.set_ylabel("task (its context)", fontsize=7)
+            ax.set_yticks(range(tasks), [str(t + 1) for t in range(tasks)], fontsize=6)
+            if row == 1:
+                ax.set_xticks(range(tasks), [str(t + 1) for t in range(tasks)], fontsize=6)
+            fig.colorbar(image, ax=ax, fraction=0.046)
+    return save(fig, path, "which segment wins per task", fontsize=8)
 
 
 def plot_tasks(curves: dict[str, list[float]], path: Path, title: str = "") -> Path:

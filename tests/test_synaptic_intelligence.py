@@ -110,3 +110,23 @@ def test_a_task_with_si_resumes_exactly_with_its_importances(tmp_path):
     for part in ("importance", "anchor", "path"):
         assert all(torch.equal(saved[0][part][k], saved[1][part][k]) for k in saved[0][part])
     assert any(float(v.abs().sum()) > 0 for v in saved[0]["path"].values())
+
+
+def test_with_penalty_adds_the_penalty_gradient_to_dense_and_sparse_directions():
+    torch.manual_seed(3)
+    theta = {"w": torch.randn(5, 3)}
+    state = si.SynapticState({"w": torch.rand(5, 3)}, {"w": torch.randn(5, 3)},
+                             {"w": torch.zeros(5, 3)})  # fmt: skip
+    penalty = si.penalty_gradient(state, theta, 0.3)["w"]
+    dense = torch.randn(5, 3)
+    torch.testing.assert_close(si.with_penalty(state, "w", theta["w"], dense, 0.3), dense + penalty)
+    sparse = torch.sparse_coo_tensor(torch.tensor([[4, 1, 4]]), torch.randn(3, 3), (5, 3))
+    torch.testing.assert_close(
+        si.with_penalty(state, "w", theta["w"], sparse, 0.3), sparse.to_dense() + penalty
+    )
+    # the path of a sparse direction: only its rows, as with the direction made dense
+    before, after = {"w": torch.randn(5, 3)}, {"w": torch.randn(5, 3)}
+    sparse_path, dense_path = si.first_task(theta), si.first_task(theta)
+    si.add_path_(sparse_path, {"w": sparse}, {"w": before["w"].clone()}, after)
+    si.add_path_(dense_path, {"w": sparse.to_dense()}, {"w": before["w"].clone()}, after)
+    torch.testing.assert_close(sparse_path.path["w"], dense_path.path["w"])

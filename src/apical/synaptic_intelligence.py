@@ -47,10 +47,6 @@ class SynapticState:
         return {"importance": self.importance, "anchor": self.anchor, "path": self.path}
 
 
-def _dense(t: Tensor) -> Tensor:
-    return t.to_dense() if t.is_sparse else t
-
-
 def first_task(params: Mapping[str, Tensor]) -> SynapticState:
     """The state at the start of the first task: no importance yet."""
     zeros = {k: torch.zeros_like(p) for k, p in params.items()}
@@ -86,15 +82,35 @@ def penalty_gradient(
 
 
 @torch.no_grad()
+def with_penalty(
+    state: SynapticState, name: str, param: Tensor, direction: Tensor, strength: float
+) -> Tensor:
+    """direction + 2 c Omega (theta - theta~) for one parameter, made in one new tensor (a
+    sparse direction over rows, the active-dendrite segments, is added row by row)."""
+    out = (param.detach() - state.anchor[name]).mul_(state.importance[name]).mul_(2 * strength)
+    if direction.is_sparse:
+        rows = direction.coalesce()
+        return out.index_add_(0, rows.indices()[0], rows.values())
+    return out.add_(direction)
+
+
+@torch.no_grad()
 def add_path_(
     state: SynapticState,
     directions: Mapping[str, Tensor],
-    before: Mapping[str, Tensor],
+    before: dict[str, Tensor],
     params: Mapping[str, Tensor],
 ) -> None:
-    """omega_k -= g_k (theta_k - theta_k(before)) for one step, in place (Eq. 3)."""
+    """omega_k -= g_k (theta_k - theta_k(before)) for one step, in place (Eq. 3); `before`
+    is used up (it then holds -(the step's change)). A sparse g adds only its rows."""
     for k, g in directions.items():
-        state.path[k].sub_(_dense(g) * (params[k] - before[k]))
+        back = before[k].sub_(params[k])  # theta(before) - theta
+        if g.is_sparse:
+            rows = g.coalesce()
+            index = rows.indices()[0]
+            state.path[k].index_add_(0, index, rows.values() * back.index_select(0, index))
+        else:
+            state.path[k].addcmul_(g, back)
 
 
 def from_dict(saved: object, params: Mapping[str, Tensor]) -> SynapticState:

@@ -409,10 +409,10 @@ class Trainer:
         task's own directions (as scaled into `.grad`) and the parameters before the step,
         from which the step's path is taken."""
         task = {k: params[k].grad for k in directions}
-        penalty = si.penalty_gradient(self.si, {k: params[k] for k in directions},
-                                      self.config.si_strength)  # fmt: skip
-        for k, g in penalty.items():
-            params[k].grad = (task[k].to_dense() if task[k].is_sparse else task[k]) + g
+        for k in directions:
+            params[k].grad = si.with_penalty(
+                self.si, k, params[k], task[k], self.config.si_strength
+            )
         return task, {k: params[k].detach().clone() for k in directions}
 
     def _stop_if_nonfinite(self) -> None:

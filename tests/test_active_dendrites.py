@@ -109,6 +109,57 @@ def test_cached_segment_responses_equal_uncached():
         torch.testing.assert_close(g1.to_dense(), g2, rtol=1e-12, atol=1e-12)
 
 
+def test_the_sparse_path_passes_the_gradient_of_a_learned_context():
+    # a context that is itself learned (one distinct row): dL/dc = sum_i dL/dd_i u_ij*
+    torch.manual_seed(3)
+    segments = torch.randn(16 * 5, 12, dtype=torch.float64, requires_grad=True)
+    row = torch.randn(1, 12, dtype=torch.float64, requires_grad=True)
+    grads = []
+    for cache in (True, False):
+        d = gate_responses(segments, 5, row.expand(7, 12), "absmax", cache=cache)
+        grads.append(torch.autograd.grad(d.sin().sum(), (segments, row)))
+    torch.testing.assert_close(grads[0][0].to_dense(), grads[1][0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-12, atol=1e-12)
+
+
+def test_kept_responses_follow_the_rows_adam_changed_and_nothing_else():
+    # a task's steps under one context: after each SparseRowsAdam step only the rows it
+    # names are recomputed; the kept responses equal fresh ones, and training with them
+    # equals training without them
+    torch.manual_seed(4)
+    x, context = torch.randn(9, 6, dtype=torch.float64), torch.randn(1, 5, dtype=torch.float64)
+    layers = []
+    for keep in (True, False):
+        torch.manual_seed(5)
+        layer = DendriticLayer(6, 8, context_size=5, segments=4, density=0.5, sparsity=0.5,
+                               mode="absmax").double()  # fmt: skip
+        layer.kept = layer.kept if keep else None
+        opt = SparseRowsAdam(layer.parameters(), lr=0.05)
+        for _ in range(6):
+            opt.zero_grad()
+            layer(x, context.expand(9, 5)).sin().sum().backward()
+            opt.step()
+            layer.constrain_()
+            if keep:
+                fresh = (layer.segments @ context[0]).detach()
+                kept = layer.kept.responses(layer.segments, context)
+                torch.testing.assert_close(kept, fresh, rtol=1e-12, atol=1e-12)
+        layers.append(layer)
+    assert layers[0].segments.rows_changed.rows.numel() == 8  # one winner per unit
+    for a, b in zip(layers[0].parameters(), layers[1].parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    # a change that no optimizer recorded: everything recomputed
+    layer = layers[0]
+    with torch.no_grad():
+        layer.segments.add_(1.0)
+    kept = layer.kept.responses(layer.segments, context)
+    assert torch.equal(kept, (layer.segments @ context[0]).detach())
+    # another context: recomputed for it
+    other = torch.randn(1, 5, dtype=torch.float64)
+    assert torch.equal(layer.kept.responses(layer.segments, other),
+                       (layer.segments @ other[0]).detach())  # fmt: skip
+
+
 def test_kwta_keeps_exactly_k_units_per_example():
     torch.manual_seed(3)
     x = torch.randn(50, 40)

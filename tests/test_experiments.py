@@ -182,6 +182,19 @@ def test_reproduce_trains_into_run_folders_and_refuses_to_overwrite_them(tmp_pat
     assert (out / "x" / "ref" / "checkpoint.pt").read_bytes() == before
 
 
+def test_another_seed_trains_into_a_folder_of_its_own(tmp_path):
+    name = str(_experiment_file(tmp_path))
+    out = tmp_path / "runs"
+    apical.reproduce(name, out=out, runs=["ref"])
+    apical.reproduce(name, out=out, runs=["ref"], seed=7)
+    configs = [json.loads((out / d / "ref" / "config.json").read_text()) for d in ("x", "x-seed-7")]
+    assert [c["seed"] for c in configs] == [0, 7]
+    rows = [(out / d / "ref" / "metrics.jsonl").read_text() for d in ("x", "x-seed-7")]
+    assert rows[0] != rows[1]  # another initialisation, another run
+    with pytest.raises(ApicalError, match=r"--seed sets the seed .* lists its seeds in its file"):
+        apical.reproduce("spiking-xor", out=out, seed=1)
+
+
 def test_a_diverged_run_is_reported_and_the_others_still_run(tmp_path):
     path = tmp_path / "d.toml"
     path.write_text(

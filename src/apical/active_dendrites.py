@@ -9,9 +9,9 @@ layer per example and zeroes the rest (§2). Only the winning segment receives a
 
 The context is constant within a task, so segment responses are computed once per distinct
 context in the batch and broadcast (`gate_responses`): a training batch of one task costs
-one (U K x C) product instead of N of them. Only the winners' rows are gathered with a
-gradient, so the segments' gradient is sparse (the U winning rows of each distinct
-context), and the trainer's Adam updates only those rows (`apical.optim`).
+one (U K x C) product instead of N of them. The segments' gradient is sparse (the U
+winning rows of each distinct context, each its unit's error times the context), and the
+trainer's Adam updates only those rows (`apical.optim`).
 
 Functional core (`segment_responses`, `winning_response`, `gate_responses`, `kwta`) plus
 thin modules; the feed-forward layers are ordinary nn.Linear, so `apical.convert` gives
@@ -75,53 +75,113 @@ def gate_responses(
     mode: WinnerMode = "absmax",
     cache: bool = True,
     sparse: bool = True,
+    kept: KeptResponses | None = None,
 ) -> Tensor:
     """The winning response per example and unit, (N, U), for segment rows (U K, C).
 
-    With `cache`, responses are computed once per distinct context row and broadcast, and
-    when a gradient is wanted the winners are found without one and their rows gathered
-    again (`_Rows`): the gradient of `segments` is then a sparse tensor over
-    the D U winning rows of the D distinct contexts, equal to the dense one, where the
-    dense path would write all U K C entries, nearly all zero (`sparse=False`: that dense
-    gradient, for dense Adam over every segment as the paper's code has it). Without
-    `cache`: the per-example computation (the naive cost; the reference it is tested
-    against)."""
+    With `cache`, responses are computed once per distinct context row and broadcast; when
+    a gradient is wanted (`sparse`), the gradient of `segments` is a sparse tensor over the
+    D U winning rows of the D distinct contexts (`_Winners`), equal to the dense one, where
+    the dense path would write all U K C entries, nearly all zero (`sparse=False`: that
+    dense gradient, for dense Adam over every segment as the paper's code has it). `kept`
+    keeps the responses to a batch's one context from step to step (`KeptResponses`).
+    Without `cache`: the per-example computation (the naive cost; the reference it is
+    tested against)."""
     if not cache:
         return winning_response(segment_responses(segments, k, context), mode)
     distinct, inverse = distinct_rows(context)
-    if not (sparse and torch.is_grad_enabled() and segments.requires_grad):
-        return winning_response(segment_responses(segments, k, distinct), mode)[inverse]
-    with torch.no_grad():
-        index = winner_index(segment_responses(segments, k, distinct), mode)  # (D, U)
-    rows = (index + k * torch.arange(index.shape[-1], device=index.device)).flatten()
-    winners = _Rows.apply(segments, rows, len(distinct) == 1).view(*index.shape, -1)  # (D, U, C)
-    d = (winners @ distinct.unsqueeze(-1)).squeeze(-1)
+    if sparse and torch.is_grad_enabled() and segments.requires_grad:
+        if kept is not None and len(distinct) == 1:
+            responses = kept.responses(segments, distinct).view(1, -1, k)
+        else:
+            responses = segment_responses(segments.detach(), k, distinct)
+        d = _Winners.apply(segments, distinct, responses, mode)
+    else:
+        d = winning_response(segment_responses(segments, k, distinct), mode)
     return d.expand(len(context), -1) if len(distinct) == 1 else d[inverse]
 
 
-class _Rows(torch.autograd.Function):
-    """segments[rows], with the gradient of `segments` a sparse tensor over those rows
-    (`distinct`: the rows are increasing, so the gradient is already coalesced)."""
+class _Winners(torch.autograd.Function):
+    """The winning responses (D, U) of segment rows (U K, C) under distinct contexts (D, C),
+    given every segment's response (D, U, K) computed without a gradient. d_i = u_ij* . c,
+    so dL/du_ij* = (dL/dd_i) c: the gradient of the segments is a sparse tensor over the
+    winning rows, made from the contexts without gathering those rows (coalesced already
+    when D = 1: the rows then increase)."""
 
     @staticmethod
-    def forward(ctx, segments: Tensor, rows: Tensor, distinct: bool) -> Tensor:
-        ctx.save_for_backward(rows)
-        ctx.shape, ctx.distinct = segments.shape, distinct
-        return segments.index_select(0, rows)
+    def forward(ctx, segments: Tensor, distinct: Tensor, responses: Tensor, mode: WinnerMode):
+        index = winner_index(responses, mode)
+        k = responses.shape[-1]
+        rows = (index + k * torch.arange(index.shape[-1], device=index.device)).flatten()
+        ctx.save_for_backward(segments, distinct, rows)
+        return responses.gather(-1, index.unsqueeze(-1)).squeeze(-1)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
-        (rows,) = ctx.saved_tensors
-        sparse = torch.sparse_coo_tensor(
-            rows.unsqueeze(0), grad, ctx.shape, is_coalesced=ctx.distinct, check_invariants=False
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
+        segments, distinct, rows = ctx.saved_tensors
+        grad_segments = grad_context = None
+        if ctx.needs_input_grad[0]:
+            values = (grad.unsqueeze(-1) * distinct.unsqueeze(1)).flatten(0, 1)  # (D U, C)
+            grad_segments = torch.sparse_coo_tensor(
+                rows.unsqueeze(0), values, segments.shape,
+                is_coalesced=len(distinct) == 1, check_invariants=False,
+            )  # fmt: skip
+        if ctx.needs_input_grad[1]:  # dL/dc = sum_i dL/dd_i u_ij*
+            winners = segments.index_select(0, rows).view(*grad.shape, -1)
+            grad_context = (grad.unsqueeze(-1) * winners).sum(1)
+        return grad_segments, grad_context, None, None
+
+
+class KeptResponses:
+    """Every segment's response to one context row, (U K,), kept from step to step.
+
+    A task trains under one context, and `SparseRowsAdam` changes only the rows of the
+    segments' sparse gradient (it names them in `p.rows_changed`), so after a step only
+    those rows' responses are recomputed instead of all U K (at K = 100 the full product
+    reads every segment weight at every step). Any other change of the segments (another
+    optimizer, a load, an edit in place: their version counter moves without such a
+    record), another context or another tensor recomputes them all."""
+
+    def __init__(self) -> None:
+        self.context: Tensor | None = None
+        self.kept: Tensor | None = None
+        self.owner: tuple[int, int] = (0, -1)  # the segments' data_ptr and version
+
+    @torch.no_grad()
+    def responses(self, segments: Tensor, context: Tensor) -> Tensor:
+        ptr, version = segments.data_ptr(), segments._version
+        same = (
+            self.kept is not None
+            and self.owner[0] == ptr
+            and self.context.shape == context.shape
+            and torch.equal(self.context, context)
         )
-        return sparse, None, None
+        if same and self.owner[1] == version:
+            return self.kept
+        changed = getattr(segments, "rows_changed", None)
+        if (
+            same
+            and changed is not None
+            and (changed.before, changed.after)
+            == (
+                self.owner[1],
+                version,
+            )
+        ):
+            rows = changed.rows
+            self.kept.index_copy_(0, rows, segments.index_select(0, rows) @ context[0])
+        else:
+            self.context, self.kept = context.clone(), segments.detach() @ context[0]
+        self.owner = (ptr, version)
+        return self.kept
 
 
 def kwta_mask(x: Tensor, k: int) -> Tensor:
     """The k largest entries per example over the last axis (exactly k; ties broken by
     `torch.topk`), as a boolean mask."""
-    return torch.zeros_like(x, dtype=torch.bool).scatter_(-1, x.topk(k, dim=-1).indices, True)
+    return torch.zeros_like(x, dtype=torch.bool).scatter_(
+        -1, x.topk(k, dim=-1, sorted=False).indices, True
+    )
 
 
 def kwta(x: Tensor, k: int) -> Tensor:
@@ -153,6 +213,7 @@ class DendriticLayer(Constrained):
         self.mode, self.k = mode, None if density is None else max(1, round(density * units))
         self.n_segments, self.sparse = segments, sparse_segments
         self.cache = True  # segment responses once per distinct context (False: per example)
+        self.kept = KeptResponses() if sparse_segments else None  # from step to step
         mask = None
         if sparsity > 0:
             # 1 keeps a weight, 0 holds it at zero (in the weight's dtype: the product that
@@ -171,7 +232,13 @@ class DendriticLayer(Constrained):
         a = self.linear(x)
         if self.segments is not None:
             d = gate_responses(
-                self.segments, self.n_segments, context, self.mode, self.cache, self.sparse
+                self.segments,
+                self.n_segments,
+                context,
+                self.mode,
+                self.cache,
+                self.sparse,
+                self.kept,
             )
             a = a * torch.sigmoid(d)
         return kwta(a, self.k) if self.k is not None else torch.relu(a)

@@ -261,11 +261,14 @@ def rules() -> None:
     multiple=True,
     help="Train only this run of the experiment (repeatable; default: all).",
 )
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1),
+              help="Train every run with this seed instead of the file's, into "
+              "OUT/NAME-seed-N.")  # fmt: skip
 @click.option("--export", type=click.Path(file_okay=False, path_type=Path),
               help="Also copy the report, figures and rows to EXPORT/NAME (for docs).")  # fmt: skip
 def reproduce(name: str | None, list_only: bool, data_dir: str | None, out: Path,
               device: str | None, epochs: int | None, resume: bool, preset: str | None,
-              only: tuple[str, ...], export: Path | None) -> None:  # fmt: skip
+              only: tuple[str, ...], seed: int | None, export: Path | None) -> None:  # fmt: skip
     """Run a paper experiment or sweep by NAME (or a path to an experiment file) and print
     measured against published."""
     if list_only or name is None:
@@ -278,7 +281,7 @@ def reproduce(name: str | None, list_only: bool, data_dir: str | None, out: Path
                 click.echo(f"    {r.label}: published {r.published or '-'}{shared}")
         return
     report = reproduce_experiment(
-        name, out=out, preset=preset, runs=only, resume=resume, export=export,
+        name, out=out, preset=preset, runs=only, resume=resume, export=export, seed=seed,
         progress=sys.stderr.isatty(), echo=lambda s: click.echo(s, err=True),
         data_dir=data_dir, device=device, epochs=epochs,
     )  # fmt: skip

@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+
+
+@dataclass(frozen=True)
+class RowsChanged:
+    """What `SparseRowsAdam`'s last step changed in a parameter: `rows`, taking the
+    tensor from version `before` to version `after` (its `_version` counter). Set as the
+    parameter's `rows_changed`, so that what was computed from the other rows can be kept
+    (`apical.active_dendrites.KeptResponses`)."""
+
+    before: int
+    after: int
+    rows: torch.Tensor
 
 
 class DecoupledMomentumSGD(torch.optim.Optimizer):
@@ -81,29 +95,25 @@ class SparseRowsAdam(torch.optim.Adam):
 
     @torch.no_grad()
     def _rows_step(self, group: dict, p: torch.Tensor, grad: torch.Tensor) -> None:
+        """Adam on the rows of a sparse gradient: the rows of p, m and v gathered, updated
+        by torch's own fused Adam (AdamW) kernel, written back."""
         if grad.sparse_dim() != 1 or group["amsgrad"] or group["maximize"]:
             raise ValueError("sparse gradients must be over rows, without amsgrad or maximize")
-        (beta1, beta2), lr, eps, decay = (
-            group["betas"],
-            group["lr"],
-            group["eps"],
-            group["weight_decay"],
-        )
         state = self.state[p]
         if not state:  # the keys and kinds of torch's own state, so state dicts round-trip
             state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
             state["exp_avg"] = torch.zeros_like(p)
             state["exp_avg_sq"] = torch.zeros_like(p)
         rows, g = grad.indices()[0], grad.values()
-        if decay and not group["decoupled_weight_decay"]:
-            g = g + decay * p.index_select(0, rows)
+        before = p._version
+        tensors = [p, state["exp_avg"], state["exp_avg_sq"]]
+        w, m, v = (t.index_select(0, rows) for t in tensors)
         state["step"] += 1
-        t = state["step"].double()  # bias corrections in float64, as torch computes them
-        m = state["exp_avg"].index_select(0, rows).lerp_(g, 1 - beta1)
-        v = state["exp_avg_sq"].index_select(0, rows).mul_(beta2).addcmul_(g, g, value=1 - beta2)
-        state["exp_avg"].index_copy_(0, rows, m)
-        state["exp_avg_sq"].index_copy_(0, rows, v)
-        if decay and group["decoupled_weight_decay"]:
-            p.index_copy_(0, rows, p.index_select(0, rows).mul_(1 - lr * decay))
-        denom = v.sqrt_().div_((1 - beta2**t).sqrt()).add_(eps)  # in place: few temporaries
-        p.index_add_(0, rows, m.div_(denom).mul_(-lr / (1 - beta1**t)))
+        beta1, beta2 = group["betas"]
+        fused = torch._fused_adamw_ if group["decoupled_weight_decay"] else torch._fused_adam_
+        fused([w], [g.contiguous()], [m], [v], [], [state["step"]], amsgrad=False,
+              lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"],
+              eps=group["eps"], maximize=False, grad_scale=None, found_inf=None)  # fmt: skip
+        for t, rows_now in zip(tensors, (w, m, v), strict=True):
+            t.index_copy_(0, rows, rows_now)
+        p.rows_changed = RowsChanged(before, p._version, rows)

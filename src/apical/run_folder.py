@@ -50,9 +50,14 @@ CONFIG, CHECKPOINT, SUMMARY, REPORT, LOCK = (
 _TMP = ".tmp-"  # temporary files are ".<name>.tmp-<random>"
 
 
-def experiment_folder(out: str | Path, name: str, preset: str | None = None) -> Path:
-    """OUT/NAME, or OUT/NAME-PRESET for a preset's shorter protocol."""
-    return Path(out) / (f"{name}-{preset}" if preset else name)
+def experiment_folder(
+    out: str | Path, name: str, preset: str | None = None, seed: int | None = None
+) -> Path:
+    """OUT/NAME, OUT/NAME-PRESET for a preset's shorter protocol, and -seed-N appended for
+    the runs of another seed than the experiment's own."""
+    return Path(out) / (
+        name + (f"-{preset}" if preset else "") + (f"-seed-{seed}" if seed is not None else "")
+    )
 
 
 def jsonable(obj: Any) -> Any:

@@ -176,6 +176,7 @@ def reproduce(
     export: str | Path | None = None,
     progress: bool = False,
     echo: Callable[[str], None] | None = None,
+    seed: int | None = None,
     **overrides: Any,
 ) -> Report:
     """Reproduce experiment `name` into run folders under `out` and return its Report.
@@ -183,16 +184,24 @@ def reproduce(
     `preset` picks a shorter protocol; `runs` only those runs (the report still covers
     every run, from their folders); `resume` continues runs that have a checkpoint and
     reports finished ones without training (without it, a folder that holds a run is
-    never overwritten); `overrides` change every run's config (data_dir, device, epochs:
-    a shortened run is reported, not judged); `export` copies the report, figures and
-    rows to export/NAME (for docs).
+    never overwritten); `seed` trains every run with that seed instead of the file's, in
+    a folder of its own (OUT/NAME-seed-N); `overrides` change every run's config
+    (data_dir, device, epochs: a shortened run is reported, not judged); `export` copies
+    the report, figures and rows to export/NAME (for docs).
     """
     exp = load(name).with_preset(preset)
     if runs and not runner(exp.kind).picks_runs:
         raise ApicalError(f"--run picks runs of an experiment; the {exp.kind} {exp.name} has none")
+    if seed is not None and not runner(exp.kind).picks_runs:
+        raise ApicalError(
+            f"--seed sets the seed of an experiment's runs; the {exp.kind} {exp.name} lists "
+            "its seeds in its file"
+        )
     given = {k: v for k, v in overrides.items() if v is not None}
+    if seed is not None:
+        given["seed"] = seed
     options = Options(resume, tuple(runs), given, progress, echo or (lambda line: None))
-    folder = experiment_folder(out, exp.name, exp.preset)
+    folder = experiment_folder(out, exp.name, exp.preset, seed)
     report = runner(exp.kind).run(exp, folder, options)
     report.write()
     if export is not None:

@@ -72,6 +72,21 @@ def test_run_folder_contents(tmp_path):
     assert not list(tmp_path.glob(".*"))  # no temporary files left behind
 
 
+def test_evaluating_every_other_epoch_trains_the_same_run(tmp_path):
+    every = train(_cfg(tmp_path / "every", epochs=3), progress=False)
+    sparse = train(_cfg(tmp_path / "sparse", epochs=2, eval_every=2), progress=False)
+    assert sparse.history[0]["test_accuracy"] is None and sparse.history[0]["val_loss"] is None
+    measured = {k: v for k, v in sparse.history[1].items() if k != "seconds"}
+    assert measured == {k: v for k, v in every.history[1].items() if k != "seconds"}
+    # how often a run is measured is not what the run is: it resumes with another value,
+    # and its last epoch is always measured
+    resumed = train(_cfg(tmp_path / "sparse", epochs=3, eval_every=5), resume=True,
+                    progress=False)  # fmt: skip
+    assert resumed.history[-1]["test_accuracy"] == every.history[-1]["test_accuracy"]
+    wa, wb = _weights(every), _weights(resumed)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
 def test_resume_refuses_a_different_config(tmp_path):
     train(_cfg(tmp_path, epochs=1), progress=False)
     with pytest.raises(ApicalError, match="differs in lr"):

@@ -366,7 +366,11 @@ class Trainer:
             f"{split}_{k}": _per_replica(v)
             for split, (xs, ys) in splits.items()
             for k, v in evaluate(self.model, xs, ys, cfg.loss, replicas=reps).items()
-        }
+        } if self.epoch % cfg.eval_every == 0 or self.epoch >= cfg.epochs else {
+            f"{split}_{k}": [None] * len(self.tags)  # not measured this epoch
+            for split in splits
+            for k in ("loss", "accuracy", "top5_accuracy")
+        }  # fmt: skip
         losses = _per_replica((self.loss_sum / len(data.x_train)).tolist())
         diverged = _per_replica(self.first_bad.tolist())
         last = self.probes[-len(self.tags) :]  # the latest probe of each replica

@@ -18,9 +18,9 @@ Seed = Annotated[int, Range(ge=0, lt=2**32)]
 FLOAT32_MAX = 3.4e38  # a learning rate must be representable in the parameters' float32
 LEARNING_RATE = Range(gt=0, lt=FLOAT32_MAX)
 
-# Fields that say where a run's data lives and what runs it, not what the run is: a run
-# resumes with other values of these.
-LOCATION_FIELDS = ("data_dir", "device", "run_dir")
+# Fields that say where a run's data lives, what runs it and how often it is measured, not
+# what the run is: a run resumes with other values of these.
+LOCATION_FIELDS = ("data_dir", "device", "run_dir", "eval_every")
 # The fields that decide which dataset (and split) a run trains on.
 DATA_FIELDS = (
     "dataset", "data_dir", "val_size", "train_size", "seed", "standardize", "image_size",
@@ -76,6 +76,9 @@ class TrainConfig:
     probe_every: Annotated[int, NON_NEGATIVE] = 100  # steps between alignment probes (0: none)
     probe_size: Annotated[int, AT_LEAST_ONE] = 512
     probe_epochs: bool = False  # also probe at the end of every epoch
+    # epochs between evaluations of the validation and test splits (the last epoch is always
+    # evaluated); the rows of the others hold null for them
+    eval_every: Annotated[int, AT_LEAST_ONE] = 1
     device: str = "auto"
     run_dir: str | None = None
 

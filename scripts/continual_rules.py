@@ -48,7 +48,7 @@ def chain(root: Path, rule: str, options: dict, seed: int, tasks: int = 3) -> di
         before = config.run_dir
     first = task_data(load_dataset("digits", None, val_size=0.2, seed=seed), 0, seed=seed)
     with torch.no_grad():
-        kept = (run.model(first.x_test).argmax(1) == first.y_test).float().mean()
+        kept = (run.model(first.x_test[:]).argmax(1) == first.y_test).float().mean()
     return {
         "mean_over_tasks": 100 * run.history[-1]["test_accuracy"],
         "task0_kept": 100 * float(kept),

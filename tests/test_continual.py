@@ -35,6 +35,27 @@ def test_a_task_dataset_holds_its_permuted_images_and_contexts(digits):
     assert len({tuple(permutation(t, n, 0).tolist()) for t in range(5)}) == 5
 
 
+def test_task_rows_index_like_the_tensor_they_stand_for(digits):
+    data = task_data(digits, 3, seed=1)
+    rows = data.x_val
+    whole = rows[:]  # every row made at once: the tensor the view stands for
+    assert whole.shape == rows.shape == (4 * len(digits.x_val), 128) and len(rows) == len(whole)
+    n = len(digits.x_val)
+    for t in range(4):  # task t's block: its permutation, each image with its nearest context
+        images = digits.x_val.reshape(n, 64)[:, permutation(t, 64, 1)]
+        assert torch.equal(whole[t * n : (t + 1) * n, :64], images)
+    picks = torch.tensor([0, n - 1, n, 3 * n + 5, len(rows) - 1])
+    assert torch.equal(rows[picks], whole[picks])
+    prototypes = torch.stack([digits.x_train.reshape(-1, 64).mean(0)[permutation(t, 64, 1)]
+                              for t in range(4)])  # fmt: skip
+    for row in whole[picks]:  # the context is the prototype nearest to the image
+        nearest = (prototypes - row[:64]).norm(dim=1).argmin()
+        assert torch.equal(row[64:], prototypes[nearest])
+    assert torch.equal(rows[n - 3 : 2 * n + 4 : 2], whole[n - 3 : 2 * n + 4 : 2])
+    assert torch.equal(rows[7], whole[7]) and torch.equal(rows[:5, 64:], whole[:5, 64:])
+    assert torch.equal(rows.to("cpu")[-9:], whole[-9:])
+
+
 def test_the_nearest_prototype_picks_the_task_of_held_out_images(digits):
     # test images were never used for the prototypes (means of training images)
     assert context_accuracy(digits, 9, seed=0) >= 0.99
@@ -60,7 +81,7 @@ def _chain(
         means.append(run.history[-1]["test_accuracy"])
     first = task_data(load_dataset("digits", None, val_size=0.2, seed=0), 0, seed=0)
     with torch.no_grad():
-        kept = (run.model(first.x_test).argmax(1) == first.y_test).float().mean()
+        kept = (run.model(first.x_test[:]).argmax(1) == first.y_test).float().mean()
     return means, float(kept)
 
 

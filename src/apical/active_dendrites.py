@@ -158,16 +158,9 @@ class KeptResponses:
         )
         if same and self.owner[1] == version:
             return self.kept
-        changed = getattr(segments, "rows_changed", None)
-        if (
-            same
-            and changed is not None
-            and (changed.before, changed.after)
-            == (
-                self.owner[1],
-                version,
-            )
-        ):
+        changed = getattr(segments, "rows_changed", None)  # SparseRowsAdam's last step
+        step = None if changed is None else (changed.before, changed.after)
+        if same and step == (self.owner[1], version):  # the step since: its rows only
             rows = changed.rows
             self.kept.index_copy_(0, rows, segments.index_select(0, rows) @ context[0])
         else:

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from apical import synaptic_intelligence as si
+from apical.active_dendrites import DendriticLayer
 from apical.errors import ApicalError
+from apical.optim import SparseRowsAdam
 from apical.run_folder import RunFolder
 from apical.train import TrainConfig, train
 from tests.test_continual import _chain
@@ -121,12 +123,52 @@ def test_with_penalty_adds_the_penalty_gradient_to_dense_and_sparse_directions()
     dense = torch.randn(5, 3)
     torch.testing.assert_close(si.with_penalty(state, "w", theta["w"], dense, 0.3), dense + penalty)
     sparse = torch.sparse_coo_tensor(torch.tensor([[4, 1, 4]]), torch.randn(3, 3), (5, 3))
-    torch.testing.assert_close(
-        si.with_penalty(state, "w", theta["w"], sparse, 0.3), sparse.to_dense() + penalty
-    )
+    # every row has moved (theta differs from the anchor everywhere): all rows, sparse
+    got = si.with_penalty(state, "w", theta["w"], sparse, 0.3)
+    assert got.is_sparse and got.coalesce().indices()[0].tolist() == [0, 1, 2, 3, 4]
+    torch.testing.assert_close(got.to_dense(), sparse.to_dense() + penalty)
     # the path of a sparse direction: only its rows, as with the direction made dense
     before, after = {"w": torch.randn(5, 3)}, {"w": torch.randn(5, 3)}
     sparse_path, dense_path = si.first_task(theta), si.first_task(theta)
-    si.add_path_(sparse_path, {"w": sparse}, {"w": before["w"].clone()}, after)
+    rows = si.before_step({"w": sparse}, before)["w"]  # the sparse direction's rows only
+    assert torch.equal(rows, before["w"][[1, 4]])
+    si.add_path_(sparse_path, {"w": sparse}, {"w": rows}, after)
     si.add_path_(dense_path, {"w": sparse.to_dense()}, {"w": before["w"].clone()}, after)
     torch.testing.assert_close(sparse_path.path["w"], dense_path.path["w"])
+
+
+def test_si_on_sparse_segment_rows_equals_the_dense_penalty_under_adam():
+    # the second task of a dendritic layer whose segments moved in the first: the penalty
+    # on the rows that moved (sparse, lazy Adam) against the dense penalty and dense Adam
+    torch.manual_seed(7)
+    x, context = torch.randn(16, 6, dtype=torch.float64), torch.randn(1, 5, dtype=torch.float64)
+    results = []
+    for sparse in (True, False):
+        torch.manual_seed(8)
+        layer = DendriticLayer(6, 8, context_size=5, segments=3, density=0.5, sparsity=0.0,
+                               mode="absmax", sparse_segments=sparse).double()  # fmt: skip
+        params = dict(layer.named_parameters())
+        state = si.first_task(params)
+        with torch.no_grad():  # "task 1": some segments and weights moved, with a path
+            layer.segments[:10].add_(torch.randn(10, 5, dtype=torch.float64))
+            layer.linear.weight.add_(0.1)
+        for k in params:
+            state.path[k].copy_(torch.rand_like(params[k]))
+        state = si.next_task(state, params, damping=0.1)
+        opt = SparseRowsAdam(layer.parameters(), lr=0.05, fused=True)
+        for _ in range(5):
+            opt.zero_grad()
+            layer(x, context.expand(16, 5)).sin().sum().backward()
+            task = {k: p.grad for k, p in params.items()}
+            for k, p in params.items():
+                p.grad = si.with_penalty(state, k, p, task[k], 3.0)
+            assert p.grad.is_sparse == (sparse and k == "segments")
+            before = si.before_step(task, params)
+            opt.step()
+            si.add_path_(state, task, before, params)
+        results.append((layer, state))
+    (a, sa), (b, sb) = results
+    assert int(sa.moved["segments"].sum()) < len(a.segments)  # rows that never moved: skipped
+    for k, p in a.named_parameters():
+        torch.testing.assert_close(p, dict(b.named_parameters())[k], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(sa.path[k], sb.path[k], rtol=1e-12, atol=1e-12)

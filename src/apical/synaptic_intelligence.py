@@ -21,12 +21,18 @@ near its value at the end of the task before (theta~) in proportion to its impor
 The penalty is local to each synapse, so it applies under every rule of the registry: the
 trainer adds its gradient to the rule's direction (`penalty_gradient`) and accumulates the
 path from the rule's own direction (`add_path_`).
+
+A direction given as a sparse tensor over rows (the active-dendrite segments) stays sparse:
+the penalty is zero on every row that has not moved since the anchor (theta = theta~ there,
+as lazy Adam leaves rows without a gradient untouched), so it is added on the rows that
+have moved this task or move in this step (`SynapticState.moved`, derived from theta and
+theta~ where not yet known), and the path needs those rows only.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -37,11 +43,14 @@ Tensors = dict[str, Tensor]
 @dataclass(frozen=True)
 class SynapticState:
     """Per parameter name: the importance Omega summed over the tasks before, the anchor
-    theta~ (the parameters at the end of the task before) and this task's path omega."""
+    theta~ (the parameters at the end of the task before) and this task's path omega; for a
+    parameter with sparse row directions, which rows have moved since the anchor (derived
+    from theta and theta~ when first needed, so it is not saved)."""
 
     importance: Tensors
     anchor: Tensors
     path: Tensors
+    moved: Tensors = field(default_factory=dict, compare=False)
 
     def as_dict(self) -> dict[str, Tensors]:
         return {"importance": self.importance, "anchor": self.anchor, "path": self.path}
@@ -85,13 +94,35 @@ def penalty_gradient(
 def with_penalty(
     state: SynapticState, name: str, param: Tensor, direction: Tensor, strength: float
 ) -> Tensor:
-    """direction + 2 c Omega (theta - theta~) for one parameter, made in one new tensor (a
-    sparse direction over rows, the active-dendrite segments, is added row by row)."""
-    out = (param.detach() - state.anchor[name]).mul_(state.importance[name]).mul_(2 * strength)
-    if direction.is_sparse:
-        rows = direction.coalesce()
-        return out.index_add_(0, rows.indices()[0], rows.values())
-    return out.add_(direction)
+    """direction + 2 c Omega (theta - theta~) for one parameter, made in one new tensor; for
+    a sparse direction over rows, a sparse tensor over the rows that have moved since the
+    anchor or move now (the penalty is zero on every other row)."""
+    if not direction.is_sparse:
+        out = (param.detach() - state.anchor[name]).mul_(state.importance[name])
+        return out.mul_(2 * strength).add_(direction)
+    d = direction.coalesce()
+    index = d.indices()[0]
+    moved = state.moved.get(name)
+    if moved is None:
+        moved = state.moved[name] = (param.detach() != state.anchor[name]).flatten(1).any(1)
+    moved[index] = True  # the rows this step moves
+    rows = moved.nonzero().squeeze(1)
+    out = param.detach().index_select(0, rows).sub_(state.anchor[name].index_select(0, rows))
+    out.mul_(state.importance[name].index_select(0, rows)).mul_(2 * strength)
+    out.index_add_(0, torch.searchsorted(rows, index), d.values())
+    return torch.sparse_coo_tensor(rows.unsqueeze(0), out, param.shape, is_coalesced=True)
+
+
+@torch.no_grad()
+def before_step(directions: Mapping[str, Tensor], params: Mapping[str, Tensor]) -> Tensors:
+    """The parameters before a step, where the path needs them (`add_path_`): the rows of a
+    sparse direction, all of a dense one."""
+    return {
+        k: params[k].detach().index_select(0, g.coalesce().indices()[0])
+        if g.is_sparse
+        else params[k].detach().clone()
+        for k, g in directions.items()
+    }
 
 
 @torch.no_grad()
@@ -102,15 +133,15 @@ def add_path_(
     params: Mapping[str, Tensor],
 ) -> None:
     """omega_k -= g_k (theta_k - theta_k(before)) for one step, in place (Eq. 3); `before`
-    is used up (it then holds -(the step's change)). A sparse g adds only its rows."""
+    (from `before_step`) is used up. A sparse g adds only its rows."""
     for k, g in directions.items():
-        back = before[k].sub_(params[k])  # theta(before) - theta
         if g.is_sparse:
             rows = g.coalesce()
             index = rows.indices()[0]
-            state.path[k].index_add_(0, index, rows.values() * back.index_select(0, index))
+            back = before[k].sub_(params[k].detach().index_select(0, index))
+            state.path[k].index_add_(0, index, rows.values() * back)
         else:
-            state.path[k].addcmul_(g, back)
+            state.path[k].addcmul_(g, before[k].sub_(params[k]))
 
 
 def from_dict(saved: object, params: Mapping[str, Tensor]) -> SynapticState:

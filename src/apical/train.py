@@ -417,7 +417,7 @@ class Trainer:
             params[k].grad = si.with_penalty(
                 self.si, k, params[k], task[k], self.config.si_strength
             )
-        return task, {k: params[k].detach().clone() for k in directions}
+        return task, si.before_step(task, params)
 
     def _stop_if_nonfinite(self) -> None:
         """Stop when the loss went NaN or inf (for replicas: when every replica's did; a

@@ -5,7 +5,8 @@ folder per seed (`apical reproduce NAME` and `apical reproduce NAME --seed N`).
         runs/active-dendrites-pmnist-seed-1 [--plot tasks-seeds.png] [--json]
 
 Per run (label) and number of tasks learned: the mean test accuracy over the tasks seen,
-as mean ± s.d. over the folders whose run has finished that task (n says how many). Each
+as mean ± s.d. over the folders whose run has finished that task (n says how many where
+not all have; one value alone has no spread). Each
 folder's seed is read from its runs' config.json, so a table never mixes a run with
 another seed's under one folder name.
 """
@@ -101,8 +102,9 @@ def main() -> None:
     print("| run | seeds | " + " | ".join(str(t) for t in range(1, longest + 1)) + " |")
     print("|---|---|" + "---|" * longest)
     for label, entry in table.items():
-        cells = [f"{c['mean']:.1f} ± {c['sd']:.1f}" + ("" if c["n"] == len(entry["seeds"])
-                 else f" (n={c['n']})") for c in entry["tasks"]]  # fmt: skip
+        cells = [(f"{c['mean']:.1f}" if c["n"] == 1 else f"{c['mean']:.1f} ± {c['sd']:.1f}")
+                 + ("" if c["n"] == len(entry["seeds"]) else f" (n={c['n']})")
+                 for c in entry["tasks"]]  # fmt: skip
         cells += ["-"] * (longest - len(cells))
         print(f"| {label} | {', '.join(map(str, entry['seeds']))} | " + " | ".join(cells) + " |")
 

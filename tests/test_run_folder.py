@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from apical.errors import ApicalError
-from apical.run_folder import RunFolder, atomic_write, read_rows
+from apical.run_folder import RunFolder, atomic_write, differences, read_rows
 from apical.train import TrainConfig, train
 
 
@@ -249,3 +249,12 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_a_folder_named_relative_or_absolute_is_the_same_config(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "task-1").mkdir(parents=True)
+    saved = {"init_from": str(tmp_path / "runs" / "task-1"), "lr": 0.1}
+    assert differences(saved, {"init_from": "runs/task-1", "lr": 0.1}) == []
+    assert differences(saved, {"init_from": "runs/task-2", "lr": 0.1}) == ["init_from"]
+    assert differences(saved, {"init_from": None, "lr": 0.2}) == ["init_from", "lr"]

@@ -387,10 +387,23 @@ class RunFolder:
 def differences(
     saved: Mapping[str, Any], ours: Mapping[str, Any], location: tuple[str, ...] = ()
 ) -> list[str]:
-    """The keys whose values differ between two configs, `location` keys left out."""
+    """The keys whose values differ between two configs, `location` keys left out; folders
+    (`PATH_KEYS`) are the same when they name the same folder from here, one written
+    relative and the other absolute."""
     ours = jsonable(dict(ours))
     keys = set(ours) | set(saved)
-    return sorted(k for k in keys if k not in location and ours.get(k) != saved.get(k))
+    return sorted(k for k in keys if k not in location and not _same(k, ours.get(k), saved.get(k)))
+
+
+PATH_KEYS = ("init_from",)  # config keys that name a folder
+
+
+def _same(key: str, a: Any, b: Any) -> bool:
+    if a == b:
+        return True
+    if key in PATH_KEYS and isinstance(a, str) and isinstance(b, str):
+        return Path(a).resolve() == Path(b).resolve()
+    return False
 
 
 def _acquire(lock: Path) -> int:

@@ -115,3 +115,21 @@ def test_segment_tables_count_winners_per_task_and_shared_winners():
     use, same = segment_tables(winners)
     assert use.tolist() == [[0.5, 0.25, 0.25], [0.25, 0.75, 0.0]]
     assert same.tolist() == [[1.0, 0.5], [0.5, 1.0]]  # units 0 and 2 keep their winner
+
+
+def test_the_digits_preset_reports_every_run_with_its_task_curve_and_segment_tables(tmp_path):
+    import json
+
+    import apical
+
+    report = apical.reproduce("active-dendrites-pmnist", preset="digits", out=tmp_path, epochs=1)
+    assert [r.label for r in report.runs] == ["active-dendrites", "dendrites-only", "kwta-only",
+                                              "mlp"]  # fmt: skip
+    assert all(r.verdict.startswith("not checked") for r in report.runs)
+    assert {"tasks.png", "segments.png", "segments.json"} <= set(report.files)
+    tables = json.loads(report.files["segments.json"].read_text())
+    assert set(tables) == {"active-dendrites", "dendrites-only"}  # the networks with segments
+    for layer in tables["active-dendrites"]:  # 2 layers: per task, the shares sum to 1
+        assert len(layer["use"]) == 3 and all(abs(sum(row) - 1) < 1e-6 for row in layer["use"])
+        assert [layer["same"][t][t] for t in range(3)] == [1.0, 1.0, 1.0]
+        assert 0 <= layer["same_mean_between_tasks"] <= 1

@@ -29,7 +29,7 @@ from apical.config import AT_LEAST_ONE, coerce
 from apical.continual import prototypes, task_data
 from apical.experiments.train_runs import TrainRuns, TrainSpec
 from apical.plots.base import plt, save
-from apical.run_folder import RunFolder
+from apical.run_folder import RunFolder, write_json
 from apical.train import TrainConfig, build, load_config_data, train_all
 
 
@@ -87,6 +87,7 @@ class ContinualRuns(TrainRuns):
         winners = segment_use(chains)
         if winners:
             report.files["segments.png"] = plot_segments(winners, folder / "segments.png")
+            report.files["segments.json"] = write_segment_tables(winners, folder)
         return report
 
 
@@ -132,6 +133,22 @@ def segment_tables(winners: Tensor) -> tuple[Tensor, Tensor]:
     use = torch.zeros(len(winners), k).scatter_add_(1, winners, torch.ones(winners.shape))
     same = (winners[:, None, :] == winners[None, :, :]).float().mean(-1)
     return use / winners.shape[1], same
+
+
+def write_segment_tables(winners: dict[str, list[Tensor]], folder: Path) -> Path:
+    """segments.json: per run and layer, the tables of `segment_tables` (what segments.png
+    draws) and the mean fraction of units two different tasks share a winner with."""
+    out = {}
+    for label, layers in winners.items():
+        out[label] = []
+        for w in layers:
+            use, same = segment_tables(w)
+            off = same[~torch.eye(len(same), dtype=torch.bool)]
+            between = float(off.mean()) if len(off) else None
+            out[label].append({"use": use.tolist(), "same": same.tolist(),
+                               "same_mean_between_tasks": between})  # fmt: skip
+    write_json(folder / "segments.json", out)
+    return folder / "segments.json"
 
 
 def plot_segments(winners: dict[str, list[Tensor]], path: Path) -> Path:

@@ -133,3 +133,13 @@ def test_the_digits_preset_reports_every_run_with_its_task_curve_and_segment_tab
         assert len(layer["use"]) == 3 and all(abs(sum(row) - 1) < 1e-6 for row in layer["use"])
         assert [layer["same"][t][t] for t in range(3)] == [1.0, 1.0, 1.0]
         assert 0 <= layer["same_mean_between_tasks"] <= 1
+    # checkpoints "last": only the last task keeps its checkpoint; every task keeps its rows
+    run = tmp_path / "active-dendrites-pmnist-digits" / "mlp"
+    assert [RunFolder(run / f"task-{t}").has_checkpoint() for t in (1, 2, 3)] == [
+        False, False, True]  # fmt: skip
+    assert all(RunFolder(run / f"task-{t}").is_finished() for t in (1, 2, 3))
+    again = apical.reproduce("active-dendrites-pmnist", preset="digits", out=tmp_path, epochs=1,
+                             resume=True)  # reported from the folders, nothing trained  # fmt: skip
+    assert [r.values for r in again.runs] == [r.values for r in report.runs]
+    with pytest.raises(ApicalError, match=r"task-1 holds nothing; its checkpoint is kept"):
+        RunFolder(tmp_path / "task-1").drop_checkpoint()

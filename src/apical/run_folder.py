@@ -199,6 +199,13 @@ class RunFolder:
     def has_checkpoint(self) -> bool:
         return (self.path / CHECKPOINT).is_file()
 
+    def drop_checkpoint(self) -> None:
+        """Remove the checkpoint of a finished run whose model lives on in a later run (a
+        continual task that the next task started from); its config and rows stay."""
+        if not self.is_finished():
+            raise ApicalError(f"{self.path} holds {self.describe()}; its checkpoint is kept")
+        (self.path / CHECKPOINT).unlink(missing_ok=True)
+
     def checkpoint(self, device: torch.device | str = "cpu") -> dict[str, Any]:
         """The checkpoint's state (weights_only: a checkpoint can never run code)."""
         path = self.path / CHECKPOINT
@@ -229,6 +236,8 @@ class RunFolder:
     def describe(self) -> str:
         """What the folder holds, for messages: 'a run at epoch 3 of 10', 'a finished run'."""
         done, total = self.progress()
+        if not self.has_run():
+            return "nothing"
         if done is None or total is None:
             return "a run"
         return (

@@ -104,9 +104,11 @@ def train_all(
     resume: bool = False,
     progress: bool = True,
     echo: Callable[[str], None] = print,
+    finished: Callable[[str], None] = lambda label: None,
 ) -> dict[str, Run]:
     """Train each config in turn (the runs of an experiment, the points of a sweep),
-    loading each dataset once for consecutive configs that share it.
+    loading each dataset once for consecutive configs that share it; `finished(label)` is
+    called once a run has finished (trained now or before).
 
     Without `resume`, a config whose run folder already holds a run is refused before
     anything trains. With it, a finished run is read from its folder (model None), a run
@@ -128,6 +130,7 @@ def train_all(
             rows = [r for r in folder.rows() if r.get("epoch", 0) <= cfg.epochs]
             probes = [p for p in folder.rows("probes") if p.get("epoch", 0) <= cfg.epochs]
             runs[label] = Run(cfg, None, rows, probes)
+            finished(label)
             continue
         key = tuple(getattr(cfg, f) for f in DATA_FIELDS)
         if loaded is None or loaded[0] != key:
@@ -141,6 +144,8 @@ def train_all(
             echo(f"[{label}] diverged: {e}")
             history, probes = (folder.rows(), folder.rows("probes")) if folder else ([], [])
             runs[label] = Run(cfg, None, history, probes, diverged=str(e))
+            continue
+        finished(label)
     return runs
 
 
@@ -580,10 +585,9 @@ def _start_from(
     folder = config.init_from
     source = RunFolder(folder)
     if not source.is_finished():
-        holds = source.describe() if source.has_run() else "nothing"
         raise ApicalError(
-            f"init_from {folder} holds no finished run ({holds}); finish that run first, or "
-            "name the folder of one"
+            f"init_from {folder} holds no finished run ({source.describe()}); finish that run "
+            "first, or name the folder of one"
         )
     state = source.checkpoint(device)
     try:

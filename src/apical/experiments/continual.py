@@ -3,6 +3,10 @@
     tasks = 10      how many permuted tasks each run learns, in order
     judged = true   false for a protocol the published numbers do not apply to (a preset
                     on other data): its runs are reported, "not checked"
+    checkpoints = "all"   "last": a task's checkpoint is removed once the next task has
+                    finished from it (its config and rows stay; at K = 100 segments a
+                    checkpoint of the 2 x 2048 network takes 3.9 GB, so 100 of them
+                    would not fit on a disk)
     [base]          TrainConfig fields every run shares (epochs: per task)
     [[runs]]        as for kind "train" (label, fields, published, max_error, reference
                     and within); the checks judge the test error over all tasks after the
@@ -19,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import torch
 from torch import Tensor
@@ -37,17 +41,19 @@ from apical.train import TrainConfig, build, load_config_data, train_all
 class ContinualSpec(TrainSpec):
     tasks: int = 1
     judged: bool = True
+    checkpoints: Literal["all", "last"] = "all"
 
 
 class ContinualRuns(TrainRuns):
     """The runner of kind "continual": a TrainRuns whose every run is a chain of tasks."""
 
     def parse(self, body: dict[str, Any], origin: str) -> ContinualSpec:
-        rest = {k: v for k, v in body.items() if k not in ("tasks", "judged")}
+        rest = {k: v for k, v in body.items() if k not in ("tasks", "judged", "checkpoints")}
         tasks = coerce(body.get("tasks", 1), Annotated[int, AT_LEAST_ONE], "tasks")
         judged = coerce(body.get("judged", True), bool, "judged")
+        keep = coerce(body.get("checkpoints", "all"), Literal["all", "last"], "checkpoints")
         spec = super().parse(rest, origin)
-        return ContinualSpec(spec.base, spec.runs, tasks, judged)
+        return ContinualSpec(spec.base, spec.runs, tasks, judged, keep)
 
     def chains(self, exp, folder: Path, overrides: dict[str, Any]) -> dict[str, list[TrainConfig]]:
         """Per run, the config of each task in order."""
@@ -71,8 +77,14 @@ class ContinualRuns(TrainRuns):
         picked = [label for label in chains if not options.runs or label in options.runs]
         tasks = {f"{label}/task-{t + 1}": config
                  for label in picked for t, config in enumerate(chains[label])}  # fmt: skip
+
+        def finished(key: str) -> None:  # with checkpoints "last": the task before goes
+            label, t = key.rsplit("/task-", 1)
+            if exp.spec.checkpoints == "last" and int(t) > 1:
+                RunFolder(chains[label][int(t) - 2].run_dir).drop_checkpoint()
+
         trained = train_all(tasks, resume=options.resume, progress=options.progress,
-                            echo=options.echo)  # fmt: skip
+                            echo=options.echo, finished=finished)  # fmt: skip
         last = {label: trained[f"{label}/task-{exp.spec.tasks}"] for label in picked
                 if f"{label}/task-{exp.spec.tasks}" in trained}  # fmt: skip
         report = self.report(exp, folder, self.configs(exp, folder, options.overrides), last,

@@ -123,12 +123,13 @@ def test_the_digits_preset_reports_every_run_with_its_task_curve_and_segment_tab
     import apical
 
     report = apical.reproduce("active-dendrites-pmnist", preset="digits", out=tmp_path, epochs=1)
-    assert [r.label for r in report.runs] == ["active-dendrites", "dendrites-only", "kwta-only",
-                                              "mlp"]  # fmt: skip
+    assert [r.label for r in report.runs] == ["active-dendrites", "active-dendrites-si",
+                                              "dendrites-only", "kwta-only", "mlp"]  # fmt: skip
     assert all(r.verdict.startswith("not checked") for r in report.runs)
     assert {"tasks.png", "segments.png", "segments.json"} <= set(report.files)
     tables = json.loads(report.files["segments.json"].read_text())
-    assert set(tables) == {"active-dendrites", "dendrites-only"}  # the networks with segments
+    # the networks with segments
+    assert set(tables) == {"active-dendrites", "active-dendrites-si", "dendrites-only"}
     for layer in tables["active-dendrites"]:  # 2 layers: per task, the shares sum to 1
         assert len(layer["use"]) == 3 and all(abs(sum(row) - 1) < 1e-6 for row in layer["use"])
         assert [layer["same"][t][t] for t in range(3)] == [1.0, 1.0, 1.0]

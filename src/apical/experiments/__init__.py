@@ -192,13 +192,13 @@ def reproduce(
     exp = load(name).with_preset(preset)
     if runs and not runner(exp.kind).picks_runs:
         raise ApicalError(f"--run picks runs of an experiment; the {exp.kind} {exp.name} has none")
-    if seed is not None and not runner(exp.kind).picks_runs:
-        raise ApicalError(
-            f"--seed sets the seed of an experiment's runs; the {exp.kind} {exp.name} lists "
-            "its seeds in its file"
-        )
     given = {k: v for k, v in overrides.items() if v is not None}
     if seed is not None:
+        if not runner(exp.kind).picks_runs:
+            raise ApicalError(
+                f"--seed sets the seed of an experiment's runs; the {exp.kind} {exp.name} "
+                "lists its seeds in its file"
+            )
         given["seed"] = seed
     options = Options(resume, tuple(runs), given, progress, echo or (lambda line: None))
     folder = experiment_folder(out, exp.name, exp.preset, seed)

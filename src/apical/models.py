@@ -15,6 +15,8 @@ from apical.config import AT_LEAST_ONE, POSITIVE, check_arguments
 from apical.dendrites.config import dendrite_config
 from apical.dendrites.network import segregated_dendrites
 from apical.errors import ApicalError
+from apical.microcircuit.config import microcircuit_config
+from apical.microcircuit.network import microcircuit
 
 Size = Annotated[int, AT_LEAST_ONE]
 Activation = Literal["tanh", "relu", "sigmoid"]
@@ -177,13 +179,19 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "burstprop_imagenet_fa": burstprop_imagenet_fa,
     "segregated_dendrites": segregated_dendrites,
     "active_dendrites": active_dendrites,
+    "microcircuit": microcircuit,
+}
+# models whose options form a config of their own (checked by its builder)
+CONFIGS: dict[str, Callable[..., object]] = {
+    "segregated_dendrites": dendrite_config,
+    "microcircuit": microcircuit_config,
 }
 
 
 def check_model_options(name: str, options: dict) -> None:
     """The options of model `name`: known, of the right type and range (ConfigError)."""
-    if name == "segregated_dendrites":
-        dendrite_config(**options)
+    if name in CONFIGS:
+        CONFIGS[name](**options)
     else:
         check_arguments(MODELS[name], options, f"model {name!r} option")
 

@@ -13,6 +13,7 @@ from apical.rules.burstprop import Burstprop
 from apical.rules.direct_feedback import DirectFeedbackAlignment
 from apical.rules.feedback_alignment import FeedbackAlignment
 from apical.rules.kolen_pollack import KolenPollack
+from apical.rules.microcircuit import DendriticMicrocircuit
 from apical.rules.node_perturbation import NodePerturbation
 from apical.rules.segregated_dendrites import SegregatedDendrites
 from apical.rules.sign_symmetry import SignSymmetry
@@ -28,6 +29,7 @@ RULES: dict[str, type[Rule]] = {
         Burstprop,
         NodePerturbation,
         SegregatedDendrites,
+        DendriticMicrocircuit,
     )
 }
 

@@ -1,0 +1,1 @@
+"""Dendritic cortical microcircuits (Sacramento, Costa, Bengio & Senn, NeurIPS 2018)."""

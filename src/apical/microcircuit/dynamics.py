@@ -1,0 +1,225 @@
+"""The microcircuit's dynamics and plasticity as pure functions over batched state.
+
+Layer k = 1..N of pyramidal neurons (N the output), interneuron population k = 1..N-1 in
+each hidden layer, paired one-to-one with the pyramids of layer k + 1. Tensors are
+(batch, units); weights are (out, in) as in nn.Linear. phi is the logistic function.
+
+Membrane equations (Sacramento et al. 2018, Eqs. 1-3; §2 of docs/models/microcircuit.md):
+
+    du_k/dt   = -g_l u_k + g_b (v_B,k - u_k) + g_a (v_A,k - u_k)        hidden pyramids
+    du_N/dt   = -g_l u_N + g_b (v_B,N - u_N) + g_som (u_trgt - u_N)      output (target on)
+    du^I_k/dt = -g_l u^I_k + g_d (v^I_k - u^I_k) + g_som (u_{k+1} - u^I_k)  interneurons
+    v_B,k = W_k phi(u_{k-1}) + b_k,   v_A,k = B_k phi(u_{k+1}) + W^PI_k phi(u^I_k),
+    v^I_k = W^IP_k phi(u_k) + b^IP_k,  phi(u_0) = x.
+
+Plasticity, dendritic prediction of somatic activity (Urbanczik & Senn 2014; paper Eqs.
+5-8), batch means (the paper averages over minibatches of 10):
+
+    dW_k    ~ (phi(u_k) - phi(uhat_k)) r_{k-1}^T,  uhat_k = (basal gain) v_B,k
+    dW^IP_k ~ (phi(u^I_k) - phi(uhat^I_k)) phi(u_k)^T,  uhat^I_k = g_d/(g_l+g_d) v^I_k
+    dW^PI_k ~ (0 - v_A,k) phi(u^I_k)^T                     (v_rest = 0)
+    dB_k    ~ (phi(u_k) - phi(B_k r_{k+1})) r_{k+1}^T        (optional top-down rule)
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from apical.microcircuit.config import MicrocircuitConfig
+
+phi = torch.sigmoid
+
+
+class Params(NamedTuple):
+    weights: tuple[Tensor, ...]  # W_k (n_k, n_{k-1}), k = 1..N
+    biases: tuple[Tensor, ...]  # b_k (n_k,)
+    ip_weights: tuple[Tensor, ...]  # W^IP_k (n_{k+1}, n_k), hidden k
+    ip_biases: tuple[Tensor, ...]  # b^IP_k (n_{k+1},)
+    pi_weights: tuple[Tensor, ...]  # W^PI_k (n_k, n_{k+1})
+    top_down: tuple[Tensor, ...]  # B_k (n_k, n_{k+1})
+
+
+class State(NamedTuple):
+    """A settled presentation. `pre[k]` is the rate reaching layer k + 1's basal dendrites
+    (pre[0] = x); `basal[k]` the basal prediction uhat of layer k + 1's soma; `inter_pred`
+    the interneurons' dendritic prediction uhat^I; `apical` v_A per hidden layer."""
+
+    pre: tuple[Tensor, ...]
+    basal: tuple[Tensor, ...]
+    soma: tuple[Tensor, ...]
+    inter_pred: tuple[Tensor, ...]
+    inter: tuple[Tensor, ...]
+    apical: tuple[Tensor, ...]
+
+
+def _linear(x: Tensor, w: Tensor, b: Tensor | None = None) -> Tensor:
+    return x @ w.T if b is None else torch.addmm(b, x, w.T)
+
+
+def bottom_up(config: MicrocircuitConfig, params: Params, x: Tensor) -> tuple[list, list]:
+    """The bottom-up sweep: rates r_0 = x, r_k = phi(uhat_k) with uhat_k the basal
+    prediction (apical silent), layer by layer. Returns (rates r_0..r_N, uhat_1..uhat_N)."""
+    m = config.mixing
+    rates, basal = [x], []
+    n = len(params.weights)
+    for k, (w, b) in enumerate(zip(params.weights, params.biases, strict=True)):
+        gain = m.output if k == n - 1 else m.hidden
+        basal.append(gain * _linear(rates[-1], w, b))
+        rates.append(phi(basal[-1]))
+    return rates, basal
+
+
+def settle(config: MicrocircuitConfig, params: Params, x: Tensor, target: Tensor | None) -> State:
+    """The simplified dynamics (§4): every compartment at its steady state, computed in one
+    bottom-up sweep (apical silent), the output nudged, u_N = (1 - lambda_N) uhat_N +
+    lambda_N u_trgt (no target: u_N = uhat_N), then one top-down sweep, k = N-1..1:
+    u^I_k = (1 - lambda_I) uhat^I_k + lambda_I u_{k+1}, v_A,k from phi(u_{k+1}) and
+    phi(u^I_k), u_k = uhat_k + (apical gain) v_A,k. `target` holds the target potentials."""
+    m = config.mixing
+    rates, basal = bottom_up(config, params, x)
+    soma = list(basal)
+    if target is not None:
+        soma[-1] = torch.lerp(basal[-1], target, m.output_nudge)
+    inter_pred, inter, apical = [], [], []
+    for k in reversed(range(len(params.ip_weights))):  # hidden layer k + 1, 0-based k
+        pred = m.inter * _linear(rates[k + 1], params.ip_weights[k], params.ip_biases[k])
+        u_i = torch.lerp(pred, soma[k + 1], m.inter_nudge)
+        v_a = _linear(phi(soma[k + 1]), params.top_down[k])
+        v_a = v_a + _linear(phi(u_i), params.pi_weights[k])
+        soma[k] = basal[k] + m.apical * v_a
+        inter_pred.insert(0, pred)
+        inter.insert(0, u_i)
+        apical.insert(0, v_a)
+    return State(tuple(rates[:-1]), tuple(basal), tuple(soma), tuple(inter_pred), tuple(inter),
+                 tuple(apical))  # fmt: skip
+
+
+def euler(
+    config: MicrocircuitConfig,
+    params: Params,
+    x: Tensor,
+    target: Tensor | None,
+    steps: int | None = None,
+    start: tuple[tuple[Tensor, ...], tuple[Tensor, ...]] | None = None,
+    generator: torch.Generator | None = None,
+) -> State:
+    """The continuous dynamics (§5): `steps` forward-Euler steps of size dt of the membrane
+    equations of the module docstring, every layer at once per step, from `start`
+    (soma, interneurons) or from rest (all potentials 0); with `config.noise` = sigma, each
+    soma also gets sigma sqrt(dt) N(0, 1) per step. Returns the state at the last step."""
+    m, c = config.mixing, config
+    dt, steps = c.dt, c.steps if steps is None else steps
+    n = len(params.weights)
+    batch = x.shape[0]
+    if start is None:
+        soma = [x.new_zeros(batch, w.shape[0]) for w in params.weights]
+        inter = [x.new_zeros(batch, w.shape[0]) for w in params.ip_weights]
+    else:
+        soma, inter = list(start[0]), list(start[1])
+    sd = c.noise * dt**0.5
+    for _ in range(steps):
+        pre, basal, inter_pred, apical = _inputs(config, params, x, soma, inter)
+        new_soma = []
+        for k in range(n):
+            v_b = basal[k] / (m.output if k == n - 1 else m.hidden)
+            du = -c.g_l * soma[k] + c.g_b * (v_b - soma[k])
+            if k < n - 1:
+                du = du + c.g_a * (apical[k] - soma[k])
+            elif target is not None:
+                du = du + c.g_som * (target - soma[k])
+            u = soma[k] + dt * du
+            if sd:
+                u = u + sd * torch.randn(u.shape, generator=generator, dtype=u.dtype,
+                                         device=u.device)  # fmt: skip
+            new_soma.append(u)
+        inter = [
+            u_i + dt * (-c.g_l * u_i + c.g_d * (pred / m.inter - u_i) + c.g_som * (up - u_i))
+            for u_i, pred, up in zip(inter, inter_pred, soma[1:], strict=True)
+        ]
+        soma = new_soma
+    pre, basal, inter_pred, apical = _inputs(config, params, x, soma, inter)
+    return State(pre, basal, tuple(soma), inter_pred, tuple(inter), apical)
+
+
+def _inputs(config, params: Params, x: Tensor, soma: list, inter: list) -> tuple:
+    """Dendritic potentials from the current somatic potentials: (pre, uhat, uhat^I, v_A)."""
+    m = config.mixing
+    n = len(params.weights)
+    pre = (x, *(phi(u) for u in soma[:-1]))
+    basal = tuple(
+        (m.output if k == n - 1 else m.hidden) * _linear(r, w, b)
+        for k, (r, w, b) in enumerate(zip(pre, params.weights, params.biases, strict=True))
+    )
+    inter_pred = tuple(
+        m.inter * _linear(r, w, b)
+        for r, w, b in zip(pre[1:], params.ip_weights, params.ip_biases, strict=True)
+    )
+    apical = tuple(
+        _linear(phi(soma[k + 1]), params.top_down[k]) + _linear(phi(inter[k]), params.pi_weights[k])
+        for k in range(n - 1)
+    )
+    return pre, basal, inter_pred, apical
+
+
+class Updates(NamedTuple):
+    """The plasticity rules' changes (batch means), in the direction they move the weights."""
+
+    weights: tuple[Tensor, ...]
+    biases: tuple[Tensor, ...]
+    ip_weights: tuple[Tensor, ...]
+    ip_biases: tuple[Tensor, ...]
+    pi_weights: tuple[Tensor, ...]
+    top_down: tuple[Tensor, ...]
+
+
+def plasticity(params: Params, state: State) -> Updates:
+    """The four rules of the module docstring on a settled state (batch means)."""
+    batch = state.pre[0].shape[0]
+
+    def outer(err: Tensor, pre: Tensor) -> Tensor:
+        return err.T @ pre / batch
+
+    errs = [phi(u) - phi(uhat) for u, uhat in zip(state.soma, state.basal, strict=True)]
+    rates = [phi(u) for u in state.soma]
+    inter_errs = [phi(u) - phi(p) for u, p in zip(state.inter, state.inter_pred, strict=True)]
+    inter_rates = [phi(u) for u in state.inter]
+    td = [
+        outer(rates[k] - phi(_linear(rates[k + 1], b)), rates[k + 1])
+        for k, b in enumerate(params.top_down)
+    ]
+    return Updates(
+        tuple(outer(e, r) for e, r in zip(errs, state.pre, strict=True)),
+        tuple(e.mean(0) for e in errs),
+        tuple(outer(e, r) for e, r in zip(inter_errs, state.pre[1:], strict=True)),
+        tuple(e.mean(0) for e in inter_errs),
+        tuple(outer(-v, r) for v, r in zip(state.apical, inter_rates, strict=True)),
+        tuple(td),
+    )
+
+
+def backprop_scales(config: MicrocircuitConfig, n_layers: int) -> tuple[float, ...]:
+    """kappa_k / c_k per forward layer (§6): with transposed top-down weights, weak nudging and
+    interneurons that predict the layer above exactly, the forward update of layer k tends
+    to (kappa_k / c_k) times minus the gradient of the output loss, where c_k is layer k's
+    basal gain, kappa_N = lambda_N and kappa_k = kappa_{k+1} (apical gain)(1 - lambda_I) /
+    c_{k+1}."""
+    m = config.mixing
+    gains = [m.hidden] * (n_layers - 1) + [m.output]
+    kappa = [0.0] * n_layers
+    kappa[-1] = m.output_nudge
+    for k in reversed(range(n_layers - 1)):
+        kappa[k] = kappa[k + 1] * m.apical * (1 - m.inter_nudge) / gains[k + 1]
+    return tuple(kp / g for kp, g in zip(kappa, gains, strict=True))
+
+
+def output_loss(config: MicrocircuitConfig, basal_out: Tensor, target: Tensor) -> Tensor:
+    """The loss whose gradient the forward updates follow as the nudging weakens (§6),
+    per example: L(uhat_N) = sum_i int_{u_trgt}^{uhat} phi'(s)(s - u_trgt) ds
+    = sum_i (uhat - u_trgt) phi(uhat) - softplus(uhat) + softplus(u_trgt) >= 0, so that
+    -dL/duhat_N = phi'(uhat_N)(u_trgt - uhat_N), the output error of the rules."""
+    sp = torch.nn.functional.softplus
+    per_unit = (basal_out - target) * phi(basal_out) - sp(basal_out) + sp(target)
+    return per_unit.sum(-1)

@@ -165,39 +165,50 @@ def _inputs(config, params: Params, x: Tensor, soma: list, inter: list) -> tuple
 
 
 class Updates(NamedTuple):
-    """The plasticity rules' changes (batch means), in the direction they move the weights."""
+    """The plasticity rules' changes (batch means) times a factor each, in the direction they
+    move the weights; None where no factor was given (a tensor that does not learn)."""
 
-    weights: tuple[Tensor, ...]
-    biases: tuple[Tensor, ...]
-    ip_weights: tuple[Tensor, ...]
-    ip_biases: tuple[Tensor, ...]
-    pi_weights: tuple[Tensor, ...]
-    top_down: tuple[Tensor, ...]
+    weights: tuple[Tensor | None, ...]
+    biases: tuple[Tensor | None, ...]
+    ip_weights: tuple[Tensor | None, ...]
+    ip_biases: tuple[Tensor | None, ...]
+    pi_weights: tuple[Tensor | None, ...]
+    top_down: tuple[Tensor | None, ...]
 
 
-def plasticity(params: Params, state: State) -> Updates:
-    """The four rules of the module docstring on a settled state (batch means)."""
+Factors = tuple[float | None, ...]
+
+
+def plasticity(
+    params: Params, state: State, forward: Factors, ip: Factors, pi: Factors, top_down: Factors
+) -> Updates:
+    """The four rules of the module docstring on a settled state (batch means), each
+    layer's change times its factor (forward: W_k and b_k; ip: W^IP_k and b^IP_k; pi; and
+    top_down: B_k). The factor multiplies the error vector before the outer product, so a
+    change costs one matrix product and nothing is computed for a factor None."""
     batch = state.pre[0].shape[0]
 
-    def outer(err: Tensor, pre: Tensor) -> Tensor:
-        return err.T @ pre / batch
+    def scaled(err: Tensor, f: float) -> Tensor:
+        return err * (f / batch)
 
-    errs = [phi(u) - phi(uhat) for u, uhat in zip(state.soma, state.basal, strict=True)]
-    rates = [phi(u) for u in state.soma]
-    inter_errs = [phi(u) - phi(p) for u, p in zip(state.inter, state.inter_pred, strict=True)]
-    inter_rates = [phi(u) for u in state.inter]
-    td = [
-        outer(rates[k] - phi(_linear(rates[k + 1], b)), rates[k + 1])
-        for k, b in enumerate(params.top_down)
-    ]
-    return Updates(
-        tuple(outer(e, r) for e, r in zip(errs, state.pre, strict=True)),
-        tuple(e.mean(0) for e in errs),
-        tuple(outer(e, r) for e, r in zip(inter_errs, state.pre[1:], strict=True)),
-        tuple(e.mean(0) for e in inter_errs),
-        tuple(outer(-v, r) for v, r in zip(state.apical, inter_rates, strict=True)),
-        tuple(td),
-    )
+    weights, biases, ip_w, ip_b, pi_w, td = ([] for _ in range(6))
+    for k, f in enumerate(forward):
+        e = None if f is None else scaled(phi(state.soma[k]) - phi(state.basal[k]), f)
+        weights.append(None if e is None else e.T @ state.pre[k])
+        biases.append(None if e is None else e.sum(0))
+    for k, (f_ip, f_pi, f_td) in enumerate(zip(ip, pi, top_down, strict=True)):
+        r_i = phi(state.inter[k])
+        e = None if f_ip is None else scaled(r_i - phi(state.inter_pred[k]), f_ip)
+        ip_w.append(None if e is None else e.T @ state.pre[k + 1])
+        ip_b.append(None if e is None else e.sum(0))
+        pi_w.append(None if f_pi is None else scaled(-state.apical[k], f_pi).T @ r_i)
+        if f_td is None:
+            td.append(None)
+        else:
+            above, here = phi(state.soma[k + 1]), phi(state.soma[k])
+            e = scaled(here - phi(_linear(above, params.top_down[k])), f_td)
+            td.append(e.T @ above)
+    return Updates(*(tuple(u) for u in (weights, biases, ip_w, ip_b, pi_w, td)))
 
 
 def backprop_scales(config: MicrocircuitConfig, n_layers: int) -> tuple[float, ...]:

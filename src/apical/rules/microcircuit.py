@@ -71,21 +71,30 @@ class DendriticMicrocircuit(Rule):
         target = net.target_potentials(y)
         state = net.settle(x, target, generator)
         params = net.params()
-        upd = dynamics.plasticity(params, state)
+        learns = {n for n, p in net.named_parameters() if p.requires_grad}
+        inter = range(len(net.interneurons))
+
+        def factor(name: str, f: float) -> float | None:
+            return -f if name in learns else None  # directions are -Delta W
+
         forward = self.forward_scales(net)
-        inter = self.interneuron_scales(net)
-        directions: dict[str, Tensor] = {}
+        ip = self.interneuron_scales(net)
+        upd = dynamics.plasticity(
+            params,
+            state,
+            tuple(factor(f"layers.{k}.weight", s) for k, s in enumerate(forward)),
+            tuple(factor(f"interneurons.{k}.ip_weight", self.ip_lr * ip[k]) for k in inter),
+            tuple(factor(f"interneurons.{k}.pi_weight", self.pi_lr) for k in inter),
+            tuple(factor(f"interneurons.{k}.top_down", self.top_down_lr) for k in inter),
+        )
+        named = {}
         for k in range(len(net.layers)):
-            directions[f"layers.{k}.weight"] = -forward[k] * upd.weights[k]
-            directions[f"layers.{k}.bias"] = -forward[k] * upd.biases[k]
-        for k in range(len(net.interneurons)):
+            named[f"layers.{k}.weight"], named[f"layers.{k}.bias"] = upd.weights[k], upd.biases[k]
+        for k in inter:
             p = f"interneurons.{k}."
-            directions[p + "ip_weight"] = -self.ip_lr * inter[k] * upd.ip_weights[k]
-            directions[p + "ip_bias"] = -self.ip_lr * inter[k] * upd.ip_biases[k]
-            directions[p + "pi_weight"] = -self.pi_lr * upd.pi_weights[k]
-            directions[p + "top_down"] = -self.top_down_lr * upd.top_down[k]
-        trainable = {n for n, p in net.named_parameters() if p.requires_grad}
-        directions = {n: d for n, d in directions.items() if n in trainable}
+            named[p + "ip_weight"], named[p + "ip_bias"] = upd.ip_weights[k], upd.ip_biases[k]
+            named[p + "pi_weight"], named[p + "top_down"] = upd.pi_weights[k], upd.top_down[k]
+        directions = {n: d for n, d in named.items() if d is not None}
         outputs = dynamics.phi(state.basal[-1])
         loss = get_loss(self.loss)(outputs, y)
         diagnostics = self._diagnostics(net, x, target, state, directions) if diagnose else {}

@@ -117,7 +117,9 @@ def test_interneuron_to_pyramid_rule_silences_apical_dendrites():
     start = apical_energy(pi)
     for _ in range(500):
         state = dynamics.settle(net.config, params._replace(pi_weights=tuple(pi)), x, None)
-        upd = dynamics.plasticity(params, state, (None,) * 3, none, (1.0,) * len(pi), none)
+        upd = dynamics.plasticity(
+            net.config, params, state, (None,) * 3, none, (1.0,) * len(pi), none
+        )
         pi = [w + 1.0 * d for w, d in zip(pi, upd.pi_weights, strict=True)]
     assert start > 1e-3
     assert apical_energy(pi) < 1e-12 * start

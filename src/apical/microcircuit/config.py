@@ -11,7 +11,6 @@ Section numbers (§) refer to docs/models/microcircuit.md.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Annotated, Literal, NamedTuple
 
@@ -49,7 +48,9 @@ class MicrocircuitConfig:
     g_a: Conductance = 0.8
     g_d: Conductance = 1.0
     g_som: Conductance = 0.1  # weak nudging (lambda_N = 0.083); 0.8 is too strong (§7)
-    # one-hot targets as rates; the output soma is nudged towards logit(rate) (§2)
+    # the rate function phi: logistic, or 0.1 log(1 + e^(u - 3)) (the paper's regression)
+    activation: Literal["logistic", "soft_rectifier"] = "logistic"
+    # one-hot targets as rates; the output soma is nudged towards phi^-1(rate) (§2)
     target_low: Rate = 0.1
     target_high: Rate = 0.8
     # top-down pyramid-to-pyramid weights B_k: fixed random, or W_{k+1}^T re-set after
@@ -84,10 +85,6 @@ class MicrocircuitConfig:
             inter_nudge=gs / (gl + gd + gs),
         )
 
-    def target_potentials(self) -> tuple[float, float]:
-        """(u_low, u_high) = logit of the target rates."""
-        return tuple(math.log(r / (1 - r)) for r in (self.target_low, self.target_high))
-
     def check(self) -> None:
         def bad(what: str) -> ConfigError:
             return ConfigError(f"microcircuit: {what}")
@@ -102,6 +99,8 @@ class MicrocircuitConfig:
         if self.learn_top_down and self.top_down == "transposed":
             raise bad("transposed top-down weights follow W^T and cannot also learn; "
                       "set top_down = \"random\" or learn_top_down = false")  # fmt: skip
+        if self.activation == "soft_rectifier" and self.target_high >= 0.1 * 30:
+            raise bad("the soft rectifier's targets must be rates it reaches below 3")
         if self.target_low >= self.target_high:
             raise bad(f"target_low {self.target_low} must be below target_high {self.target_high}")
 

@@ -2,7 +2,8 @@
 
 Layer k = 1..N of pyramidal neurons (N the output), interneuron population k = 1..N-1 in
 each hidden layer, paired one-to-one with the pyramids of layer k + 1. Tensors are
-(batch, units); weights are (out, in) as in nn.Linear. phi is the logistic function.
+(batch, units); weights are (out, in) as in nn.Linear. phi is the rate function: logistic
+(MNIST), or the soft rectifier 0.1 log(1 + e^(u - 3)) of the paper's regression task.
 
 Membrane equations (Sacramento et al. 2018, Eqs. 1-3; §2 of docs/models/microcircuit.md):
 
@@ -26,11 +27,30 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from apical.microcircuit.config import MicrocircuitConfig
 
-phi = torch.sigmoid
+
+def soft_rectifier(u: Tensor) -> Tensor:
+    """phi(u) = 0.1 log(1 + exp(u - 3)) (paper, non-linear regression task)."""
+    return 0.1 * F.softplus(u - 3.0)
+
+
+RATES = {"logistic": torch.sigmoid, "soft_rectifier": soft_rectifier}
+
+
+def rate_function(config: MicrocircuitConfig):
+    return RATES[config.activation]
+
+
+def potential_of_rate(config: MicrocircuitConfig, rate: Tensor) -> Tensor:
+    """phi^-1: logit for the logistic function, 3 + log(e^(10 r) - 1) for the soft rectifier
+    (rates clamped into phi's open range)."""
+    if config.activation == "logistic":
+        return torch.logit(rate.clamp(1e-6, 1 - 1e-6))
+    return 3.0 + torch.log(torch.expm1(10.0 * rate.clamp_min(1e-6)))
 
 
 class Params(NamedTuple):
@@ -62,7 +82,7 @@ def _linear(x: Tensor, w: Tensor, b: Tensor | None = None) -> Tensor:
 def bottom_up(config: MicrocircuitConfig, params: Params, x: Tensor) -> tuple[list, list]:
     """The bottom-up sweep: rates r_0 = x, r_k = phi(uhat_k) with uhat_k the basal
     prediction (apical silent), layer by layer. Returns (rates r_0..r_N, uhat_1..uhat_N)."""
-    m = config.mixing
+    m, phi = config.mixing, rate_function(config)
     rates, basal = [x], []
     n = len(params.weights)
     for k, (w, b) in enumerate(zip(params.weights, params.biases, strict=True)):
@@ -78,7 +98,7 @@ def settle(config: MicrocircuitConfig, params: Params, x: Tensor, target: Tensor
     lambda_N u_trgt (no target: u_N = uhat_N), then one top-down sweep, k = N-1..1:
     u^I_k = (1 - lambda_I) uhat^I_k + lambda_I u_{k+1}, v_A,k from phi(u_{k+1}) and
     phi(u^I_k), u_k = uhat_k + (apical gain) v_A,k. `target` holds the target potentials."""
-    m = config.mixing
+    m, phi = config.mixing, rate_function(config)
     rates, basal = bottom_up(config, params, x)
     soma = list(basal)
     if target is not None:
@@ -146,7 +166,7 @@ def euler(
 
 def _inputs(config, params: Params, x: Tensor, soma: list, inter: list) -> tuple:
     """Dendritic potentials from the current somatic potentials: (pre, uhat, uhat^I, v_A)."""
-    m = config.mixing
+    m, phi = config.mixing, rate_function(config)
     n = len(params.weights)
     pre = (x, *(phi(u) for u in soma[:-1]))
     basal = tuple(
@@ -180,13 +200,19 @@ Factors = tuple[float | None, ...]
 
 
 def plasticity(
-    params: Params, state: State, forward: Factors, ip: Factors, pi: Factors, top_down: Factors
+    config: MicrocircuitConfig,
+    params: Params,
+    state: State,
+    forward: Factors,
+    ip: Factors,
+    pi: Factors,
+    top_down: Factors,
 ) -> Updates:
     """The four rules of the module docstring on a settled state (batch means), each
     layer's change times its factor (forward: W_k and b_k; ip: W^IP_k and b^IP_k; pi; and
     top_down: B_k). The factor multiplies the error vector before the outer product, so a
     change costs one matrix product and nothing is computed for a factor None."""
-    batch = state.pre[0].shape[0]
+    batch, phi = state.pre[0].shape[0], rate_function(config)
 
     def scaled(err: Tensor, f: float) -> Tensor:
         return err * (f / batch)
@@ -230,7 +256,16 @@ def output_loss(config: MicrocircuitConfig, basal_out: Tensor, target: Tensor) -
     """The loss whose gradient the forward updates follow as the nudging weakens (§6),
     per example: L(uhat_N) = sum_i int_{u_trgt}^{uhat} phi'(s)(s - u_trgt) ds
     = sum_i (uhat - u_trgt) phi(uhat) - softplus(uhat) + softplus(u_trgt) >= 0, so that
-    -dL/duhat_N = phi'(uhat_N)(u_trgt - uhat_N), the output error of the rules."""
-    sp = torch.nn.functional.softplus
-    per_unit = (basal_out - target) * phi(basal_out) - sp(basal_out) + sp(target)
+    -dL/duhat_N = phi'(uhat_N)(u_trgt - uhat_N), the output error of the rules. (Logistic
+    phi; for another phi the same integral, whose gradient `output_error` gives.)"""
+    sp = F.softplus
+    per_unit = (basal_out - target) * torch.sigmoid(basal_out) - sp(basal_out) + sp(target)
     return per_unit.sum(-1)
+
+
+def output_error(config: MicrocircuitConfig, basal_out: Tensor, target: Tensor) -> Tensor:
+    """dL/duhat_N = phi'(uhat_N)(uhat_N - u_trgt) for the config's phi (see output_loss)."""
+    with torch.enable_grad():
+        u = basal_out.detach().requires_grad_()
+        (slope,) = torch.autograd.grad(rate_function(config)(u).sum(), u)
+    return slope * (basal_out - target)

@@ -131,14 +131,21 @@ class Microcircuit(nn.Module):
         return x
 
     def target_potentials(self, labels: Tensor) -> Tensor:
-        """u_trgt per example: logit(target_high) for the label's unit, logit(target_low)
-        elsewhere (one-hot or float targets: their arg-max is the label)."""
-        low, high = self.config.target_potentials()
+        """u_trgt = phi^-1(target rate) per example and output: for class labels the rate
+        is `target_high` at the label's unit and `target_low` elsewhere; float targets
+        (B, n_outputs) are the target rates themselves (regression)."""
+        c, p = self.config, self.layers[0].weight
         if labels.dtype.is_floating_point:
-            labels = labels.argmax(-1)
-        hot = nn.functional.one_hot(labels, self.config.n_outputs).bool()
-        p = self.layers[0].weight
-        return torch.where(hot, high, low).to(dtype=p.dtype, device=p.device)
+            if labels.shape != (len(labels), c.n_outputs):
+                raise ApicalError(
+                    f"microcircuit: float targets must be rates of shape (batch, {c.n_outputs}), "
+                    f"got {tuple(labels.shape)}"
+                )
+            rates = labels.to(dtype=p.dtype)
+        else:
+            hot = nn.functional.one_hot(labels, c.n_outputs).bool()
+            rates = torch.where(hot, c.target_high, c.target_low).to(dtype=p.dtype)
+        return dynamics.potential_of_rate(c, rates).to(device=p.device)
 
     @torch.no_grad()
     def settle(self, x: Tensor, target: Tensor | None, generator=None) -> dynamics.State:
@@ -154,9 +161,9 @@ class Microcircuit(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: Tensor) -> Tensor:
-        """Output rates phi(uhat_N) of the bottom-up sweep (B, n_outputs), in (0, 1)."""
+        """Output rates phi(uhat_N) of the bottom-up sweep (B, n_outputs)."""
         _, basal = dynamics.bottom_up(self.config, self.params(), self.flat(x))
-        return dynamics.phi(basal[-1])
+        return dynamics.rate_function(self.config)(basal[-1])
 
 
 def microcircuit(input_shape, n_classes: int, **options) -> Microcircuit:

@@ -80,6 +80,7 @@ class DendriticMicrocircuit(Rule):
         forward = self.forward_scales(net)
         ip = self.interneuron_scales(net)
         upd = dynamics.plasticity(
+            net.config,
             params,
             state,
             tuple(factor(f"layers.{k}.weight", s) for k, s in enumerate(forward)),
@@ -95,7 +96,7 @@ class DendriticMicrocircuit(Rule):
             named[p + "ip_weight"], named[p + "ip_bias"] = upd.ip_weights[k], upd.ip_biases[k]
             named[p + "pi_weight"], named[p + "top_down"] = upd.pi_weights[k], upd.top_down[k]
         directions = {n: d for n, d in named.items() if d is not None}
-        outputs = dynamics.phi(state.basal[-1])
+        outputs = dynamics.rate_function(net.config)(state.basal[-1])
         loss = get_loss(self.loss)(outputs, y)
         diagnostics = self._diagnostics(net, x, target, state, directions) if diagnose else {}
         return Step(loss.detach(), outputs, directions, diagnostics=diagnostics)
@@ -124,7 +125,7 @@ class DendriticMicrocircuit(Rule):
         free = net.settle(x, None)
         out: dict[str, dict[str, Tensor]] = {}
         for k in range(len(net.layers)):
-            ours = -forward_update(state, k)  # the direction before any rescaling
+            ours = -forward_update(net.config, state, k)  # the direction before rescaling
             theirs = reference[k]
             row = {
                 "angle": torch.tensor(angle(ours, theirs)),
@@ -146,18 +147,20 @@ class DendriticMicrocircuit(Rule):
         return self.directions(model, x, y, generator, diagnose=True)
 
 
-def forward_update(state: dynamics.State, k: int) -> Tensor:
+def forward_update(config, state: dynamics.State, k: int) -> Tensor:
     """Delta W_k of the forward rule (batch mean), unscaled."""
-    err = dynamics.phi(state.soma[k]) - dynamics.phi(state.basal[k])
+    phi = dynamics.rate_function(config)
+    err = phi(state.soma[k]) - phi(state.basal[k])
     return err.T @ state.pre[k] / err.shape[0]
 
 
 def backprop_gradients(net: Microcircuit, x: Tensor, target: Tensor) -> list[Tensor]:
     """Backprop's gradient of the batch-mean output loss (dynamics.output_loss) with respect
-    to every forward weight, through the bottom-up network (autograd)."""
+    to every forward weight, through the bottom-up network (autograd, from the loss's
+    gradient at the output potential, dynamics.output_error)."""
     weights = [layer.weight.detach().requires_grad_() for layer in net.layers]
     params = net.params()._replace(weights=tuple(weights))
     with torch.enable_grad():
         _, basal = dynamics.bottom_up(net.config, params, net.flat(x))
-        loss = dynamics.output_loss(net.config, basal[-1], target).mean()
-        return list(torch.autograd.grad(loss, weights))
+        error = dynamics.output_error(net.config, basal[-1], target) / len(x)
+        return list(torch.autograd.grad(basal[-1], weights, grad_outputs=error.detach()))

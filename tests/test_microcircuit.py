@@ -6,7 +6,9 @@ autograd, plain least squares), not with the module's own helpers."""
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
+from pathlib import Path
 
 import pytest
 import torch
@@ -255,3 +257,24 @@ def test_learns_digits_through_the_trainer(tmp_path):
     probe = run.probes[-1]["layers"]
     assert 0 < probe["layers.0"]["angle"] < 80  # the random top-down weights align
     assert probe["layers.0"]["apical_free"] < 1e-3 * probe["layers.0"]["apical_target"] + 1e-12
+
+
+def _regression_script():
+    path = Path(__file__).parents[1] / "scripts" / "microcircuit_regression.py"
+    spec = importlib.util.spec_from_file_location("microcircuit_regression", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_regression_student_learns_and_aligns_with_its_feedback():
+    """The paper's teacher-student regression, shortened: after 4,000 steps of 10 the test
+    error falls and W_2^T turns towards the fixed top-down B (measured: 0.0219 -> 0.0203,
+    89.3 -> 66.8 degrees; at 20,000 steps 0.0032 and 40.9 degrees, docs/results)."""
+    result = _regression_script().run(steps=4000, seed=0, lr=1.0, teacher_gain=10.0,
+                                      probe_every=4000)  # fmt: skip
+    first, last = result["rows"][0], result["rows"][-1]
+    assert first["top_down_angle"] > 85
+    assert last["top_down_angle"] < 75
+    assert last["test_mse"] < 0.95 * first["test_mse"]
+    assert last["apical_free"] < 1e-6  # the interneurons keep cancelling the top-down input

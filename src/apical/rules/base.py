@@ -76,6 +76,16 @@ class Rule:
     def __post_init__(self) -> None:
         get_loss(self.loss)  # validates the name
 
+    def own_model(self, model: nn.Module) -> nn.Module:
+        """`model`, checked to be this rule's own model (rules with a `model_class`, whose
+        model is registered under the rule's name)."""
+        if self.model_class is not None and not isinstance(model, self.model_class):
+            raise ApicalError(
+                f"rule {self.name} trains the model {self.name} only (got "
+                f'{type(model).__name__}); set model = "{self.name}"'
+            )
+        return model
+
     # -- hooks ----------------------------------------------------------------------------
     def feedback_spec(
         self, weight_shape: tuple[int, ...], input_shape: tuple[int, ...] | None, n_outputs: int

@@ -28,7 +28,6 @@ import torch
 from torch import Tensor, nn
 
 from apical.config import NON_NEGATIVE
-from apical.errors import ApicalError
 from apical.losses import get_loss
 from apical.metrics import angle, sign_agreement
 from apical.microcircuit import dynamics
@@ -36,15 +35,6 @@ from apical.microcircuit.network import Microcircuit
 from apical.rules.base import Rule, Step
 
 Ratio = Annotated[float, NON_NEGATIVE]
-
-
-def _network(model: nn.Module) -> Microcircuit:
-    if not isinstance(model, Microcircuit):
-        raise ApicalError(
-            f"rule microcircuit trains the model microcircuit only (got {type(model).__name__}); "
-            'set model = "microcircuit"'
-        )
-    return model
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,7 +57,7 @@ class DendriticMicrocircuit(Rule):
         generator: torch.Generator | None = None,
         diagnose: bool = False,
     ) -> Step:
-        net = _network(model)
+        net = self.own_model(model)
         target = net.target_potentials(y)
         state = net.settle(x, target, generator)
         params = net.params()
@@ -141,7 +131,7 @@ class DendriticMicrocircuit(Rule):
 
     @torch.no_grad()
     def after_step(self, model: nn.Module, step: Step) -> None:
-        _network(model).sync_top_down()
+        self.own_model(model).sync_top_down()
 
     def probe_step(self, model, x, y, generator=None) -> Step:
         return self.directions(model, x, y, generator, diagnose=True)

@@ -30,17 +30,7 @@ from torch import Tensor, nn
 from apical.dendrites import learning
 from apical.dendrites.dynamics import State
 from apical.dendrites.network import SegregatedNet
-from apical.errors import ApicalError
 from apical.rules.base import Rule, Step
-
-
-def _network(model: nn.Module) -> SegregatedNet:
-    if not isinstance(model, SegregatedNet):
-        raise ApicalError(
-            "rule segregated_dendrites trains the model segregated_dendrites only (got "
-            f'{type(model).__name__}); set model = "segregated_dendrites"'
-        )
-    return model
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,7 +54,7 @@ class SegregatedDendrites(Rule):
     ) -> Step:
         """The batch's local updates; with `diagnose`, also the diagnostics of the module
         docstring (probes ask for them: they cost a training step's worth of arithmetic)."""
-        net = _network(model)
+        net = self.own_model(model)
         if keys is None:
             keys = torch.randint(0, 2**32, (len(x),), generator=generator, device=x.device)
         if carry is None:
@@ -106,7 +96,7 @@ class SegregatedDendrites(Rule):
 
     @torch.no_grad()
     def after_step(self, model: nn.Module, step: Step) -> None:
-        net = _network(model)
+        net = self.own_model(model)
         if step.replacements:
             net.carried = _unnamed(step.replacements)
         net.sync_feedback()

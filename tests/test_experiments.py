@@ -23,8 +23,9 @@ def test_every_shipped_experiment_parses_under_its_declared_kind():
     kinds = {name: exp.kind for name, exp in found.items()}
     assert kinds["fa-mnist"] == "train" and kinds["sweep-depth"] == "sweep"
     assert kinds["spiking-xor"] == "spiking" and kinds["active-dendrites-pmnist"] == "continual"
-    assert len(found) == 17
+    assert len(found) == 18
     assert kinds["active-dendrites-pmnist-100"] == "continual"
+    assert kinds["microcircuit-mnist"] == "train"
     for exp in found.values():
         for preset in [None, *exp.presets]:
             exp.with_preset(preset)  # validated again; raises if a preset is broken

@@ -202,6 +202,24 @@ def test_batch_equals_examples_one_at_a_time(dynamics_name):
         torch.testing.assert_close(d, sum(a[name] for a in alone) / 5, rtol=1e-10, atol=1e-12)
 
 
+def test_top_down_weights_transposed_at_init_stay_fixed():
+    net = _net(top_down="transposed_at_init")
+    start = [i.top_down.detach().clone() for i in net.interneurons]
+    for k, b in enumerate(start):
+        torch.testing.assert_close(b, net.layers[k + 1].weight.detach().T, rtol=0, atol=0)
+    x, y = _batch()
+    rule = make_rule("microcircuit")
+    step = rule.directions(net, x, y)
+    with torch.no_grad():
+        for n, p in net.named_parameters():
+            if n in step.directions:
+                p -= 0.1 * step.directions[n]
+    rule.after_step(net, step)
+    assert not torch.equal(net.layers[1].weight.detach().T, start[0])
+    for inter, b in zip(net.interneurons, start, strict=True):
+        assert torch.equal(inter.top_down.detach(), b)
+
+
 def test_frozen_and_fixed_tensors_get_no_direction():
     net = _net(frozen=(1,))
     x, y = _batch()

@@ -53,9 +53,10 @@ class MicrocircuitConfig:
     # one-hot targets as rates; the output soma is nudged towards phi^-1(rate) (§2)
     target_low: Rate = 0.1
     target_high: Rate = 0.8
-    # top-down pyramid-to-pyramid weights B_k: fixed random, or W_{k+1}^T re-set after
-    # every step (the paper's transposed case); learned with the top-down rule (§3)
-    top_down: Literal["random", "transposed"] = "random"
+    # top-down pyramid-to-pyramid weights B_k: random; W_{k+1}^T re-set after every step
+    # (the paper's transposed case); or W_{k+1}^T at the start, then left alone. Fixed
+    # unless `learn_top_down` (the top-down rule, §6)
+    top_down: Literal["random", "transposed", "transposed_at_init"] = "random"
     learn_top_down: bool = False
     learn_interneuron_to_pyramid: bool = False  # W^PI (fixed at -B in the paper's MNIST)
     frozen: tuple[Annotated[int, NON_NEGATIVE], ...] = ()  # forward layers kept fixed

@@ -69,15 +69,17 @@ class Microcircuit(nn.Module):
 
     @torch.no_grad()
     def _initialise(self) -> None:
-        """Xavier-normal forward weights (gain `init_gain`), zero biases; random top-down
-        weights drawn like the transposed forward weights of the layer above (or W^T);
-        then the self-predicting state if asked (§3)."""
+        """Xavier-normal forward weights (gain `init_gain`), zero biases; top-down weights
+        random (Xavier-normal) or the transposed forward weights of the layer above; then
+        the self-predicting state if asked (§3)."""
         gain = self.config.init_gain
         for layer in self.layers:
             nn.init.xavier_normal_(layer.weight, gain=gain)
-        for inter in self.interneurons:
-            nn.init.xavier_normal_(inter.top_down, gain=gain)
-        self.sync_top_down()
+        for k, inter in enumerate(self.interneurons):
+            if self.config.top_down == "random":
+                nn.init.xavier_normal_(inter.top_down, gain=gain)
+            else:
+                inter.top_down.copy_(self.layers[k + 1].weight.T)
         if self.config.self_predicting:
             self.make_self_predicting()
         else:

@@ -225,10 +225,14 @@ def test_frozen_and_fixed_tensors_get_no_direction():
     x, y = _batch()
     directions = make_rule("microcircuit").directions(net, x, y).directions
     assert "layers.1.weight" not in directions and "layers.1.bias" not in directions
+    # the interneurons that predict the frozen layer keep their self-predicting weights
+    assert "interneurons.0.ip_weight" not in directions
+    assert "interneurons.0.ip_bias" not in directions
     assert "interneurons.0.pi_weight" not in directions  # fixed in the paper's MNIST
     assert "interneurons.0.top_down" not in directions
     assert directions["layers.0.weight"].shape == (5, 6)
     assert directions["interneurons.1.ip_weight"].shape == (3, 4)
+    assert directions["interneurons.1.ip_bias"].shape == (3,)
 
 
 def test_probe_diagnostics():

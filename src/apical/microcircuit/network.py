@@ -63,7 +63,10 @@ class Microcircuit(nn.Module):
         self._initialise()
         for k, layer in enumerate(self.layers):
             layer.requires_grad_(k not in config.frozen)
-        for inter in self.interneurons:
+        for k, inter in enumerate(self.interneurons):
+            # the partner of a frozen layer has nothing to track: it stays self-predicting
+            inter.ip_weight.requires_grad_(k + 1 not in config.frozen)
+            inter.ip_bias.requires_grad_(k + 1 not in config.frozen)
             inter.pi_weight.requires_grad_(config.learn_interneuron_to_pyramid)
             inter.top_down.requires_grad_(config.learn_top_down)
 

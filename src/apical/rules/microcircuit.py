@@ -7,10 +7,12 @@ the paper's four plasticity rules (dendritic prediction of somatic activity) as 
 
 With `rescale` (the paper's "learning rates rescaled by inverse mixing factors"), each
 forward layer's change is divided by kappa_k / c_k (apical.microcircuit.dynamics.
-backprop_scales) and the interneurons' by lambda_I, so that with transposed top-down
-weights and weak nudging the forward directions tend to backprop's gradient itself and
-learning rates compare with backprop's. `ip_lr`, `pi_lr` and `top_down_lr` multiply the
-directions of W^IP, W^PI and B relative to their layer's learning rate.
+backprop_scales), so that with transposed top-down weights and weak nudging the forward
+directions tend to backprop's gradient itself and learning rates compare with backprop's;
+W^IP's is scaled so that the interneurons track the layer above (`interneuron_scales`).
+`ip_lr`, `pi_lr` and `top_down_lr` multiply the directions of W^IP, W^PI and B relative to
+their layer's learning rate. The learning rate is bounded by the W^IP rule's stability
+(docs/models/microcircuit.md §7).
 
 Diagnostics per layer (probes): `angle` and `sign_agreement` of the forward direction with
 backprop's gradient of the output loss (dynamics.output_loss) through the bottom-up

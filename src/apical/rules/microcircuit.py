@@ -15,7 +15,7 @@ their layer's learning rate. The learning rate is bounded by the W^IP rule's sta
 (docs/models/microcircuit.md §7).
 
 Diagnostics per layer (probes): `angle` and `sign_agreement` of the forward direction with
-backprop's gradient of the output loss (dynamics.output_loss) through the bottom-up
+backprop's gradient of the output loss (dynamics.output_error) through the bottom-up
 network; per hidden layer `apical_target` and `apical_free`, the mean squared apical
 potential with and without the target (0 without target in the self-predicting state),
 and `top_down_angle`, the angle between B_k and W_{k+1}^T.
@@ -116,9 +116,11 @@ class DendriticMicrocircuit(Rule):
         reference = backprop_gradients(net, x, target)
         free = net.settle(x, None)
         out: dict[str, dict[str, Tensor]] = {}
-        for k in range(len(net.layers)):
-            ours = -forward_update(net.config, state, k)  # the direction before rescaling
-            theirs = reference[k]
+        n, none = len(net.layers), (None,) * len(net.interneurons)
+        unscaled = dynamics.plasticity(net.config, net.params(), state, (-1.0,) * n, none,
+                                       none, none).weights  # fmt: skip
+        for k in range(n):
+            ours, theirs = unscaled[k], reference[k]
             row = {
                 "angle": torch.tensor(angle(ours, theirs)),
                 "sign_agreement": torch.tensor(sign_agreement(ours, theirs)),
@@ -139,15 +141,8 @@ class DendriticMicrocircuit(Rule):
         return self.directions(model, x, y, generator, diagnose=True)
 
 
-def forward_update(config, state: dynamics.State, k: int) -> Tensor:
-    """Delta W_k of the forward rule (batch mean), unscaled."""
-    phi = dynamics.rate_function(config)
-    err = phi(state.soma[k]) - phi(state.basal[k])
-    return err.T @ state.pre[k] / err.shape[0]
-
-
 def backprop_gradients(net: Microcircuit, x: Tensor, target: Tensor) -> list[Tensor]:
-    """Backprop's gradient of the batch-mean output loss (dynamics.output_loss) with respect
+    """Backprop's gradient of the batch-mean output loss (dynamics.output_error) with respect
     to every forward weight, through the bottom-up network (autograd, from the loss's
     gradient at the output potential, dynamics.output_error)."""
     weights = [layer.weight.detach().requires_grad_() for layer in net.layers]

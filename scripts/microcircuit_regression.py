@@ -33,10 +33,8 @@ N_IN, N_OUT = 30, 10
 @torch.no_grad()
 def _centre_on_knee(net: Microcircuit, x: torch.Tensor) -> None:
     """Thresholds that put every unit's mean potential over `x` at 3, layer by layer."""
-    m = net.config.mixing
     rates = x
-    for k, layer in enumerate(net.layers):
-        gain = m.output if k == len(net.layers) - 1 else m.hidden
+    for gain, layer in zip(net.config.basal_gains, net.layers, strict=True):
         layer.bias.copy_(3.0 / gain - (rates @ layer.weight.T).mean(0))
         rates = dynamics.soft_rectifier(gain * (rates @ layer.weight.T + layer.bias))
     if net.config.self_predicting:

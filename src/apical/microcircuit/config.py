@@ -86,6 +86,12 @@ class MicrocircuitConfig:
             inter_nudge=gs / (gl + gd + gs),
         )
 
+    @property
+    def basal_gains(self) -> tuple[float, ...]:
+        """c_k per forward layer: uhat_k = c_k v_B,k (hidden, then the output's)."""
+        m = self.mixing
+        return (m.hidden,) * len(self.hidden) + (m.output,)
+
     def check(self) -> None:
         def bad(what: str) -> ConfigError:
             return ConfigError(f"microcircuit: {what}")

@@ -82,11 +82,9 @@ def _linear(x: Tensor, w: Tensor, b: Tensor | None = None) -> Tensor:
 def bottom_up(config: MicrocircuitConfig, params: Params, x: Tensor) -> tuple[list, list]:
     """The bottom-up sweep: rates r_0 = x, r_k = phi(uhat_k) with uhat_k the basal
     prediction (apical silent), layer by layer. Returns (rates r_0..r_N, uhat_1..uhat_N)."""
-    m, phi = config.mixing, rate_function(config)
+    phi = rate_function(config)
     rates, basal = [x], []
-    n = len(params.weights)
-    for k, (w, b) in enumerate(zip(params.weights, params.biases, strict=True)):
-        gain = m.output if k == n - 1 else m.hidden
+    for gain, w, b in zip(config.basal_gains, params.weights, params.biases, strict=True):
         basal.append(gain * _linear(rates[-1], w, b))
         rates.append(phi(basal[-1]))
     return rates, basal
@@ -143,9 +141,8 @@ def euler(
     for _ in range(steps):
         pre, basal, inter_pred, apical = _inputs(config, params, x, soma, inter)
         new_soma = []
-        for k in range(n):
-            v_b = basal[k] / (m.output if k == n - 1 else m.hidden)
-            du = -c.g_l * soma[k] + c.g_b * (v_b - soma[k])
+        for k, gain in enumerate(c.basal_gains):
+            du = -c.g_l * soma[k] + c.g_b * (basal[k] / gain - soma[k])
             if k < n - 1:
                 du = du + c.g_a * (apical[k] - soma[k])
             elif target is not None:
@@ -169,10 +166,8 @@ def _inputs(config, params: Params, x: Tensor, soma: list, inter: list) -> tuple
     m, phi = config.mixing, rate_function(config)
     n = len(params.weights)
     pre = (x, *(phi(u) for u in soma[:-1]))
-    basal = tuple(
-        (m.output if k == n - 1 else m.hidden) * _linear(r, w, b)
-        for k, (r, w, b) in enumerate(zip(pre, params.weights, params.biases, strict=True))
-    )
+    layers = zip(config.basal_gains, pre, params.weights, params.biases, strict=True)
+    basal = tuple(gain * _linear(r, w, b) for gain, r, w, b in layers)
     inter_pred = tuple(
         m.inter * _linear(r, w, b)
         for r, w, b in zip(pre[1:], params.ip_weights, params.ip_biases, strict=True)
@@ -243,8 +238,7 @@ def backprop_scales(config: MicrocircuitConfig, n_layers: int) -> tuple[float, .
     to (kappa_k / c_k) times minus the gradient of the output loss, where c_k is layer k's
     basal gain, kappa_N = lambda_N and kappa_k = kappa_{k+1} (apical gain)(1 - lambda_I) /
     c_{k+1}."""
-    m = config.mixing
-    gains = [m.hidden] * (n_layers - 1) + [m.output]
+    m, gains = config.mixing, config.basal_gains
     kappa = [0.0] * n_layers
     kappa[-1] = m.output_nudge
     for k in reversed(range(n_layers - 1)):
@@ -252,19 +246,11 @@ def backprop_scales(config: MicrocircuitConfig, n_layers: int) -> tuple[float, .
     return tuple(kp / g for kp, g in zip(kappa, gains, strict=True))
 
 
-def output_loss(config: MicrocircuitConfig, basal_out: Tensor, target: Tensor) -> Tensor:
-    """The loss whose gradient the forward updates follow as the nudging weakens (§6),
-    per example: L(uhat_N) = sum_i int_{u_trgt}^{uhat} phi'(s)(s - u_trgt) ds
-    = sum_i (uhat - u_trgt) phi(uhat) - softplus(uhat) + softplus(u_trgt) >= 0, so that
-    -dL/duhat_N = phi'(uhat_N)(u_trgt - uhat_N), the output error of the rules. (Logistic
-    phi; for another phi the same integral, whose gradient `output_error` gives.)"""
-    sp = F.softplus
-    per_unit = (basal_out - target) * torch.sigmoid(basal_out) - sp(basal_out) + sp(target)
-    return per_unit.sum(-1)
-
-
 def output_error(config: MicrocircuitConfig, basal_out: Tensor, target: Tensor) -> Tensor:
-    """dL/duhat_N = phi'(uhat_N)(uhat_N - u_trgt) for the config's phi (see output_loss)."""
+    """dL/duhat_N = phi'(uhat_N)(uhat_N - u_trgt): the gradient of the loss the forward
+    updates follow as the nudging weakens (§6), L(uhat_N) = sum_i int_{u_trgt}^{uhat}
+    phi'(s)(s - u_trgt) ds >= 0 (for the logistic phi: (uhat - u_trgt) phi(uhat) -
+    softplus(uhat) + softplus(u_trgt)); its negative is the output error of the rules."""
     with torch.enable_grad():
         u = basal_out.detach().requires_grad_()
         (slope,) = torch.autograd.grad(rate_function(config)(u).sum(), u)

@@ -95,11 +95,10 @@ class Microcircuit(nn.Module):
         """The self-predicting state (§3): each interneuron's dendritic prediction equals its
         partner pyramid's basal prediction, g_d/(g_l+g_d) W^IP_k = c_{k+1} W_{k+1} (and the
         biases), and W^PI_k = -B_k, so that without a target every apical potential is 0."""
-        m = self.config.mixing
-        n = len(self.layers)
+        gains, c_i = self.config.basal_gains, self.config.mixing.inter
         for k, inter in enumerate(self.interneurons):
             above = self.layers[k + 1]
-            gain = (m.output if k + 1 == n - 1 else m.hidden) / m.inter
+            gain = gains[k + 1] / c_i
             inter.ip_weight.copy_(gain * above.weight)
             inter.ip_bias.copy_(gain * above.bias)
             inter.pi_weight.copy_(-inter.top_down)

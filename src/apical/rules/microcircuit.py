@@ -107,9 +107,8 @@ class DendriticMicrocircuit(Rule):
         n = len(net.interneurons)
         if not self.rescale:
             return (1.0,) * n
-        m = net.config.mixing
+        m, gains = net.config.mixing, net.config.basal_gains
         forward = self.forward_scales(net)
-        gains = [m.hidden] * n + [m.output]
         return tuple(forward[k + 1] * gains[k + 1] / (m.inter * m.inter_nudge) for k in range(n))
 
     def _diagnostics(self, net, x, target, state, directions) -> dict[str, dict[str, Tensor]]:

@@ -105,7 +105,7 @@ def convert(
     "output" layer, the others "hidden". A layer that reads the model's input directly gets
     no feedback tensor: no rule sends an error into the data. Feedback tensors are drawn
     from `generator` (the global RNG when None). The model's buffers and training mode are
-    left as they were.
+    left as they were. Last, the rule may wrap the model (`Rule.wrap`).
     """
     if not isinstance(model, nn.Module):
         raise ApicalError(f"convert expects a torch.nn.Module, got {type(model).__name__}")
@@ -124,7 +124,7 @@ def convert(
         )
         new.position = position
         if not name:
-            return new  # the model itself was a single layer
+            return rule.wrap(new)  # the model itself was a single layer
         parent_name, _, attr = name.rpartition(".")
         setattr(model.get_submodule(parent_name), attr, new)
-    return model
+    return rule.wrap(model)

@@ -19,13 +19,14 @@ from apical.microcircuit.config import microcircuit_config
 from apical.microcircuit.network import microcircuit
 
 Size = Annotated[int, AT_LEAST_ONE]
-Activation = Literal["tanh", "relu", "sigmoid"]
+Activation = Literal["tanh", "relu", "sigmoid", "hard_sigmoid"]
 Gain = Annotated[float, POSITIVE]
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "tanh": nn.Tanh,
     "relu": nn.ReLU,
     "sigmoid": nn.Sigmoid,
+    "hard_sigmoid": lambda: nn.Hardtanh(0.0, 1.0),  # clamp(x, 0, 1), equilibrium propagation's
 }
 
 

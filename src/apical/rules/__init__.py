@@ -10,11 +10,14 @@ from apical.layers import FeedbackSpec
 from apical.rules.backprop import Backprop
 from apical.rules.base import Rule, Step
 from apical.rules.burstprop import Burstprop
+from apical.rules.contrastive_hebbian import ContrastiveHebbian
 from apical.rules.direct_feedback import DirectFeedbackAlignment
+from apical.rules.equilibrium_propagation import EquilibriumPropagation
 from apical.rules.feedback_alignment import FeedbackAlignment
 from apical.rules.kolen_pollack import KolenPollack
 from apical.rules.microcircuit import DendriticMicrocircuit
 from apical.rules.node_perturbation import NodePerturbation
+from apical.rules.predictive_coding import PredictiveCoding
 from apical.rules.segregated_dendrites import SegregatedDendrites
 from apical.rules.sign_symmetry import SignSymmetry
 
@@ -30,6 +33,9 @@ RULES: dict[str, type[Rule]] = {
         NodePerturbation,
         SegregatedDendrites,
         DendriticMicrocircuit,
+        PredictiveCoding,
+        EquilibriumPropagation,
+        ContrastiveHebbian,
     )
 }
 

@@ -97,6 +97,12 @@ class Rule:
         """The recurrent (lateral) tensor a converted layer gets (None: none)."""
         return None
 
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """The converted model as this rule trains and evaluates it (`apical.convert`'s last
+        step): itself, or a shell whose forward pass is the rule's own inference (the free
+        relaxation of equilibrium propagation)."""
+        return model
+
     def path(self, generator: torch.Generator | None) -> BackwardPath | None:
         """The backward path installed during the forward pass (None: exact gradients)."""
         return None

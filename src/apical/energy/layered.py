@@ -1,0 +1,95 @@
+"""A feed-forward nn.Sequential read as the layered network of the energy-based rules.
+
+The chain is cut after every elementwise activation that follows a weight layer: stage l
+holds the modules from the previous cut up to and including weight layer l (pooling and
+flattening of the layer below, the convolution or linear map), `activations[l]` the
+activation after it (None where there is none: a linear read-out). So the network computes
+
+    u_0 = x,  u_l = stage_l(a_{l-1}(u_{l-1})),  a_0 = identity,  outputs = a_L(u_L),
+
+exactly as the Sequential does, and an energy can address the pre-activations u_l (value
+nodes of predictive coding, Hopfield states of equilibrium propagation) or the rates
+a_l(u_l) (the discrete-time form and contrastive Hebbian learning) layer by layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+from torch import Tensor, nn
+
+from apical.errors import ApicalError
+from apical.layers import FeedbackLayer
+
+ELEMENTWISE = (nn.Tanh, nn.ReLU, nn.Sigmoid, nn.Hardtanh, nn.GELU, nn.LeakyReLU, nn.Identity)
+STRUCTURAL = (nn.Flatten, nn.MaxPool2d, nn.AvgPool2d)
+WEIGHTS = (nn.Linear, nn.Conv2d, FeedbackLayer)
+
+Activation = Callable[[Tensor], Tensor] | None
+
+
+class Layered(NamedTuple):
+    stages: tuple[nn.Module, ...]
+    activations: tuple[Activation, ...]
+
+    @property
+    def depth(self) -> int:
+        return len(self.stages)
+
+    def act(self, k: int, u: Tensor) -> Tensor:
+        """a_l(u) for stage index l (0-based); identity where there is no activation."""
+        f = self.activations[k]
+        return u if f is None else f(u)
+
+    def feedforward(self, x: Tensor) -> list[Tensor]:
+        """The pre-activations u_1..u_L of the ordinary forward pass."""
+        us, h = [], x
+        for k, stage in enumerate(self.stages):
+            us.append(stage(h))
+            h = self.act(k, us[-1])
+        return us
+
+
+def layered(model: nn.Module) -> Layered:
+    """Cut `model` (an nn.Sequential of weight layers, elementwise activations, Flatten and
+    pooling) into stages; anything else, or two weight layers without an activation between
+    them, is refused with the fix."""
+    if not isinstance(model, nn.Sequential):
+        raise ApicalError(
+            f"the energy-based rules need an nn.Sequential, got a {type(model).__name__}"
+        )
+    stages: list[nn.Module] = []
+    activations: list[Activation] = []
+    current: list[nn.Module] = []
+    has_weight = False
+    for name, module in model.named_children():
+        if isinstance(module, WEIGHTS):
+            if has_weight:
+                raise ApicalError(
+                    f"module {name!r}: two weight layers with no activation between them; the "
+                    "energy-based rules need one weight layer per stage (add an activation)"
+                )
+            current.append(module)
+            has_weight = True
+        elif isinstance(module, ELEMENTWISE) and has_weight:
+            stages.append(current[0] if len(current) == 1 else nn.Sequential(*current))
+            activations.append(module)
+            current, has_weight = [], False
+        elif isinstance(module, STRUCTURAL | ELEMENTWISE):
+            if isinstance(module, ELEMENTWISE) and not stages:
+                raise ApicalError(f"module {name!r}: an activation before the first weight layer")
+            current.append(module)
+        else:
+            raise ApicalError(
+                f"module {name!r} is a {type(module).__name__}; the energy-based rules take "
+                "weight layers (Linear, Conv2d), elementwise activations, Flatten and pooling"
+            )
+    if current:
+        if not has_weight:
+            raise ApicalError("the model ends in modules after its last activation")
+        stages.append(current[0] if len(current) == 1 else nn.Sequential(*current))
+        activations.append(None)
+    if not stages:
+        raise ApicalError("the model has no weight layer")
+    return Layered(tuple(stages), tuple(activations))

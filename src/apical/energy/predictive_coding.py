@@ -1,0 +1,118 @@
+"""Predictive coding (Whittington & Bogacz 2017, Neural Comput 29:1229) and Z-IL (Song,
+Lukasiewicz, Xu & Bogacz 2020, NeurIPS 33) on a layered network (apical.energy.layered).
+
+Value nodes x_1..x_{L-1} (one per hidden stage, pre-activations); x_0 is the input.
+Predictions and errors (W&B 2017 Eqs. 2.7-2.8, in the stage notation):
+
+    mu_l = stage_l(a_{l-1}(x_{l-1})),   eps_l = x_l - mu_l,
+    F_beta = sum_{l<L} 1/2 ||eps_l||^2 + beta * loss(a_L(mu_L), y)          (per example)
+
+The output is not a node: its energy is the training loss of the prediction, weighted by
+beta (beta = 1 with the squared error and a linear read-out is W&B's clamped output,
+1/2 ||y - mu_L||^2; the cross-entropy energy of the pcx benchmark is the same with the
+cross-entropy loss; beta < 0 is its negative nudging). Inference (W&B Eq. 2.9) is gradient
+descent on F with rate gamma from the feed-forward pass (eps = 0 below the output):
+
+    x_l <- x_l - gamma dF/dx_l = x_l - gamma (eps_l - J_{l+1}^T eps_{l+1}),
+
+J_{l+1} the Jacobian of mu_{l+1} in x_l (a'(x_l) W^T for a linear stage). Learning (Eq.
+2.10) descends F in the weights at the end of inference: dF/dW_l = -eps_l a(x_{l-1})^T, a
+local Hebbian product. With no target (beta = 0) the feed-forward pass is the minimum
+(eps = 0 everywhere), so a trained network is read out by one forward pass.
+
+Z-IL: with gamma = 1, inference from the feed-forward pass, and the weights of stage l
+taken after L - l inference steps, eps_l equals backprop's -dloss/du_l and the updates are
+backprop's gradient exactly (Song et al. 2020, Theorem 1).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from apical.energy.layered import Layered
+from apical.energy.relax import States, per_example, relax, state_gradient
+from apical.losses import per_example_loss
+
+
+def predictions(net: Layered, x: Tensor, nodes: States) -> States:
+    """mu_1..mu_L from the input and the value nodes x_1..x_{L-1}."""
+    below = [x, *nodes]
+    return [
+        stage(net.act(k - 1, below[k]) if k else below[0]) for k, stage in enumerate(net.stages)
+    ]
+
+
+def layer_energies(
+    net: Layered, x: Tensor, nodes: States, y: Tensor, beta: Tensor, loss: str
+) -> list[Tensor]:
+    """Per stage and example: 1/2 ||eps_l||^2 (l < L) and beta * loss (the output)."""
+    mu = predictions(net, x, nodes)
+    hidden = [0.5 * per_example((n - m).pow(2)) for n, m in zip(nodes, mu, strict=False)]
+    return [*hidden, beta * per_example_loss(loss, net.act(net.depth - 1, mu[-1]), y)]
+
+
+def energy(net: Layered, x: Tensor, nodes: States, y: Tensor, beta: Tensor, loss: str) -> Tensor:
+    """F_beta per example."""
+    return torch.stack(layer_energies(net, x, nodes, y, beta, loss)).sum(0)
+
+
+def infer(
+    net: Layered,
+    x: Tensor,
+    y: Tensor,
+    beta: Tensor,
+    loss: str,
+    gamma: float,
+    steps: int,
+    tol: float | None = None,
+) -> tuple[States, int]:
+    """Value nodes after inference from the feed-forward pass, and the steps taken."""
+    with torch.no_grad():
+        nodes = net.feedforward(x)[:-1]
+
+    def step(nodes: States) -> States:
+        grads = state_gradient(lambda s: energy(net, x, s, y, beta, loss).sum(), nodes, False)
+        return torch._foreach_sub([n.detach() for n in nodes], grads, alpha=gamma)
+
+    if not nodes:  # one stage: nothing to infer
+        return [], 0
+    return relax(step, nodes, steps, tol)
+
+
+def weight_gradients(
+    net: Layered,
+    x: Tensor,
+    nodes: States,
+    y: Tensor,
+    beta: Tensor,
+    loss: str,
+    params: list[Tensor],
+    weights: Tensor,
+) -> list[Tensor]:
+    """d/dtheta of sum_n weights_n F_beta,n at fixed nodes (every parameter in `params`)."""
+    nodes = [n.detach() for n in nodes]
+    with torch.enable_grad():
+        total = (weights * energy(net, x, nodes, y, beta, loss)).sum()
+        return list(torch.autograd.grad(total, params, allow_unused=True))
+
+
+def zero_divergence_gradients(
+    net: Layered, x: Tensor, y: Tensor, loss: str, params_by_stage: list[list[Tensor]]
+) -> list[list[Tensor]]:
+    """Z-IL: per stage, the gradient of its own energy term in its own parameters after
+    L - l inference steps at rate 1 (batch sum; divide by N for the batch mean)."""
+    beta = torch.ones(len(x), dtype=x.dtype, device=x.device)
+    with torch.no_grad():
+        nodes = net.feedforward(x)[:-1]
+    out: list[list[Tensor]] = [[] for _ in net.stages]
+    for t in range(net.depth):
+        k = net.depth - 1 - t  # the stage whose error is exact after t steps
+        fixed = [n.detach() for n in nodes]
+        with torch.enable_grad():
+            term = layer_energies(net, x, fixed, y, beta, loss)[k].sum()
+            out[k] = list(torch.autograd.grad(term, params_by_stage[k]))
+        if t < net.depth - 1:
+            grads = state_gradient(lambda s: energy(net, x, s, y, beta, loss).sum(), nodes, False)
+            nodes = torch._foreach_sub(fixed, grads)
+    return out

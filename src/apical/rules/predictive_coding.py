@@ -1,0 +1,91 @@
+"""Predictive coding as a rule (Whittington & Bogacz 2017; Z-IL, Song et al. 2020).
+
+Equations: apical.energy.predictive_coding. Per step the value nodes relax from the
+feed-forward pass for `steps` inference steps of rate `rate` with the output energy
+beta * loss, then the directions are dF/dtheta / beta at the relaxed nodes. Convention:
+**batch means** (directions of the batch-mean energy, like backprop's of the batch-mean
+loss). `nudge`: "positive" (beta > 0: W&B's clamped output), "negative" (-beta) or
+"centred" (both, in one batch of 2B, the contrast divided by 2 beta), the three nudging
+variants of the pcx benchmark (Pinchetti et al. 2024). `schedule = "zil"`: Z-IL (rate 1,
+each stage's weights taken after L - l steps: backprop's gradient exactly; `steps`, `rate`,
+`beta`, `nudge` unused). The model is the ordinary feed-forward net (its answer is the
+feed-forward pass), so backprop and every other rule train the same net.
+
+Diagnostics per layer (probes): `energy`, the stage's mean energy term at the end of
+inference (1/2 ||eps_l||^2, the output's beta * loss), and on the output layer
+`inference_steps` (fewer than `steps` only with `tol`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, ClassVar, Literal
+
+import torch
+from torch import Tensor, nn
+
+from apical.config import AT_LEAST_ONE, POSITIVE
+from apical.energy import predictive_coding as pc
+from apical.energy.layered import layered
+from apical.energy.network import named_directions, trainable, weight_layer_names
+from apical.losses import get_loss
+from apical.rules.base import Rule, Step
+
+
+@dataclass(frozen=True, kw_only=True)
+class PredictiveCoding(Rule):
+    name: ClassVar[str] = "predictive_coding"
+    summary: ClassVar[str] = "prediction errors relaxed, then local updates (W&B 2017; Z-IL)"
+    steps: Annotated[int, AT_LEAST_ONE] = 20
+    rate: Annotated[float, POSITIVE] = 0.1
+    beta: Annotated[float, POSITIVE] = 1.0
+    nudge: Literal["positive", "negative", "centred"] = "positive"
+    schedule: Literal["end", "zil"] = "end"
+    tol: Annotated[float, POSITIVE] | None = None
+
+    def directions(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        generator: torch.Generator | None = None,
+        diagnose: bool = False,
+    ) -> Step:
+        net, params = layered(model), trainable(model)
+        names = weight_layer_names(model)
+        with torch.no_grad():
+            outputs = model(x)
+        loss = get_loss(self.loss)(outputs, y)
+        if self.schedule == "zil":
+            by_stage = [[p for p in stage.parameters() if p.requires_grad] for stage in net.stages]
+            grads = pc.zero_divergence_gradients(net, x, y, self.loss, by_stage)
+            found = {
+                id(p): g / len(x)
+                for ps, gs in zip(by_stage, grads, strict=True)
+                for p, g in zip(ps, gs, strict=True)
+            }
+            directions = named_directions(params, [found.get(id(p)) for p in params.values()])
+            return Step(loss.detach(), outputs, directions)
+        signs = {"positive": [1.0], "negative": [-1.0], "centred": [1.0, -1.0]}[self.nudge]
+        n = len(x)
+        xs, ys = torch.cat([x] * len(signs)), torch.cat([y] * len(signs))
+        beta = torch.cat(
+            [torch.full((n,), s * self.beta, dtype=x.dtype, device=x.device) for s in signs]
+        )
+        nodes, taken = pc.infer(net, xs, ys, beta, self.loss, self.rate, self.steps, self.tol)
+        weights = 1 / (beta * n * len(signs))  # (1/beta) per example; centred: the mean
+        grads = pc.weight_gradients(
+            net, xs, nodes, ys, beta, self.loss, list(params.values()), weights
+        )
+        diagnostics = {}
+        if diagnose:
+            with torch.no_grad():
+                terms = pc.layer_energies(net, xs, nodes, ys, beta, self.loss)
+            diagnostics = {name: {"energy": t.mean()} for name, t in zip(names, terms, strict=True)}
+            diagnostics[names[-1]]["inference_steps"] = torch.tensor(float(taken))
+        return Step(
+            loss.detach(), outputs, named_directions(params, grads), diagnostics=diagnostics
+        )
+
+    def probe_step(self, model, x, y, generator=None) -> Step:
+        return self.directions(model, x, y, generator, diagnose=True)

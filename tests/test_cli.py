@@ -89,7 +89,8 @@ def test_rules_and_reproduce_list():
     names = [line.split()[0] for line in r.stdout.splitlines()]
     assert names == [
         "backprop", "fa", "dfa", "sign_symmetry", "kolen_pollack", "burstprop",
-        "node_perturbation", "segregated_dendrites", "microcircuit",
+        "node_perturbation", "segregated_dendrites", "microcircuit", "predictive_coding",
+        "equilibrium_propagation", "contrastive_hebbian",
     ]  # fmt: skip
     r = apical("reproduce", "--list")
     assert "fa-mnist (train):" in r.stdout and "published" in r.stdout

@@ -37,7 +37,12 @@ class TinyResNet(nn.Module):
         return self.fc(torch.relu(self.head(self.block(self.stem(x)))))
 
 
-@pytest.mark.parametrize("name", list(apical.RULES))
+# the energy-based rules relax a layered chain (apical.energy.layered): they refuse a
+# residual net (test_energy.py)
+ENERGY = {"predictive_coding", "equilibrium_propagation", "contrastive_hebbian"}
+
+
+@pytest.mark.parametrize("name", [n for n in apical.RULES if n not in ENERGY])
 def test_residual_net_with_batchnorm_is_converted(name):
     model = TinyResNet()
     x = torch.randn(4, 3, 16, 16)
@@ -87,7 +92,7 @@ def test_dfa_projections_sized_by_activation_shapes():
 def test_residual_net_trains_under_every_rule_direction():
     x, y = torch.randn(6, 3, 16, 16), torch.randint(0, 5, (6,))
     own_model = {n for n, cls in apical.RULES.items() if cls.model_class is not None}
-    for name in set(apical.RULES) - {"burstprop", "node_perturbation"} - own_model:
+    for name in set(apical.RULES) - {"burstprop", "node_perturbation"} - own_model - ENERGY:
         rule = apical.make_rule(name)
         net = apical.convert(TinyResNet(), rule, x)
         d = rule.directions(net, x, y).directions

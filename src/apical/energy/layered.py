@@ -76,7 +76,7 @@ def layered(model: nn.Module) -> Layered:
             stages.append(current[0] if len(current) == 1 else nn.Sequential(*current))
             activations.append(module)
             current, has_weight = [], False
-        elif isinstance(module, STRUCTURAL | ELEMENTWISE):
+        elif isinstance(module, (*STRUCTURAL, *ELEMENTWISE)):
             if isinstance(module, ELEMENTWISE) and not stages:
                 raise ApicalError(f"module {name!r}: an activation before the first weight layer")
             current.append(module)

@@ -66,10 +66,13 @@ def infer(
     gamma: float,
     steps: int,
     tol: float | None = None,
+    nodes: States | None = None,
 ) -> tuple[States, int]:
-    """Value nodes after inference from the feed-forward pass, and the steps taken."""
-    with torch.no_grad():
-        nodes = net.feedforward(x)[:-1]
+    """Value nodes after inference from `nodes` (the feed-forward pass if None), and the
+    steps taken."""
+    if nodes is None:
+        with torch.no_grad():
+            nodes = net.feedforward(x)[:-1]
 
     def step(nodes: States) -> States:
         grads = state_gradient(lambda s: energy(net, x, s, y, beta, loss).sum(), nodes, False)

@@ -1,0 +1,235 @@
+"""The energy-based rules against independent references: Z-IL against autograd backprop,
+equilibrium propagation against implicit differentiation at the free fixed point, CHL
+against backprop as the feedback gain vanishes; predictive coding's inference; batching;
+the relaxing shell and its errors."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from torch import nn
+
+import apical
+from apical.energy import equilibrium as ep
+from apical.energy import layered
+from apical.energy import predictive_coding as pc
+from apical.energy.network import Relaxing
+from apical.metrics import angle
+from apical.rules.backprop import Backprop
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(before)
+
+
+def _mlp(sizes=(5, 6, 4, 3), act=nn.Sigmoid, out_act=None, seed=0):
+    torch.manual_seed(seed)
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(act())
+    if out_act is not None:
+        layers.append(out_act())
+    return nn.Sequential(*layers)
+
+
+def _conv():
+    torch.manual_seed(1)
+    return nn.Sequential(
+        nn.Conv2d(1, 3, 3, padding=1), nn.Tanh(), nn.MaxPool2d(2),
+        nn.Conv2d(3, 4, 3), nn.Tanh(), nn.Flatten(), nn.Linear(4 * 2 * 2, 3),
+    )  # fmt: skip
+
+
+# -- predictive coding ----------------------------------------------------------------------
+@pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
+@pytest.mark.parametrize("build", [_mlp, _conv], ids=["mlp", "conv"])
+def test_zil_equals_backprop(build, loss):
+    """Song et al. 2020: Z-IL's updates are backprop's gradient exactly."""
+    model = build()
+    x = torch.rand(7, 1, 8, 8) if build is _conv else torch.rand(7, 5)
+    y = torch.randint(0, 3, (7,))
+    rule = apical.make_rule("predictive_coding", schedule="zil", loss=loss)
+    net = apical.convert(model, rule, x)
+    ours = rule.directions(net, x, y).directions
+    theirs = Backprop(loss=loss).directions(net, x, y).directions
+    assert set(ours) == set(theirs)
+    for k in theirs:
+        torch.testing.assert_close(ours[k], theirs[k], rtol=1e-12, atol=1e-15)
+
+
+def test_inference_decreases_the_energy_and_rests_at_the_feed_forward_pass():
+    net = layered(_mlp((5, 8, 6, 3), nn.Tanh))
+    x, y = torch.rand(9, 5), torch.randint(0, 3, (9,))
+    beta = torch.ones(9)
+    energies, nodes = [], net.feedforward(x)[:-1]
+    for _ in range(50):
+        energies.append(pc.energy(net, x, nodes, y, beta, "cross_entropy").sum().item())
+        nodes, _ = pc.infer(net, x, y, beta, "cross_entropy", 0.05, 1, nodes=nodes)
+    assert all(b < a for a, b in itertools.pairwise(energies))
+    # without a target (beta = 0) the feed-forward pass is the minimum: inference stays put
+    free, _ = pc.infer(net, x, y, torch.zeros(9), "cross_entropy", 0.1, 20)
+    for a, b in zip(free, net.feedforward(x)[:-1], strict=False):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("nudge", ["positive", "negative", "centred"])
+def test_predictive_coding_tends_to_backprop_with_weak_nudging(nudge):
+    model = _mlp((5, 7, 6, 3), nn.Tanh)
+    x, y = torch.rand(8, 5), torch.randint(0, 3, (8,))
+    rule = apical.make_rule("predictive_coding", beta=1e-3, rate=0.1, steps=200, nudge=nudge)
+    net = apical.convert(model, rule, x)
+    ours = rule.directions(net, x, y).directions
+    theirs = Backprop(loss=rule.loss).directions(net, x, y).directions
+    for k in theirs:
+        assert angle(ours[k], theirs[k]) < 1.0, k
+
+
+# -- equilibrium propagation ----------------------------------------------------------------
+def _implicit_gradient(net, form, x, y, loss, states, params):
+    """d loss(s*(theta)) / d theta by implicit differentiation of the fixed-point condition
+    R(s, theta) = 0 (R = dF/du for the Hopfield energy, s - rho(dPhi/ds) for the primitive
+    form): d loss/d theta = partial loss/d theta - v^T dR/d theta, (dR/ds)^T v = dloss/ds."""
+    shapes = [s.shape for s in states]
+    sizes = [s.numel() for s in states]
+
+    def unflat(v):
+        return [t.reshape(sh) for t, sh in zip(v.split(sizes), shapes, strict=True)]
+
+    def residual(flat):
+        s = unflat(flat)
+        with torch.enable_grad():
+            s = [t if t.requires_grad else t.requires_grad_() for t in s]
+            g = torch.autograd.grad(ep.energy(net, form, x, s, None, None, loss).sum(), s,
+                                    create_graph=True)  # fmt: skip
+        if form == "hopfield":
+            return torch.cat([t.flatten() for t in g])
+        return torch.cat([(t - net.act(k, -d)).flatten()
+                          for k, (t, d) in enumerate(zip(s, g, strict=True))])  # fmt: skip
+
+    flat = torch.cat([s.detach().flatten() for s in states])
+    assert residual(flat).abs().max() < 1e-12  # the relaxation reached the fixed point
+    jac = torch.autograd.functional.jacobian(residual, flat)
+    point = flat.clone().requires_grad_()
+    out = ep.output(net, form, x, unflat(point))
+    total = apical.losses.get_loss(loss)(out, y)
+    dl_ds, *direct = torch.autograd.grad(total, [point, *params], allow_unused=True)
+    v = torch.linalg.solve(jac.T, dl_ds)
+    with torch.enable_grad():
+        r = residual(flat.clone().requires_grad_(False))
+        pulled = torch.autograd.grad((r * v).sum(), params, allow_unused=True)
+    return [(d if d is not None else 0) - (p if p is not None else 0)
+            for d, p in zip(direct, pulled, strict=True)]  # fmt: skip
+
+
+@pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
+@pytest.mark.parametrize("form", ["hopfield", "primitive"])
+def test_symmetric_ep_equals_the_gradient_at_the_free_fixed_point(form, loss):
+    """Scellier & Bengio 2017 Theorem 1 (and, for the primitive form with an invertible
+    activation, the same theorem for F = sum G(s) - Phi(s), G' = rho^-1)."""
+    model = _mlp((5, 6, 4, 3), nn.Sigmoid)
+    x, y = torch.rand(4, 5), torch.randint(0, 3, (4,))
+    rule = apical.make_rule("equilibrium_propagation", form=form, loss=loss, beta=1e-3,
+                            free_steps=400, nudged_steps=200)  # fmt: skip
+    wrapped = apical.convert(model, rule, x)
+    net = layered(wrapped.net)
+    params = list(wrapped.parameters())
+    states, _ = ep.settle(net, form, x, 400, 0.5, loss)
+    reference = _implicit_gradient(net, form, x, y, loss, states, params)
+    ours = rule.directions(wrapped, x, y).directions
+    for (name, _), ref in zip(wrapped.named_parameters(), reference, strict=True):
+        rel = float((ours[name] - ref).norm() / ref.norm())
+        assert rel < 1e-2 and angle(ours[name], ref) < 1.0, (name, rel)
+
+
+def test_one_sided_nudging_has_a_first_order_bias_and_symmetric_a_second_order_one():
+    model = _mlp((5, 6, 4, 3), nn.Sigmoid)
+    x, y = torch.rand(4, 5), torch.randint(0, 3, (4,))
+    exact = apical.make_rule("equilibrium_propagation", form="hopfield", beta=1e-4,
+                             free_steps=400, nudged_steps=300)  # fmt: skip
+    wrapped = apical.convert(model, exact, x)
+    ref = exact.directions(wrapped, x, y).directions["net.0.weight"]
+
+    def error(nudging, beta):
+        rule = apical.make_rule("equilibrium_propagation", form="hopfield", beta=beta,
+                                nudging=nudging, free_steps=400, nudged_steps=300)  # fmt: skip
+        return float((rule.directions(wrapped, x, y).directions["net.0.weight"] - ref).norm())
+
+    one = error("positive", 0.2) / error("positive", 0.1)
+    two = error("symmetric", 0.2) / error("symmetric", 0.1)
+    assert 1.8 < one < 2.2 and 3.6 < two < 4.4, (one, two)
+
+
+def test_the_relaxing_shell_answers_at_the_free_fixed_point():
+    model = _mlp((5, 6, 4, 3), nn.Sigmoid)  # two hidden layers: the first hears the second
+    x = torch.rand(4, 5)
+    rule = apical.make_rule("equilibrium_propagation", free_steps=50)
+    wrapped = apical.convert(model, rule, x)
+    assert isinstance(wrapped, Relaxing)
+    net = layered(wrapped.net)
+    states, _ = ep.settle(net, "primitive", x, 50, 0.5, "cross_entropy")
+    with torch.no_grad():
+        torch.testing.assert_close(wrapped(x), ep.output(net, "primitive", x, states))
+        assert not torch.allclose(wrapped(x), wrapped.net(x))  # not the feed-forward pass
+
+
+# -- contrastive Hebbian learning -----------------------------------------------------------
+@pytest.mark.parametrize("variant", ["chl", "generec"])
+def test_chl_with_weak_feedback_and_scaled_rates_tends_to_backprop(variant):
+    """Xie & Seung 2003: with gamma small and rates gamma^-(L-l), CHL ~ backprop."""
+    model = _mlp((6, 8, 5, 3), nn.Sigmoid)
+    x, y = torch.rand(16, 6), torch.randint(0, 3, (16,))
+    rule = apical.make_rule("contrastive_hebbian", variant=variant, gamma=0.05,
+                            minus_steps=100, plus_steps=100)  # fmt: skip
+    wrapped = apical.convert(model, rule, x)
+    ours = rule.directions(wrapped, x, y).directions
+    theirs = Backprop(loss="mse").directions(wrapped.net, x, y).directions
+    for k in theirs:
+        assert angle(ours["net." + k], theirs[k]) < 5.0, k
+        ratio = float(ours["net." + k].norm() / theirs[k].norm())
+        assert 0.8 < ratio < 1.25, (k, ratio)
+
+
+# -- every rule ----------------------------------------------------------------------------
+RULES = {
+    "predictive_coding": dict(steps=10, nudge="centred"),
+    "equilibrium_propagation": dict(free_steps=20, nudged_steps=5),
+    "contrastive_hebbian": dict(minus_steps=10, plus_steps=10),
+}
+
+
+@pytest.mark.parametrize("name", list(RULES))
+def test_batched_equals_one_example_at_a_time(name):
+    model = _mlp((5, 6, 4, 3), nn.Sigmoid)
+    x, y = torch.rand(6, 5), torch.randint(0, 3, (6,))
+    rule = apical.make_rule(name, **RULES[name])
+    net = apical.convert(model, rule, x)
+    batch = rule.directions(net, x, y).directions
+    single = [rule.directions(net, x[i : i + 1], y[i : i + 1]).directions for i in range(6)]
+    for k in batch:
+        torch.testing.assert_close(batch[k], sum(s[k] for s in single) / 6, rtol=1e-10,
+                                   atol=1e-13)  # fmt: skip
+
+
+def test_energy_rules_refuse_what_they_cannot_relax():
+    x = torch.rand(2, 4)
+    with pytest.raises(apical.ApicalError, match="two weight layers with no activation"):
+        apical.convert(nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2)),
+                       apical.make_rule("equilibrium_propagation"), x)  # fmt: skip
+    with pytest.raises(apical.ApicalError, match="BatchNorm1d; the energy-based rules take"):
+        chain = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3), nn.Tanh(), nn.Linear(3, 2))
+        apical.convert(chain, apical.make_rule("contrastive_hebbian"), x)
+    with pytest.raises(apical.ApicalError, match=r"need an nn\.Sequential"):
+        apical.make_rule("predictive_coding").directions(nn.Linear(4, 2), x, torch.tensor([0, 1]))
+    with pytest.raises(apical.ApicalError, match='set loss = "mse"'):
+        apical.make_rule("contrastive_hebbian", loss="cross_entropy")
+    plain = apical.convert(_mlp((4, 3, 2)), apical.make_rule("backprop"), x)
+    with pytest.raises(apical.ApicalError, match=r"convert the model with apical\.convert"):
+        apical.make_rule("equilibrium_propagation").directions(plain, x, torch.tensor([0, 1]))

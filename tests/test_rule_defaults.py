@@ -4,11 +4,12 @@ every rule at its default options bring the test error well below chance (90 %).
 The feedback-alignment family runs the net of the BioTorch comparison (784-1024-1024-10
 ReLU, batch 256, SGD lr 0.05 momentum 0.9); burstprop the paper's logistic 784-500x3-10 net
 with its optimiser and learning rates; node perturbation a 784-500-10 logistic net (its
-noisy estimate does not train the deep net in a few hundred steps); the dendritic
-the energy-based rules a 784-256-10 net (tanh; hard sigmoid for equilibrium propagation,
-logistic for CHL) at batch 32; the dendritic microcircuit its 784-500-500-10 network with the protocol of `microcircuit-mnist` (batches
-of 10); segregated dendrites its own spiking network at B = 4. Errors measured on a 2-core
-CPU are in the comments; the bars leave room for rounding on other machines.
+noisy estimate does not train the deep net in a few hundred steps); the energy-based rules
+a 784-256-10 net (tanh; hard sigmoid for equilibrium propagation, logistic for CHL) at
+batch 32; the dendritic microcircuit its 784-500-500-10 network with the protocol of
+`microcircuit-mnist` (batches of 10); segregated dendrites its own spiking network at
+B = 4. Errors measured on a 2-core CPU are in the comments; the bars leave room for
+rounding on other machines.
 """
 
 from __future__ import annotations

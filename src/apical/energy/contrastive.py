@@ -46,7 +46,10 @@ def couplings(net: Layered, x: Tensor, states: States) -> list[Tensor]:
 
 
 def step_fn(net: Layered, x: Tensor, gamma: float, clamped: Tensor | None, track: bool = False):
-    """One synchronous step of every layer (the output held at `clamped` if given)."""
+    """One synchronous step of every layer (the output held at `clamped` if given;
+    stage_1(x) computed once)."""
+    with torch.set_grad_enabled(track):
+        net = net.with_input(x)
     gains = [gamma**k for k in range(net.depth)]
 
     def total(states: States) -> Tensor:

@@ -90,7 +90,9 @@ def step_fn(
     eps: float,
     track: bool,
 ):
-    """One step of the dynamics for every layer at once."""
+    """One step of the dynamics for every layer at once (stage_1(x) computed once)."""
+    with torch.set_grad_enabled(track):
+        net = net.with_input(x)
 
     def total(states: States) -> Tensor:
         return energy(net, form, x, states, y, beta, loss).sum()

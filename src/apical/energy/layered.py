@@ -30,7 +30,7 @@ Activation = Callable[[Tensor], Tensor] | None
 
 
 class Layered(NamedTuple):
-    stages: tuple[nn.Module, ...]
+    stages: tuple[Callable[[Tensor], Tensor], ...]
     activations: tuple[Activation, ...]
 
     @property
@@ -41,6 +41,13 @@ class Layered(NamedTuple):
         """a_l(u) for stage index l (0-based); identity where there is no activation."""
         f = self.activations[k]
         return u if f is None else f(u)
+
+    def with_input(self, x: Tensor) -> Layered:
+        """The same net with its first stage's output on `x` computed once: the input is
+        clamped during a relaxation, so stage_1(x) is a constant of every step (the first
+        layer is the widest of most nets: on 784-500-500-10 this saves 45 % of a step)."""
+        first = self.stages[0](x)
+        return self._replace(stages=(lambda _: first, *self.stages[1:]))
 
     def feedforward(self, x: Tensor) -> list[Tensor]:
         """The pre-activations u_1..u_L of the ordinary forward pass."""

@@ -73,9 +73,11 @@ def infer(
     if nodes is None:
         with torch.no_grad():
             nodes = net.feedforward(x)[:-1]
+    with torch.no_grad():
+        clamped = net.with_input(x)
 
     def step(nodes: States) -> States:
-        grads = state_gradient(lambda s: energy(net, x, s, y, beta, loss).sum(), nodes, False)
+        grads = state_gradient(lambda s: energy(clamped, x, s, y, beta, loss).sum(), nodes, False)
         return torch._foreach_sub([n.detach() for n in nodes], grads, alpha=gamma)
 
     if not nodes:  # one stage: nothing to infer
@@ -107,7 +109,7 @@ def zero_divergence_gradients(
     L - l inference steps at rate 1 (batch sum; divide by N for the batch mean)."""
     beta = torch.ones(len(x), dtype=x.dtype, device=x.device)
     with torch.no_grad():
-        nodes = net.feedforward(x)[:-1]
+        nodes, clamped = net.feedforward(x)[:-1], net.with_input(x)
     out: list[list[Tensor]] = [[] for _ in net.stages]
     for t in range(net.depth):
         k = net.depth - 1 - t  # the stage whose error is exact after t steps
@@ -116,6 +118,8 @@ def zero_divergence_gradients(
             term = layer_energies(net, x, fixed, y, beta, loss)[k].sum()
             out[k] = list(torch.autograd.grad(term, params_by_stage[k]))
         if t < net.depth - 1:
-            grads = state_gradient(lambda s: energy(net, x, s, y, beta, loss).sum(), nodes, False)
+            grads = state_gradient(
+                lambda s: energy(clamped, x, s, y, beta, loss).sum(), nodes, False
+            )
             nodes = torch._foreach_sub(fixed, grads)
     return out

@@ -19,14 +19,25 @@ from apical.microcircuit.config import microcircuit_config
 from apical.microcircuit.network import microcircuit
 
 Size = Annotated[int, AT_LEAST_ONE]
-Activation = Literal["tanh", "relu", "sigmoid", "hard_sigmoid"]
+Activation = Literal["tanh", "relu", "sigmoid", "hard_sigmoid", "gelu"]
 Gain = Annotated[float, POSITIVE]
+
+
+class HardSigmoid(nn.Module):
+    """clamp(x, 0, 1), the hard sigmoid of equilibrium propagation (Scellier & Bengio 2017),
+    with derivative 1 on the closed interval [0, 1] (nn.Hardtanh's is 0 at the ends, which
+    would keep a state started at 0 there for ever)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.clamp(0.0, 1.0)
+
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "tanh": nn.Tanh,
     "relu": nn.ReLU,
     "sigmoid": nn.Sigmoid,
-    "hard_sigmoid": lambda: nn.Hardtanh(0.0, 1.0),  # clamp(x, 0, 1), equilibrium propagation's
+    "hard_sigmoid": HardSigmoid,
+    "gelu": nn.GELU,
 }
 
 
@@ -41,13 +52,17 @@ def mlp(
     n_classes: int,
     hidden: Sequence[Size] = (500, 500),
     activation: Activation = "tanh",
+    output_activation: Activation | None = None,
 ) -> nn.Sequential:
-    """Flatten, then Linear + activation per hidden size, then a Linear read-out."""
+    """Flatten, then Linear + activation per hidden size, then a Linear read-out (followed
+    by `output_activation` if given: output units that are states of an energy-based net)."""
     sizes = [math.prod(input_shape), *hidden]
     layers: list[nn.Module] = [nn.Flatten()]
     for a, b in pairwise(sizes):
         layers += [nn.Linear(a, b), _activation(activation)]
     layers.append(nn.Linear(sizes[-1], n_classes))
+    if output_activation is not None:
+        layers.append(_activation(output_activation))
     return nn.Sequential(*layers)
 
 

@@ -9,7 +9,8 @@ output state s_L itself is read. Two energies, each nudged by the loss of the ou
 - `hopfield` (Scellier & Bengio Eq. 1 and 7, states are potentials u, rho = a):
       F_beta = sum_l 1/2 ||u_l||^2 - sum_l <rho(u_l), stage_l(rho(u_{l-1}))> + beta loss,
   with u_0 = x (not passed through rho); dynamics u <- u - eps dF/du (their Eq. 8, the
-  Euler step eps = 0.5 of their code).
+  Euler step eps = 0.5 of their code), projected onto [0, 1] under the hard sigmoid (their
+  code clips the states, so that rho(u) = u and 1/2 ||u||^2 = 1/2 ||rho(u)||^2).
 - `primitive` (Laborieux Eqs. 3-4, states are rates s): the scalar primitive
       Phi_beta = sum_l <s_l, stage_l(s_{l-1})> - beta loss,   F_beta = -Phi_beta,
   dynamics s_l <- a_l(dPhi/ds_l) for every layer at once.
@@ -34,6 +35,7 @@ from apical.energy.layered import Layered
 from apical.energy.relax import States, per_example, relax, state_gradient
 from apical.errors import ApicalError
 from apical.losses import per_example_loss
+from apical.models import HardSigmoid
 
 Form = Literal["primitive", "hopfield"]
 
@@ -101,10 +103,17 @@ def step_fn(
         grads = state_gradient(total, states, track)
         if form == "hopfield":
             base = states if track else [s.detach() for s in states]
-            return [s - eps * g for s, g in zip(base, grads, strict=True)]
+            new = [s - eps * g for s, g in zip(base, grads, strict=True)]
+            return [project(net, k, u) for k, u in enumerate(new)]
         return [net.act(k, -g) for k, g in enumerate(grads)]  # a_l(dPhi/ds_l)
 
     return step
+
+
+def project(net: Layered, k: int, u: Tensor) -> Tensor:
+    """Potentials under the hard sigmoid are kept in [0, 1], where rho is the identity (a
+    projected Euler step, as in Scellier & Bengio's code); others are left as they are."""
+    return u.clamp(0.0, 1.0) if isinstance(net.activations[k], HardSigmoid) else u
 
 
 def zero_states(net: Layered, x: Tensor) -> States:

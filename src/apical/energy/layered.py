@@ -21,8 +21,10 @@ from torch import Tensor, nn
 
 from apical.errors import ApicalError
 from apical.layers import FeedbackLayer
+from apical.models import HardSigmoid
 
-ELEMENTWISE = (nn.Tanh, nn.ReLU, nn.Sigmoid, nn.Hardtanh, nn.GELU, nn.LeakyReLU, nn.Identity)
+ELEMENTWISE = (nn.Tanh, nn.ReLU, nn.Sigmoid, nn.Hardtanh, nn.GELU, nn.LeakyReLU, nn.Identity,
+               HardSigmoid)  # fmt: skip
 STRUCTURAL = (nn.Flatten, nn.MaxPool2d, nn.AvgPool2d)
 WEIGHTS = (nn.Linear, nn.Conv2d, FeedbackLayer)
 
@@ -72,6 +74,11 @@ def layered(model: nn.Module) -> Layered:
     has_weight = False
     for name, module in model.named_children():
         if isinstance(module, WEIGHTS):
+            if getattr(module, "replicas", None) is not None:
+                raise ApicalError(
+                    "the energy-based rules do not train replicas (their energies are per "
+                    "example and per net): train each seed as its own run"
+                )
             if has_weight:
                 raise ApicalError(
                     f"module {name!r}: two weight layers with no activation between them; the "

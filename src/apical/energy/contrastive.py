@@ -39,15 +39,15 @@ Variant = Literal["chl", "generec"]
 def couplings(net: Layered, x: Tensor, states: States) -> list[Tensor]:
     """<s_l, stage_l(s_{l-1})> per layer and example."""
     below = [x, *states]
-    return [
-        per_example(s * stage(below[k]))
-        for k, (s, stage) in enumerate(zip(states, net.stages, strict=True))
-    ]
+    return [per_example(s * net.stage(k, below[k])) for k, s in enumerate(states)]
 
 
-def step_fn(net: Layered, x: Tensor, gamma: float, clamped: Tensor | None, track: bool = False):
+def step_fn(net: Layered, x: Tensor, gamma: float, clamped: Tensor | None, track: bool = False,
+            rate: float = 1.0):  # fmt: skip
     """One synchronous step of every layer (the output held at `clamped` if given;
-    stage_1(x) computed once)."""
+    stage_1(x) computed once): s <- s + rate (a(...) - s), an Euler step of
+    ds/dt = -s + a(...); rate 1 is the plain fixed-point iteration, which can oscillate
+    between two states with strong feedback."""
     with torch.set_grad_enabled(track):
         net = net.with_input(x)
     gains = [gamma**k for k in range(net.depth)]
@@ -58,6 +58,8 @@ def step_fn(net: Layered, x: Tensor, gamma: float, clamped: Tensor | None, track
     def step(states: States) -> States:
         grads = state_gradient(total, states, track)
         new = [net.act(k, g / gains[k]) for k, g in enumerate(grads)]
+        if rate != 1.0:
+            new = [s + rate * (n - s) for s, n in zip(states, new, strict=True)]
         if clamped is not None:
             new[-1] = clamped
         return new
@@ -71,13 +73,19 @@ def target_rates(y: Tensor, like: Tensor) -> Tensor:
 
 
 def free_phase(
-    net: Layered, x: Tensor, gamma: float, steps: int, tol: float | None = None, track: bool = False
+    net: Layered,
+    x: Tensor,
+    gamma: float,
+    steps: int,
+    tol: float | None = None,
+    track: bool = False,
+    rate: float = 1.0,
 ) -> tuple[States, int]:
     """The minus phase from the feed-forward rates (its output is the network's answer);
     `track` keeps the graph through it (apical.energy.relax)."""
     with torch.set_grad_enabled(track):
         start = [net.act(k, u) for k, u in enumerate(net.feedforward(x))]
-    return relax(step_fn(net, x, gamma, None, track), start, steps, tol)
+    return relax(step_fn(net, x, gamma, None, track, rate), start, steps, tol)
 
 
 def phases(
@@ -88,11 +96,13 @@ def phases(
     minus_steps: int,
     plus_steps: int,
     tol: float | None = None,
+    rate: float = 1.0,
 ) -> tuple[States, States, int, int]:
     """The minus (free) and plus (clamped) states and the steps each took."""
-    minus, t_minus = free_phase(net, x, gamma, minus_steps, tol)
+    minus, t_minus = free_phase(net, x, gamma, minus_steps, tol, rate=rate)
     clamped = target_rates(y, minus[-1])
-    plus, t_plus = relax(step_fn(net, x, gamma, clamped), [*minus[:-1], clamped], plus_steps, tol)
+    step = step_fn(net, x, gamma, clamped, rate=rate)
+    plus, t_plus = relax(step, [*minus[:-1], clamped], plus_steps, tol)
     return minus, plus, t_minus, t_plus
 
 
@@ -116,8 +126,8 @@ def directions(
         else:
             diff = [p - m for p, m in zip(plus, minus, strict=True)]
             terms = [
-                per_example(d * stage(b))
-                for d, stage, b in zip(diff, net.stages, [x, *minus[:-1]], strict=True)
+                per_example(d * net.stage(k, b))
+                for k, (d, b) in enumerate(zip(diff, [x, *minus[:-1]], strict=True))
             ]
         total = -sum(c * t.sum() for c, t in zip(scales, terms, strict=True)) / len(x)
         return list(torch.autograd.grad(total, params, allow_unused=True))

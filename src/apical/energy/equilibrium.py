@@ -58,7 +58,7 @@ def output(net: Layered, form: Form, x: Tensor, states: States) -> Tensor:
     r = rates(net, form, states)
     if len(states) == net.depth:
         return r[-1]
-    return net.stages[-1](r[-1] if r else x)
+    return net.stage(net.depth - 1, r[-1] if r else x)
 
 
 def energy(
@@ -73,7 +73,7 @@ def energy(
     """F_beta per example (the loss term only where y and beta are given)."""
     r = rates(net, form, states)
     below = [x, *r]
-    coupling = sum(per_example(r[k] * net.stages[k](below[k])) for k in range(len(states)))
+    coupling = sum(per_example(r[k] * net.stage(k, below[k])) for k in range(len(states)))
     f = -coupling if states else torch.zeros(len(x), dtype=x.dtype, device=x.device)
     if form == "hopfield":
         f = f + sum(0.5 * per_example(u.pow(2)) for u in states)

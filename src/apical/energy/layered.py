@@ -31,9 +31,23 @@ WEIGHTS = (nn.Linear, nn.Conv2d, FeedbackLayer)
 Activation = Callable[[Tensor], Tensor] | None
 
 
+def run_stage(module: nn.Module, h: Tensor) -> Tensor:
+    """A stage's output, its feedback layers computed directly (`_compute`: what they compute
+    outside a rule's backward path, which no energy-based rule installs), so that the
+    relaxation traces under torch.compile."""
+    if isinstance(module, FeedbackLayer):
+        return module._compute(h, module.weight, module.bias)
+    if isinstance(module, nn.Sequential):
+        for m in module:
+            h = run_stage(m, h)
+        return h
+    return module(h)
+
+
 class Layered(NamedTuple):
-    stages: tuple[Callable[[Tensor], Tensor], ...]
+    stages: tuple[nn.Module, ...]
     activations: tuple[Activation, ...]
+    first: Tensor | None = None  # stage_1(x) on the clamped input, where computed once
 
     @property
     def depth(self) -> int:
@@ -44,18 +58,23 @@ class Layered(NamedTuple):
         f = self.activations[k]
         return u if f is None else f(u)
 
+    def stage(self, k: int, h: Tensor) -> Tensor:
+        """stage_k(h) (0-based k); for k = 0 the stored `first` where there is one."""
+        if k == 0 and self.first is not None:
+            return self.first
+        return run_stage(self.stages[k], h)
+
     def with_input(self, x: Tensor) -> Layered:
         """The same net with its first stage's output on `x` computed once: the input is
         clamped during a relaxation, so stage_1(x) is a constant of every step (the first
         layer is the widest of most nets: on 784-500-500-10 this saves 45 % of a step)."""
-        first = self.stages[0](x)
-        return self._replace(stages=(lambda _: first, *self.stages[1:]))
+        return self._replace(first=run_stage(self.stages[0], x))
 
     def feedforward(self, x: Tensor) -> list[Tensor]:
         """The pre-activations u_1..u_L of the ordinary forward pass."""
         us, h = [], x
-        for k, stage in enumerate(self.stages):
-            us.append(stage(h))
+        for k in range(self.depth):
+            us.append(self.stage(k, h))
             h = self.act(k, us[-1])
         return us
 

@@ -38,9 +38,7 @@ from apical.losses import per_example_loss
 def predictions(net: Layered, x: Tensor, nodes: States) -> States:
     """mu_1..mu_L from the input and the value nodes x_1..x_{L-1}."""
     below = [x, *nodes]
-    return [
-        stage(net.act(k - 1, below[k]) if k else below[0]) for k, stage in enumerate(net.stages)
-    ]
+    return [net.stage(k, net.act(k - 1, below[k]) if k else below[0]) for k in range(net.depth)]
 
 
 def layer_energies(
@@ -67,22 +65,43 @@ def infer(
     steps: int,
     tol: float | None = None,
     nodes: States | None = None,
+    compiled: bool = False,
+    feedforward: States | None = None,
 ) -> tuple[States, int]:
-    """Value nodes after inference from `nodes` (the feed-forward pass if None), and the
-    steps taken."""
-    if nodes is None:
-        with torch.no_grad():
-            nodes = net.feedforward(x)[:-1]
+    """Value nodes after inference from `nodes` (else from the feed-forward pass, computed
+    here unless given as `feedforward`, its pre-activations u_1..u_L), and the steps taken.
+    `compiled`: the whole fixed-step loop as one torch.compile'd function
+    (`compiled_inference`; not with `tol`)."""
     with torch.no_grad():
-        clamped = net.with_input(x)
+        if nodes is None:
+            feedforward = net.feedforward(x) if feedforward is None else feedforward
+            nodes = feedforward[:-1]
+        # stage_1(x) is the feed-forward u_1 where that is at hand
+        clamped = net.with_input(x) if feedforward is None else net._replace(first=feedforward[0])
+    if not nodes:  # one stage: nothing to infer
+        return [], 0
+    if compiled and tol is None:
+        nodes = [n.detach() for n in nodes]
+        return compiled_inference(clamped, x, nodes, y, beta, loss, gamma, steps), steps
 
     def step(nodes: States) -> States:
         grads = state_gradient(lambda s: energy(clamped, x, s, y, beta, loss).sum(), nodes, False)
         return torch._foreach_sub([n.detach() for n in nodes], grads, alpha=gamma)
 
-    if not nodes:  # one stage: nothing to infer
-        return [], 0
     return relax(step, nodes, steps, tol)
+
+
+def _inference(net: Layered, x: Tensor, nodes: States, y: Tensor, beta: Tensor, loss: str,
+               gamma: float, steps: int) -> States:  # fmt: skip
+    """`steps` inference steps at rate gamma, the gradient by torch.func (traceable)."""
+    gradient = torch.func.grad(lambda s: energy(net, x, s, y, beta, loss).sum())
+    for _ in range(steps):
+        nodes = [n - gamma * g for n, g in zip(nodes, gradient(nodes), strict=True)]
+    return nodes
+
+
+# compiled once per net, shapes and constants (torch.compile's own cache and guards)
+compiled_inference = torch.compile(_inference, dynamic=False)
 
 
 def weight_gradients(

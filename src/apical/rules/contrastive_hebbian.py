@@ -4,8 +4,10 @@ Equations: apical.energy.contrastive. Per step: the minus phase (output free, fr
 feed-forward rates, `minus_steps`), the plus phase (output clamped to the target, from the
 minus phase, `plus_steps`), then the CHL or GeneRec contrast. Convention: **batch means**.
 `gamma`: the feedback gain; `scale_layers`: Xie & Seung's layer-wise rates gamma^-(L-l),
-under which the updates tend to backprop's as gamma -> 0. The output is clamped to the
-target, so the loss is the squared error (labels as one-hot rates).
+under which the updates tend to backprop's as gamma -> 0; `step_size`: each settling step
+moves the rates that fraction of the way to their target (1: the plain fixed-point
+iteration, which can oscillate with strong feedback). The output is clamped to the target,
+so the loss is the squared error (labels as one-hot rates).
 
 Like equilibrium propagation the network answers after its minus phase (`wrap`:
 apical.energy.Relaxing), and the probes' reference is backprop through that phase.
@@ -41,6 +43,7 @@ class ContrastiveHebbian(Rule):
     minus_steps: Annotated[int, AT_LEAST_ONE] = 20
     plus_steps: Annotated[int, AT_LEAST_ONE] = 20
     scale_layers: bool = True
+    step_size: Annotated[float, POSITIVE] = 1.0
     tol: Annotated[float, POSITIVE] | None = None
 
     def __post_init__(self) -> None:
@@ -56,7 +59,10 @@ class ContrastiveHebbian(Rule):
         return Relaxing(model, self.answer)
 
     def answer(self, net: Layered, x: Tensor, track: bool) -> Tensor:
-        return chl.free_phase(net, x, self.gamma, self.minus_steps, self.tol, track)[0][-1]
+        phase = chl.free_phase(
+            net, x, self.gamma, self.minus_steps, self.tol, track, self.step_size
+        )
+        return phase[0][-1]
 
     def directions(
         self,
@@ -69,7 +75,7 @@ class ContrastiveHebbian(Rule):
         wrapped = relaxing(model, self.name)
         net, params = layered(wrapped.net), trainable(wrapped)
         minus, plus, _, _ = chl.phases(
-            net, x, y, self.gamma, self.minus_steps, self.plus_steps, self.tol
+            net, x, y, self.gamma, self.minus_steps, self.plus_steps, self.tol, self.step_size
         )
         depth = net.depth
         scales = [

@@ -8,7 +8,9 @@ loss). `nudge`: "positive" (beta > 0: W&B's clamped output), "negative" (-beta) 
 "centred" (both, in one batch of 2B, the contrast divided by 2 beta), the three nudging
 variants of the pcx benchmark (Pinchetti et al. 2024). `schedule = "zil"`: Z-IL (rate 1,
 each stage's weights taken after L - l steps: backprop's gradient exactly; `steps`, `rate`,
-`beta`, `nudge` unused). The model is the ordinary feed-forward net (its answer is the
+`beta`, `nudge` unused). `compiled`: the inference loop as one torch.compile'd function
+(compiled on the first step, again for each new batch shape; fastest on small nets, where
+per-operation overhead dominates). The model is the ordinary feed-forward net (its answer is the
 feed-forward pass), so backprop and every other rule train the same net.
 
 Diagnostics per layer (probes): `energy`, the stage's mean energy term at the end of
@@ -42,6 +44,7 @@ class PredictiveCoding(Rule):
     nudge: Literal["positive", "negative", "centred"] = "positive"
     schedule: Literal["end", "zil"] = "end"
     tol: Annotated[float, POSITIVE] | None = None
+    compiled: bool = False
 
     def directions(
         self,
@@ -53,10 +56,10 @@ class PredictiveCoding(Rule):
     ) -> Step:
         net, params = layered(model), trainable(model)
         names = weight_layer_names(model)
-        with torch.no_grad():
-            outputs = model(x)
-        loss = get_loss(self.loss)(outputs, y)
         if self.schedule == "zil":
+            with torch.no_grad():
+                outputs = model(x)
+            loss = get_loss(self.loss)(outputs, y)
             by_stage = [[p for p in stage.parameters() if p.requires_grad] for stage in net.stages]
             grads = pc.zero_divergence_gradients(net, x, y, self.loss, by_stage)
             found = {
@@ -72,7 +75,12 @@ class PredictiveCoding(Rule):
         beta = torch.cat(
             [torch.full((n,), s * self.beta, dtype=x.dtype, device=x.device) for s in signs]
         )
-        nodes, taken = pc.infer(net, xs, ys, beta, self.loss, self.rate, self.steps, self.tol)
+        with torch.no_grad():
+            feedforward = net.feedforward(xs)
+        outputs = net.act(net.depth - 1, feedforward[-1][:n])  # the model's own answer
+        loss = get_loss(self.loss)(outputs, y)
+        nodes, taken = pc.infer(net, xs, ys, beta, self.loss, self.rate, self.steps, self.tol,
+                                compiled=self.compiled, feedforward=feedforward)  # fmt: skip
         weights = 1 / (beta * n * len(signs))  # (1/beta) per example; centred: the mean
         grads = pc.weight_gradients(
             net, xs, nodes, ys, beta, self.loss, list(params.values()), weights

@@ -17,6 +17,7 @@ not counted). Skips with one line where pcx or JAX is absent.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import sys
@@ -47,7 +48,7 @@ def pcx_epoch_fn(batches: int):
         def __init__(self) -> None:
             super().__init__()
             self.act = pcx.static(jax.nn.gelu)
-            self.layers = [pxnn.Linear(a, b) for a, b in zip(SIZES[:-1], SIZES[1:], strict=True)]
+            self.layers = [pxnn.Linear(a, b) for a, b in itertools.pairwise(SIZES)]
             self.vodes = [pxc.Vode() for _ in SIZES[1:-1]] + [pxc.Vode(pxc.ce_energy)]
             self.vodes[-1].h.frozen = True
 
@@ -131,7 +132,6 @@ def main() -> None:
     args = p.parse_args()
     try:
         import jax
-
         import pcx  # noqa: F401
     except ImportError:
         print("skipped: pcx (and JAX) not installed; pip install pcx")

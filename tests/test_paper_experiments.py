@@ -93,3 +93,24 @@ def test_imagenet_experiment_end_to_end_on_a_tiny_jpeg_tree(tmp_path):
     burst = runs["burstprop"]
     assert burst.model[0].recurrent is None and burst.model[15].feedback.shape == (3, 384)
     assert all(math.isfinite(v["angle"]) for v in burst.probes[-1]["layers"].values())
+
+
+def test_ep_cifar10_experiment_end_to_end(tmp_path):
+    """Laborieux et al.'s protocol through the real reader and augmentation, on a 4-conv net
+    of 4 channels per layer and short relaxations (the shipped 128-512 channels and 250
+    steps are for a GPU); the network answers at its free fixed point."""
+    write_cifar(tmp_path / "cifar-10" / "cifar-10-batches-py", n=40)
+    # (the nudge needs one step per layer to reach the first: 6 nudged steps for 5 stages)
+    fast = {"form": "primitive", "free_steps": 10, "nudged_steps": 6, "beta": 1.0}
+    _, runs = _run(
+        "equilibrium-propagation-cifar10", tmp_path, val_size=40, epochs=1, batch_size=16,
+        probe_every=2, lr=0.01, output_lr=0.01, model_options={"channels": [4, 4, 4, 4]},
+        rule_options=fast,
+    )  # fmt: skip
+    assert set(runs) == {"symmetric-ce", "one-sided"}
+    for run in runs.values():
+        s = summary(run)
+        assert 0 <= s["test_error"] <= 100 and math.isfinite(s["angle"])
+        assert isinstance(run.model, apical.energy.Relaxing)
+    first = runs["symmetric-ce"].probes[-1]["layers"]["net.0"]
+    assert first["phase_change"] > 0 and first["angle"] < 90  # the target reached layer 1

@@ -87,6 +87,28 @@ def convnet(
     return nn.Sequential(*layers)
 
 
+def ep_convnet(
+    input_shape: Sequence[int],
+    n_classes: int,
+    channels: Sequence[Size] = (128, 256, 512, 512),
+    activation: Activation = "hard_sigmoid",
+) -> nn.Sequential:
+    """Laborieux et al. 2021's CIFAR-10 net for equilibrium propagation: per entry of
+    `channels` a 3x3 conv (padding 1, the last 0), 2x2 max-pool, then the activation
+    (32 -> 16 -> 8 -> 4 -> 1), and a linear read-out."""
+    if len(input_shape) != 3:
+        raise ApicalError(f"ep_convnet needs image inputs (C, H, W), got {tuple(input_shape)}")
+    c = input_shape[0]
+    layers: list[nn.Module] = []
+    for i, out in enumerate(channels):
+        padding = 0 if i == len(channels) - 1 else 1
+        layers += [nn.Conv2d(c, out, 3, padding=padding), nn.MaxPool2d(2), _activation(activation)]
+        c = out
+    layers.append(nn.Flatten())
+    layers.append(nn.Linear(_flat_size(layers, input_shape), n_classes))
+    return nn.Sequential(*layers)
+
+
 def _xavier(model: nn.Module, gain: float) -> nn.Module:
     for m in model.modules():
         if isinstance(m, nn.Linear | nn.Conv2d):
@@ -196,6 +218,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "segregated_dendrites": segregated_dendrites,
     "active_dendrites": active_dendrites,
     "microcircuit": microcircuit,
+    "ep_convnet": ep_convnet,
 }
 # models whose options form a config of their own (checked by its builder)
 CONFIGS: dict[str, Callable[..., object]] = {

@@ -14,8 +14,10 @@ a forward and a backward pass through every stage, 2F):
 - CHL: (2 (T- + T+) + 2) / 3 + 1 / 3 (the feed-forward start of the minus phase).
 Goal: within 1.25x of the cost model. Training steps are taken as the trainer takes them
 (directions, .grad, SGD with momentum). Nets: 784-500-500-10 (tanh; hard sigmoid for EP,
-logistic for CHL) at batch 128, and for predictive coding also the small conv net
-(`convnet` on 1x28x28, channels 32-64, FC 256). Inputs are synthetic.
+logistic for CHL) at batch 128; for predictive coding also pcx's MNIST MLP
+(784-128-128-128-10 GELU) and the small conv net (`convnet` on 1x28x28, channels 32-64,
+FC 256), and the inference loop compiled (`compiled`: compiled in the warm-up, not timed).
+Inputs are synthetic.
 """
 
 from __future__ import annotations
@@ -48,6 +50,11 @@ CASES = {  # label: (net, rule, options, cost model in backprop steps)
     "PC T=5": ("mlp tanh", "predictive_coding", {"steps": 5}, (2 * 5 + 2) / 3),
     "PC T=10": ("mlp tanh", "predictive_coding", {"steps": 10}, (2 * 10 + 2) / 3),
     "PC T=20": ("mlp tanh", "predictive_coding", {"steps": 20}, (2 * 20 + 2) / 3),
+    "PC T=5, compiled": ("mlp tanh", "predictive_coding", {"steps": 5, "compiled": True},
+                         (2 * 5 + 2) / 3),
+    "PC T=5, pcx MLP": ("pcx", "predictive_coding", {"steps": 5}, (2 * 5 + 2) / 3),
+    "PC T=5, pcx MLP, compiled": ("pcx", "predictive_coding", {"steps": 5, "compiled": True},
+                                  (2 * 5 + 2) / 3),
     "Z-IL": ("mlp tanh", "predictive_coding", {"schedule": "zil"}, (2 * 2 + 3) / 3),
     "EP T1=20 T2=4": ("mlp hard_sigmoid", "equilibrium_propagation",
                       {"free_steps": 20, "nudged_steps": 4}, 2 * (20 + 8) / 3 + 2 / 3),
@@ -60,6 +67,8 @@ CASES = {  # label: (net, rule, options, cost model in backprop steps)
 def _build(net: str):
     if net == "convnet":
         return convnet((1, 28, 28), 10), (1, 28, 28)
+    if net == "pcx":  # pcx's MNIST MLP
+        return mlp((784,), 10, hidden=(128, 128, 128), activation="gelu"), (784,)
     activation = net.split()[1]
     return mlp((784,), 10, hidden=(500, 500), activation=activation), (784,)
 

@@ -71,6 +71,9 @@ class Rule:
     # (plus the step's diagnostics); or "diagnostics", the rule's own diagnostics alone (a
     # rule whose reference needs its own simulation: segregated dendrites).
     probes: ClassVar[str] = "backprop"
+    # Whether `directions` takes `diagnose=True` (the step's own diagnostics, computed for
+    # probes only, as they cost time)
+    diagnoses: ClassVar[bool] = False
     loss: str = "cross_entropy"
 
     def __post_init__(self) -> None:
@@ -133,7 +136,10 @@ class Rule:
     def probe_step(
         self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator | None = None
     ) -> Step:
-        """The step an alignment probe measures (by default `directions`); never applied."""
+        """The step an alignment probe measures (by default `directions`, with its
+        diagnostics where the rule has them); never applied."""
+        if self.diagnoses:
+            return self.directions(model, x, y, generator, diagnose=True)
         return self.directions(model, x, y, generator)
 
     # -- the pure function ----------------------------------------------------------------

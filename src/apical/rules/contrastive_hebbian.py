@@ -37,6 +37,7 @@ from apical.rules.equilibrium_propagation import relaxing
 class ContrastiveHebbian(Rule):
     name: ClassVar[str] = "contrastive_hebbian"
     summary: ClassVar[str] = "free and clamped phases, Hebbian minus anti-Hebbian (O'Reilly 1996)"
+    diagnoses: ClassVar[bool] = True
     loss: str = "mse"
     variant: Literal["chl", "generec"] = "chl"
     gamma: Annotated[float, POSITIVE] = 0.5
@@ -94,6 +95,3 @@ class ContrastiveHebbian(Rule):
         return Step(
             loss.detach(), outputs, named_directions(params, grads), diagnostics=diagnostics
         )
-
-    def probe_step(self, model, x, y, generator=None) -> Step:
-        return self.directions(model, x, y, generator, diagnose=True)

@@ -49,6 +49,7 @@ def relaxing(model: nn.Module, rule: str) -> Relaxing:
 class EquilibriumPropagation(Rule):
     name: ClassVar[str] = "equilibrium_propagation"
     summary: ClassVar[str] = "free and nudged relaxations, contrast of dF/dtheta (Scellier 2017)"
+    diagnoses: ClassVar[bool] = True
     form: Literal["primitive", "hopfield"] = "primitive"
     free_steps: Annotated[int, AT_LEAST_ONE] = 30
     nudged_steps: Annotated[int, AT_LEAST_ONE] = 10
@@ -123,6 +124,3 @@ class EquilibriumPropagation(Rule):
             last["nudged_energy"] = ep.energy(net, self.form, x, plus, y, size, self.loss).mean()
             last["free_steps_taken"] = torch.tensor(float(taken))
         return out
-
-    def probe_step(self, model, x, y, generator=None) -> Step:
-        return self.directions(model, x, y, generator, diagnose=True)

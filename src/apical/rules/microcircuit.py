@@ -43,6 +43,7 @@ Ratio = Annotated[float, NON_NEGATIVE]
 class DendriticMicrocircuit(Rule):
     name: ClassVar[str] = "microcircuit"
     summary: ClassVar[str] = "apical errors cancelled by interneurons (Sacramento et al. 2018)"
+    diagnoses: ClassVar[bool] = True
     model_class: ClassVar[type[nn.Module]] = Microcircuit
     probes: ClassVar[str] = "diagnostics"  # its reference needs the settled state
     loss: str = "mse"
@@ -135,9 +136,6 @@ class DendriticMicrocircuit(Rule):
     @torch.no_grad()
     def after_step(self, model: nn.Module, step: Step) -> None:
         self.own_model(model).sync_top_down()
-
-    def probe_step(self, model, x, y, generator=None) -> Step:
-        return self.directions(model, x, y, generator, diagnose=True)
 
 
 def backprop_gradients(net: Microcircuit, x: Tensor, target: Tensor) -> list[Tensor]:

@@ -38,6 +38,7 @@ from apical.rules.base import Rule, Step
 class PredictiveCoding(Rule):
     name: ClassVar[str] = "predictive_coding"
     summary: ClassVar[str] = "prediction errors relaxed, then local updates (W&B 2017; Z-IL)"
+    diagnoses: ClassVar[bool] = True
     steps: Annotated[int, AT_LEAST_ONE] = 20
     rate: Annotated[float, POSITIVE] = 0.1
     beta: Annotated[float, POSITIVE] = 1.0
@@ -94,6 +95,3 @@ class PredictiveCoding(Rule):
         return Step(
             loss.detach(), outputs, named_directions(params, grads), diagnostics=diagnostics
         )
-
-    def probe_step(self, model, x, y, generator=None) -> Step:
-        return self.directions(model, x, y, generator, diagnose=True)

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 import apical
+from apical.data import Dataset
 from apical.energy import equilibrium as ep
 from apical.energy import layered
 from apical.energy import predictive_coding as pc
@@ -248,23 +249,43 @@ def test_compiled_inference_equals_eager():
         torch.testing.assert_close(ours[k], theirs[k], rtol=1e-10, atol=1e-12)
 
 
-def test_contrastive_hebbian_learning_solves_xor():
-    """O'Reilly's sanity task through the one trainer (scripts/chl_small_tasks.py runs ten
-    seeds of it and the 8-3-8 encoder): a 2-4-2 logistic net, full feedback, 500 epochs."""
-    from apical.data import load_dataset
+def _small_task(data, hidden: int, lr: float, momentum: float, epochs: int, step: float,
+                seed: int) -> float:  # fmt: skip
+    """Test accuracy of CHL on a small task after `epochs` full-batch epochs (the settings of
+    scripts/chl_small_tasks.py)."""
     from apical.train import TrainConfig, train
 
+    config = TrainConfig.from_dict({
+        "dataset": "xor", "model": "mlp", "seed": seed, "device": "cpu",
+        "model_options": {"hidden": [hidden], "activation": "sigmoid",
+                          "output_activation": "sigmoid"},
+        "rule": "contrastive_hebbian", "loss": "mse", "lr": lr, "momentum": momentum,
+        "batch_size": len(data.x_train),
+        "rule_options": {"gamma": 1.0, "minus_steps": 30, "plus_steps": 30,
+                         "scale_layers": False, "step_size": step},
+        "epochs": epochs, "eval_every": epochs, "probe_every": 0,
+    })  # fmt: skip
+    return train(config, progress=False, data=data).history[-1]["test_accuracy"]
+
+
+def test_contrastive_hebbian_learning_solves_xor():
+    """O'Reilly's sanity task through the one trainer (scripts/chl_small_tasks.py runs ten
+    seeds: 10 of 10 solved): a 2-4-2 logistic net, full feedback, 500 epochs."""
+    from apical.data import load_dataset
+
     torch.set_default_dtype(torch.float32)
-    data = load_dataset("xor")
     for seed in (0, 1):
-        config = TrainConfig.from_dict({
-            "dataset": "xor", "model": "mlp", "seed": seed, "device": "cpu",
-            "model_options": {"hidden": [4], "activation": "sigmoid",
-                              "output_activation": "sigmoid"},
-            "rule": "contrastive_hebbian", "loss": "mse", "lr": 1.0, "batch_size": 4,
-            "rule_options": {"gamma": 1.0, "minus_steps": 30, "plus_steps": 30,
-                             "scale_layers": False},
-            "epochs": 500, "eval_every": 500, "probe_every": 0,
-        })  # fmt: skip
-        run = train(config, progress=False, data=data)
-        assert run.history[-1]["test_accuracy"] == 1.0, seed
+        assert _small_task(load_dataset("xor"), 4, 1.0, 0.0, 500, 1.0, seed) == 1.0, seed
+
+
+@pytest.mark.xfail(
+    strict=True, raises=AssertionError, reason="BUGS.md: CHL solves the 8-3-8 encoder in 2 of 10"
+)
+def test_contrastive_hebbian_learning_solves_the_encoder():
+    """The 8-3-8 encoder, seed 3 (unsolved, like 7 others of 10; backprop with the same
+    net and budget solves 9 of 10)."""
+    torch.set_default_dtype(torch.float32)
+    eye = torch.eye(8)
+    data = Dataset("encoder-8", eye, torch.arange(8), eye, torch.arange(8), eye,
+                   torch.arange(8), 8)  # fmt: skip
+    assert _small_task(data, 3, 1.0, 0.9, 1000, 0.5, seed=3) == 1.0

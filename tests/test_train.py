@@ -39,9 +39,17 @@ def test_same_seed_same_result(rule):
     assert a.history == [{**r, "seconds": a.history[i]["seconds"]} for i, r in enumerate(b.history)]
 
 
-@pytest.mark.parametrize("rule", ["kolen_pollack", "sign_symmetry"])
+RESUME_OPTIONS = {
+    "kolen_pollack": {},
+    "sign_symmetry": {"random_magnitudes": True},
+    # a relaxing shell (apical.energy.Relaxing) around the net, random-sign nudging
+    "equilibrium_propagation": {"free_steps": 8, "nudged_steps": 4, "nudging": "random_sign"},
+}
+
+
+@pytest.mark.parametrize("rule", list(RESUME_OPTIONS))
 def test_resume_gives_the_uninterrupted_weights(tmp_path, rule):
-    opts = {"random_magnitudes": True} if rule == "sign_symmetry" else {}
+    opts = RESUME_OPTIONS[rule]
     kw = dict(rule=rule, rule_options=opts, optimizer="adam", lr=0.003, weight_decay=1e-3)
     full = train(_cfg(tmp_path / "full", **kw), progress=False)
     train(_cfg(tmp_path / "cut", epochs=2, **kw), progress=False)  # "interrupted" after 2

@@ -58,7 +58,8 @@ def main() -> None:
             if args.runs:
                 configs = {k: v for k, v in configs.items() if k in args.runs.split(",")}
             for label, run in train_all(configs, progress=False, echo=lambda s: None).items():
-                val = run.history[-1]["val_accuracy"]
+                # a diverged run (NaN loss) counts as 100 % error
+                val = 0.0 if run.diverged else run.history[-1]["val_accuracy"]
                 results.setdefault(label, {})[str(lr)] = 100 * (1 - val)
     best = {label: min(v, key=v.get) for label, v in results.items()}
     if args.json:

@@ -9,7 +9,8 @@ inference steps per batch of 128 and AdamW on the weights, on the same synthetic
 (the cost does not depend on the pixel values): pcx with its own training step (value
 nodes relaxed by SGD, momentum 0.35, rate 0.018; the step jit-compiled, as in pcx's
 experiment scripts), apical with its `predictive_coding` rule taking the trainer's step
-(directions, .grad, fused AdamW). The time of `--batches` steps is scaled to a 60,000-image
+(directions, .grad, fused AdamW), eager and with its inference loop compiled
+(`compiled`). The time of `--batches` steps is scaled to a 60,000-image
 epoch; medians over `--reps` interleaved repetitions after a warm-up (pcx's compilation is
 not counted). Skips with one line where pcx or JAX is absent.
 """
@@ -110,9 +111,9 @@ def pcx_epoch_fn(batches: int):
     return run
 
 
-def apical_epoch_fn(batches: int):
+def apical_epoch_fn(batches: int, compiled: bool):
     torch.manual_seed(0)
-    rule = apical.make_rule("predictive_coding", steps=T, rate=0.1)
+    rule = apical.make_rule("predictive_coding", steps=T, rate=0.1, compiled=compiled)
     x, y = torch.rand(BATCH, SIZES[0]), torch.randint(0, 10, (BATCH,))
     model = apical.convert(mlp((SIZES[0],), 10, hidden=SIZES[1:-1], activation="gelu"), rule, x)
     step = training_step(rule, model, x, y, 3e-4, optimizer="adam")
@@ -136,7 +137,11 @@ def main() -> None:
     except ImportError:
         print("skipped: pcx (and JAX) not installed; pip install pcx")
         sys.exit(0)
-    fns = {"pcx": pcx_epoch_fn(args.batches), "apical": apical_epoch_fn(args.batches)}
+    fns = {
+        "pcx": pcx_epoch_fn(args.batches),
+        "apical": apical_epoch_fn(args.batches, compiled=False),
+        "apical, compiled inference": apical_epoch_fn(args.batches, compiled=True),
+    }
     for fn in fns.values():
         fn()  # warm-up (pcx compiles here)
     times: dict[str, list[float]] = {k: [] for k in fns}
@@ -153,13 +158,15 @@ def main() -> None:
         "protocol": "pcx MLP 784-128-128-128-10 GELU, CE energy, T = 5, batch 128",
         "seconds per 60,000-image epoch": per_epoch,
         "apical / pcx": per_epoch["apical"] / per_epoch["pcx"],
+        "apical compiled / pcx": per_epoch["apical, compiled inference"] / per_epoch["pcx"],
     }
     if args.json:
         print(json.dumps(result, indent=1))
         return
     for k, v in per_epoch.items():
-        print(f"{k:8s} {v:.2f} s per epoch")
-    print(f"apical / pcx: {result['apical / pcx']:.2f}")
+        print(f"{k:28s} {v:.2f} s per epoch")
+    ratios = result["apical / pcx"], result["apical compiled / pcx"]
+    print(f"apical / pcx: {ratios[0]:.2f}, compiled: {ratios[1]:.2f}")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from apical.energy.layered import Layered, layered
+from apical.energy.layered import WEIGHTS, Layered, layered
 
 Answer = Callable[[Layered, Tensor, bool], Tensor]
 
@@ -35,14 +35,11 @@ class Relaxing(nn.Module):
 def weight_layer_names(model: nn.Module) -> list[str]:
     """The names of the weight layers in forward order (one per stage): the keys of the
     probes' per-layer rows."""
-    from apical.layers import FeedbackLayer
-
-    return [
-        n for n, m in model.named_modules() if isinstance(m, nn.Linear | nn.Conv2d | FeedbackLayer)
-    ]
+    return [n for n, m in model.named_modules() if isinstance(m, WEIGHTS)]
 
 
 def trainable(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The parameters a rule returns directions for, by name."""
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
 

@@ -84,6 +84,7 @@ def free_phase(
     """The minus phase from the feed-forward rates (its output is the network's answer);
     `track` keeps the graph through it (apical.energy.relax)."""
     with torch.set_grad_enabled(track):
+        net = net.with_input(x)  # stage_1(x) once: the start and every step use it
         start = [net.act(k, u) for k, u in enumerate(net.feedforward(x))]
     return relax(step_fn(net, x, gamma, None, track, rate), start, steps, tol)
 
@@ -99,6 +100,8 @@ def phases(
     rate: float = 1.0,
 ) -> tuple[States, States, int, int]:
     """The minus (free) and plus (clamped) states and the steps each took."""
+    with torch.no_grad():
+        net = net.with_input(x)  # shared by both phases
     minus, t_minus = free_phase(net, x, gamma, minus_steps, tol, rate=rate)
     clamped = target_rates(y, minus[-1])
     step = step_fn(net, x, gamma, clamped, rate=rate)

@@ -117,10 +117,11 @@ def project(net: Layered, k: int, u: Tensor) -> Tensor:
 
 
 def zero_states(net: Layered, x: Tensor) -> States:
-    """Zero potentials (rates) of every state layer, shaped by a forward pass."""
+    """Zero potentials (rates) of every state layer, shaped by a forward pass of one
+    example."""
     with torch.no_grad():
-        us = net.feedforward(x)[: n_states(net)]
-    return [torch.zeros_like(u) for u in us]
+        us = net.feedforward(x[:1])[: n_states(net)]
+    return [u.new_zeros((len(x), *u.shape[1:])) for u in us]
 
 
 def settle(

@@ -82,11 +82,13 @@ class EquilibriumPropagation(Rule):
         wrapped = relaxing(model, self.name)
         net, params = layered(wrapped.net), trainable(wrapped)
         n = len(x)
-        free, taken = self._settle(net, x, None, None, None, self.free_steps)
+        with torch.no_grad():
+            clamped = net.with_input(x)  # stage_1(x), shared by every phase
+        free, taken = self._settle(clamped, x, None, None, None, self.free_steps)
         size = torch.full((n,), self.beta, dtype=x.dtype, device=x.device)
         if self.nudging == "symmetric":
             both, _ = self._settle(
-                net,
+                clamped._replace(first=torch.cat([clamped.first, clamped.first])),
                 torch.cat([x, x]),
                 [torch.cat([s, s]) for s in free],
                 torch.cat([y, y]),
@@ -99,7 +101,7 @@ class EquilibriumPropagation(Rule):
             if self.nudging == "random_sign":
                 draw = torch.randint(0, 2, (1,), generator=generator, device=x.device)
                 size = size * (1 - 2 * draw).to(size)
-            plus, _ = self._settle(net, x, free, y, size, self.nudged_steps)
+            plus, _ = self._settle(clamped, x, free, y, size, self.nudged_steps)
             a, b = (plus, size), (free, torch.zeros_like(size))
         grads = ep.contrast(net, self.form, x, self.loss, list(params.values()), y, a, b)
         with torch.no_grad():

@@ -229,6 +229,8 @@ def test_energy_rules_refuse_what_they_cannot_relax():
         apical.convert(chain, apical.make_rule("contrastive_hebbian"), x)
     with pytest.raises(apical.ApicalError, match=r"need an nn\.Sequential"):
         apical.make_rule("predictive_coding").directions(nn.Linear(4, 2), x, torch.tensor([0, 1]))
+    with pytest.raises(apical.ApicalError, match="set tol = none or compiled = false"):
+        apical.make_rule("predictive_coding", compiled=True, tol=1e-4)
     with pytest.raises(apical.ApicalError, match='set loss = "mse"'):
         apical.make_rule("contrastive_hebbian", loss="cross_entropy")
     plain = apical.convert(_mlp((4, 3, 2)), apical.make_rule("backprop"), x)

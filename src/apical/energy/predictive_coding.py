@@ -80,7 +80,7 @@ def infer(
         clamped = net.with_input(x) if feedforward is None else net._replace(first=feedforward[0])
     if not nodes:  # one stage: nothing to infer
         return [], 0
-    if compiled and tol is None:
+    if compiled:  # fixed steps (the rule refuses compiled with tol)
         nodes = [n.detach() for n in nodes]
         return compiled_inference(clamped, x, nodes, y, beta, loss, gamma, steps), steps
 

@@ -30,6 +30,7 @@ from apical.config import AT_LEAST_ONE, POSITIVE
 from apical.energy import predictive_coding as pc
 from apical.energy.layered import layered
 from apical.energy.network import named_directions, trainable, weight_layer_names
+from apical.errors import ConfigError
 from apical.losses import get_loss
 from apical.rules.base import Rule, Step
 
@@ -46,6 +47,14 @@ class PredictiveCoding(Rule):
     schedule: Literal["end", "zil"] = "end"
     tol: Annotated[float, POSITIVE] | None = None
     compiled: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.compiled and self.tol is not None:
+            raise ConfigError(
+                "rule predictive_coding: the compiled inference runs a fixed number of steps; "
+                "set tol = none or compiled = false"
+            )
 
     def directions(
         self,

@@ -35,19 +35,30 @@ from apical.energy.relax import States, per_example, relax, state_gradient
 from apical.losses import per_example_loss
 
 
+def prediction(net: Layered, x: Tensor, nodes: States, k: int) -> Tensor:
+    """mu_{k+1} (0-based stage k) from the input or the value node below."""
+    return net.stage(k, net.act(k - 1, nodes[k - 1]) if k else x)
+
+
 def predictions(net: Layered, x: Tensor, nodes: States) -> States:
     """mu_1..mu_L from the input and the value nodes x_1..x_{L-1}."""
-    below = [x, *nodes]
-    return [net.stage(k, net.act(k - 1, below[k]) if k else below[0]) for k in range(net.depth)]
+    return [prediction(net, x, nodes, k) for k in range(net.depth)]
+
+
+def stage_energy(net: Layered, x: Tensor, nodes: States, y: Tensor, beta: Tensor, loss: str,
+                 k: int) -> Tensor:  # fmt: skip
+    """Stage k's term of F_beta per example: 1/2 ||eps||^2, or beta * loss at the output."""
+    mu = prediction(net, x, nodes, k)
+    if k < net.depth - 1:
+        return 0.5 * per_example((nodes[k] - mu).pow(2))
+    return beta * per_example_loss(loss, net.act(k, mu), y)
 
 
 def layer_energies(
     net: Layered, x: Tensor, nodes: States, y: Tensor, beta: Tensor, loss: str
 ) -> list[Tensor]:
     """Per stage and example: 1/2 ||eps_l||^2 (l < L) and beta * loss (the output)."""
-    mu = predictions(net, x, nodes)
-    hidden = [0.5 * per_example((n - m).pow(2)) for n, m in zip(nodes, mu, strict=False)]
-    return [*hidden, beta * per_example_loss(loss, net.act(net.depth - 1, mu[-1]), y)]
+    return [stage_energy(net, x, nodes, y, beta, loss, k) for k in range(net.depth)]
 
 
 def energy(net: Layered, x: Tensor, nodes: States, y: Tensor, beta: Tensor, loss: str) -> Tensor:
@@ -134,7 +145,7 @@ def zero_divergence_gradients(
         k = net.depth - 1 - t  # the stage whose error is exact after t steps
         fixed = [n.detach() for n in nodes]
         with torch.enable_grad():
-            term = layer_energies(net, x, fixed, y, beta, loss)[k].sum()
+            term = stage_energy(net, x, fixed, y, beta, loss, k).sum()
             out[k] = list(torch.autograd.grad(term, params_by_stage[k]))
         if t < net.depth - 1:
             grads = state_gradient(

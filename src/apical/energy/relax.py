@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 States = list[Tensor]
-Step = Callable[[States], States]
+StepFn = Callable[[States], States]
 
 
 def state_gradient(scalar: Callable[[States], Tensor], states: States, track: bool) -> States:
@@ -34,7 +34,7 @@ def state_gradient(scalar: Callable[[States], Tensor], states: States, track: bo
         return list(torch.autograd.grad(scalar(states), states, create_graph=track))
 
 
-def relax(step: Step, states: States, steps: int, tol: float | None = None) -> tuple[States, int]:
+def relax(step: StepFn, states: States, steps: int, tol: float | None = None) -> tuple[States, int]:
     """Apply `step` `steps` times (or until the largest change is below `tol`); returns the
     final states and the number of steps taken."""
     for t in range(steps):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import sys
 import tomllib
@@ -13,8 +14,8 @@ from typing import Any
 
 import click
 
-from apical import __version__
-from apical.errors import ApicalError, Interrupted
+from apical import __version__, distributed
+from apical.errors import ApicalError, Interrupted, PeerFailed
 from apical.experiments import Report, shipped
 from apical.experiments import reproduce as reproduce_experiment
 from apical.plots import load_runs, plot_runs
@@ -169,10 +170,14 @@ def _parse_sizes(text: str | None) -> list[int] | None:
 @click.option("--device", help="auto, cpu or cuda.")
 @click.option("--run-dir", help="Run folder (config, metrics, checkpoint).")
 @click.option("--resume", is_flag=True, help="Continue the run in --run-dir from its checkpoint.")
+@click.option("--nproc", type=click.IntRange(1), default=1, show_default=True,
+              help="Data-parallel processes on this machine (started as torchrun would; "
+              "gloo on CPUs, NCCL on GPUs). Many machines: docs/distributed.md.")  # fmt: skip
 def train(config_file: Path | None, hidden: str | None, activation: str | None, resume: bool,
-          rule_option: tuple[str, ...], model_option: tuple[str, ...],
+          nproc: int, rule_option: tuple[str, ...], model_option: tuple[str, ...],
           set_field: tuple[str, ...], **options: Any) -> None:  # fmt: skip
-    """Train one model with one rule and print its per-epoch metrics."""
+    """Train one model with one rule and print its per-epoch metrics. Under torchrun, each
+    process trains its shard of every batch (docs/distributed.md)."""
     fields: dict[str, Any] = {}
     if resume and options.get("run_dir") and config_file is None:
         saved = RunFolder(options["run_dir"]).config()
@@ -194,6 +199,10 @@ def train(config_file: Path | None, hidden: str | None, activation: str | None, 
         if given and isinstance(table, dict):  # else the validator names what is wrong
             fields[key] = {**table, **given}
     config = TrainConfig.from_dict(fields)
+    if nproc > 1:
+        if distributed.environment() is not None:
+            raise ApicalError("--nproc inside torchrun: give torchrun the process count only")
+        sys.exit(distributed.launch(nproc, _without_nproc(sys.argv[1:])))
 
     def show(row: dict[str, Any]) -> None:
         angle, at = row.get("mean_hidden_angle"), row.get("angle_step")
@@ -208,8 +217,26 @@ def train(config_file: Path | None, hidden: str | None, activation: str | None, 
         )
 
     run_training(config, resume=resume, progress=sys.stderr.isatty(), on_epoch=show)
-    if config.run_dir:
+    if config.run_dir and _lead():
         click.echo(f"run folder: {config.run_dir}")
+
+
+def _without_nproc(args: list[str]) -> list[str]:
+    """The command line minus --nproc N (what each launched process runs)."""
+    out, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out
+
+
+def _lead() -> bool:
+    """Whether this process speaks for the run (not a distributed run's other process)."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def _percent(v: float | None) -> str:
@@ -346,33 +373,45 @@ def main() -> None:
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:
-        click.echo("interrupted", err=True)
+        _say("interrupted")
         sys.exit(130)
     except click.ClickException as e:
         command = e.ctx.command_path if getattr(e, "ctx", None) else "apical"
-        click.echo(f"error: {e.format_message()} (see {command} --help)", err=True)
+        _say(f"error: {e.format_message()} (see {command} --help)")
         sys.exit(2)
     except Interrupted as e:
-        click.echo(f"stopped: {e}", err=True)
+        _say(f"stopped: {e}", peers_too=False)
         sys.exit(130)
+    except PeerFailed as e:
+        _say(f"error: {e}", peers_too=False)
+        sys.exit(2)
     except ApicalError as e:
-        click.echo(f"error: {e}", err=True)
+        _say(f"error: {e}")
         sys.exit(2)
     except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
+        _say("interrupted")
         sys.exit(130)
     except OSError as e:
         if e.filename is None:
             raise
-        click.echo(f"error: cannot use {e.filename} ({e.strerror}); check the path and its "
-                   "permissions", err=True)  # fmt: skip
+        _say(f"error: cannot use {e.filename} ({e.strerror}); check the path and its permissions")
         sys.exit(2)
     except (MemoryError, RuntimeError) as e:
         line = out_of_memory(e)
         if line is None:
             raise
-        click.echo(f"error: {line}", err=True)
+        _say(f"error: {line}")
         sys.exit(2)
+
+
+def _say(line: str, peers_too: bool = True) -> None:
+    """The one line of a failure. A distributed run's other processes stay silent where
+    the lead says the same (`peers_too=False`); under `apical train --nproc` the line goes
+    to the launcher, which prints one line for the run (apical.distributed.launch)."""
+    if not (peers_too or _lead()):
+        return
+    if not distributed.tell_launcher(line):
+        click.echo(line, err=True)
 
 
 def out_of_memory(e: BaseException) -> str | None:

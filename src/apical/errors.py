@@ -16,3 +16,8 @@ class DivergedError(ApicalError):
 
 class Interrupted(ApicalError):
     """SIGINT or SIGTERM stopped a run; the message says what was saved and how to go on."""
+
+
+class PeerFailed(ApicalError):
+    """Another process of a distributed run failed or refused the run (that process says
+    why); the CLI of a process other than the lead exits without a line of its own."""

@@ -342,10 +342,13 @@ class RunFolder:
         atomic_write(self.path / CHECKPOINT, buffer.getvalue())
 
     def restore(
-        self, device: torch.device | str = "cpu"
+        self, device: torch.device | str = "cpu", read_only: bool = False
     ) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
-        """The checkpoint's state and the rows that belong to it (later rows dropped)."""
-        self._need_lock()
+        """The checkpoint's state and the rows that belong to it (later rows dropped from
+        the files, unless `read_only`: a distributed run's other processes, which read the
+        folder its lead writes)."""
+        if not read_only:
+            self._need_lock()
         state = self.checkpoint(device)
         counts = state.pop("rows", None)
         if not isinstance(counts, dict):
@@ -361,7 +364,7 @@ class RunFolder:
                     f"{self.rows_file(stream)} has {len(kept)} rows but the checkpoint "
                     f"needs {n}: the folder was edited; start a new run"
                 )
-            if len(kept) > n:
+            if len(kept) > n and not read_only:
                 self.write_rows(stream, kept[:n])
             rows[stream] = kept[:n]
         return state, rows

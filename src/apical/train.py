@@ -28,12 +28,13 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from apical import distributed
 from apical import synaptic_intelligence as si
 from apical.augment import training_batch
 from apical.continual import task_data
 from apical.convert import convert
 from apical.data import Dataset, load_dataset
-from apical.errors import ApicalError, DivergedError, Interrupted
+from apical.errors import ApicalError, DivergedError, Interrupted, PeerFailed
 from apical.interrupts import Stop, stop_signals
 from apical.keyed import example_keys
 from apical.layers import constrain
@@ -43,6 +44,7 @@ from apical.optim import DecoupledMomentumSGD, SparseRowsAdam
 from apical.params import param_groups
 from apical.replicas import replicate
 from apical.rules import Rule, make_rule
+from apical.rules.base import Step
 from apical.run_folder import RunFolder, differences, jsonable
 from apical.train_config import DATA_FIELDS, LOCATION_FIELDS, TrainConfig, extension_check
 
@@ -73,29 +75,83 @@ def train(
     (a run folder is never overwritten otherwise). `data` may be passed to reuse an already
     loaded dataset (it must match the config's DATA_FIELDS)."""
     config.check()
+    group = _join(config)  # None: one process
     folder = RunFolder(config.run_dir) if config.run_dir is not None else None
     if resume and folder is None:
         raise ApicalError("--resume needs --run-dir, the folder of the run to continue")
-    with folder.writer() if folder else contextlib.nullcontext(), stop_signals() as stop:
-        resuming = folder is not None and folder.begin(
-            config.to_dict(), resume=resume, extendable=extension_check(config),
-            location=LOCATION_FIELDS,
-        )  # fmt: skip
-        trainer = Trainer(config, data)
+    writes = folder if group is None or group.lead else None  # only the lead writes
+    with writes.writer() if writes else contextlib.nullcontext(), stop_signals() as stop:
+        resuming = _begin(writes, config, resume, group)
+        trainer = Trainer(config, data, group)
         if resuming:
-            trainer.restore(*folder.restore(trainer.device))
+            trainer.restore(*folder.restore(trainer.device, read_only=writes is None))
         else:
             trainer.start()
-        while trainer.epoch < config.epochs:
-            finished = trainer.run_epoch(stop, progress)
-            rows = trainer.end_epoch() if finished else []
-            if folder is not None:
-                folder.save(trainer.state(), trainer.streams())
-            for row in rows if on_epoch is not None else ():
-                on_epoch(row)
-            if stop.requested and trainer.epoch < config.epochs:
-                raise Interrupted(trainer.interrupted_message(stop.signal, config.run_dir))
+        try:
+            while trainer.epoch < config.epochs:
+                finished = trainer.run_epoch(stop, progress)
+                rows = trainer.end_epoch() if finished else []
+                if writes is not None:
+                    writes.save(trainer.state(), trainer.streams())
+                for row in rows if on_epoch is not None else ():
+                    on_epoch(row)
+                if trainer.agree(stop.requested) and trainer.epoch < config.epochs:
+                    raise Interrupted(trainer.interrupted_message(stop.signal, config.run_dir))
+        except Exception as e:
+            if group is None or not distributed.peer_gone(e):
+                raise
+            raise PeerFailed(_peer_message(e, trainer, config)) from None
     return Run(config, trainer.model, trainer.history, trainer.probes)
+
+
+def _join(config: TrainConfig) -> distributed.Group | None:
+    """The process group when started by torchrun with more than one process."""
+    place = distributed.environment()
+    if place is None:
+        return None
+    return distributed.join(resolve_device(config.device, local_rank=place[2]))
+
+
+def _begin(
+    folder: RunFolder | None, config: TrainConfig, resume: bool, group: distributed.Group | None
+) -> bool:
+    """Start the run in its folder (the lead's part: the others get no folder); True when
+    it resumes. In a distributed run every process learns that, and the others stop
+    quietly when the lead refused the run."""
+    resuming, failed = False, None
+    try:
+        if folder is not None:
+            resuming = folder.begin(
+                config.to_dict(),
+                resume=resume,
+                extendable=extension_check(config),
+                location=LOCATION_FIELDS,
+            )
+    except ApicalError as e:
+        if group is None:
+            raise
+        failed = e
+    if group is None:
+        return resuming
+    device = resolve_device(config.device, local_rank=group.local)
+    ok = distributed.broadcast_flag(failed is None, device)
+    resuming = distributed.broadcast_flag(resuming, device)
+    if failed is not None:
+        raise failed
+    if not ok:
+        raise PeerFailed("process 0 refused the run (it says why)")
+    return resuming
+
+
+def _peer_message(e: BaseException, trainer: Trainer, config: TrainConfig) -> str:
+    where = (
+        f"the last checkpoint (epoch {trainer.epoch}) is in {config.run_dir}: continue with "
+        f"--resume on {trainer.group.world if trainer.group else 1} processes"
+        if config.run_dir is not None and trainer.epoch > 0
+        else "no checkpoint was written"
+    )
+    first = str(e).strip().splitlines()[0][:100] if str(e).strip() else type(e).__name__
+    return f"another process of the distributed run failed ({first}); the run stopped and {where}"
 
 
 def train_all(
@@ -170,11 +226,19 @@ def finished_run(folder: RunFolder, config: TrainConfig) -> bool:
 class Trainer:
     """The state of one training run and its steps (see the module docstring)."""
 
-    def __init__(self, config: TrainConfig, data: Dataset | None = None) -> None:
-        self.config = config
-        self.device = resolve_device(config.device)
+    def __init__(
+        self,
+        config: TrainConfig,
+        data: Dataset | None = None,
+        group: distributed.Group | None = None,
+    ) -> None:
+        self.config, self.group = config, group
+        self.lead = group is None or group.lead  # evaluates, probes, shows progress
+        self.device = resolve_device(config.device, local_rank=group.local if group else None)
         data = data if data is not None else load_config_data(config)
         self.data = data.to(self.device)
+        if group is not None:
+            distributed.check_batches(group, len(self.data.x_train), config.batch_size)
         self.model, self.rule = build(config, self.data, self.device)
         before = None if config.init_from is None else _start_from(self.model, config, self.device)
         params = dict(self.model.named_parameters())
@@ -217,6 +281,10 @@ class Trainer:
         if self.config.probe_every or self.config.probe_epochs:
             self.probe(0)
 
+    def agree(self, flag: bool) -> bool:
+        """Whether any process of the run says yes (`flag` itself in one process)."""
+        return flag if self.group is None else distributed.agree(flag, self.device)
+
     def state(self) -> dict[str, Any]:
         """The checkpoint: everything `restore` needs to continue exactly."""
         state = {
@@ -233,6 +301,7 @@ class Trainer:
             "first_bad": self.first_bad,
             "batch": self.batch,
             "loss_sum": self.loss_sum,
+            "world_size": self.group.world if self.group else 1,
         }
         if self.perm is not None:  # saved within an epoch
             state["perm"] = self.perm
@@ -246,6 +315,13 @@ class Trainer:
     def restore(self, state: dict[str, Any], rows: dict[str, list[dict[str, Any]]]) -> None:
         """Continue from a checkpoint's state; one line when it does not fit this run (a
         checkpoint of another model, or one edited or damaged)."""
+        world = self.group.world if self.group else 1
+        if state.get("world_size", 1) != world:
+            raise ApicalError(
+                f"{self.config.run_dir} was trained on {state.get('world_size')} processes and "
+                f"is resumed on {world}; resume it on {state.get('world_size')} (torchrun "
+                f"--nproc-per-node, apical train --nproc), or start a new run"
+            )
         try:
             _check_like(
                 state["optimizer"]["param_groups"], self.optimizer.state_dict()["param_groups"]
@@ -313,18 +389,19 @@ class Trainer:
             self.perm = self._one_or_all(torch.stack(perm)).to(self.device)
         params = dict(self.model.named_parameters())
         bar = tqdm(range(self.batch, self.n_batches), desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
-                   disable=not progress, leave=False)  # fmt: skip
+                   disable=not (progress and self.lead), leave=False)  # fmt: skip
         for i in bar:
             idx = self.perm[..., i * cfg.batch_size : (i + 1) * cfg.batch_size]
-            x = training_batch(cfg.augment, data.x_train, idx, self.generators)
-            keyed = {"keys": example_keys(cfg.seed, self.epoch, idx)} if rule.keyed else {}
+            x, y, extra = self._batch(idx)
             # free the last step's directions (its .grad and `result`) before this step's
             # are made: the heap stays steady, where the allocator would otherwise return
             # memory to the OS and page-fault it back every step
             self.optimizer.zero_grad(set_to_none=True)
             result = None
-            result = rule.directions(self.model, x, data.y_train[idx], self.generators["rule"],
-                                     **keyed)  # fmt: skip
+            result = rule.directions(self.model, x, y, self.generators["rule"], **extra)
+            stopping = stop.requested
+            if self.group is not None:
+                result, stopping = self._combine(result, idx.shape[-1], stopping)
             for name, direction in result.directions.items():
                 scale = None if self.scales is None else self.scales[name]
                 params[name].grad = direction if scale is None else direction * scale
@@ -345,24 +422,72 @@ class Trainer:
             probe_now = cfg.probe_every and self.step % cfg.probe_every == 0
             if probe_now or (progress and self.step % 50 == 0) or i == self.n_batches - 1:
                 self._stop_if_nonfinite()
-                if progress:
+                if progress and self.lead:
                     bar.set_postfix(loss=f"{float(result.loss.mean()):.4f}")
             if probe_now:
                 self.probe(self.epoch)
-            if stop.requested and i < self.n_batches - 1:
+            if stopping and i < self.n_batches - 1:
                 self._stop_if_nonfinite()
                 self.elapsed += time.perf_counter() - t0
                 return False
         self.elapsed += time.perf_counter() - t0
         return True
 
+    def _batch(self, idx: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor | int]]:
+        """The step's inputs, labels and per-example keys (for keyed rules): of the whole
+        batch, or of this process's shard of it (the whole batch's augmentation drawn
+        first, so that every process draws the same numbers). A rule that carries state per
+        example also gets `first`, the shard's first example's place in the batch, and
+        `batch_keys`, the whole batch's keys."""
+        cfg, data, rule = self.config, self.data, self.rule
+        extra: dict[str, Tensor | int] = {}
+        if rule.keyed:
+            extra["keys"] = example_keys(cfg.seed, self.epoch, idx)
+        if self.group is None:
+            return training_batch(cfg.augment, data.x_train, idx, self.generators), \
+                data.y_train[idx], extra  # fmt: skip
+        part = self.group.shard(idx.shape[-1])
+        if rule.carries_examples:
+            extra["first"] = part.start
+            if rule.keyed:
+                extra["batch_keys"] = extra["keys"]
+        if rule.keyed:
+            extra["keys"] = extra["keys"][..., part]
+        if cfg.augment == "none":  # nothing drawn: the shard's examples only
+            idx = idx[..., part]
+            return data.x_train[idx], data.y_train[idx], extra
+        x = training_batch(cfg.augment, data.x_train, idx, self.generators)
+        x = x.narrow(idx.dim() - 1, part.start, part.stop - part.start)  # after replicas
+        return x, data.y_train[idx[..., part]], extra
+
+    def _combine(self, result: Step, n: int, stop: bool) -> tuple[Step, bool]:
+        """The whole batch's step from this process's shard of n examples (see
+        apical.distributed); the stop flag is any process's."""
+        share = self.group.shard(n)
+        local = (share.stop - share.start) / n
+        weight = local if self.rule.reduction == "mean" else 1.0
+        directions, increments, loss, stop = distributed.combine(
+            result.directions, result.dense_increments(), result.loss, weight, local, stop
+        )
+        replacements = result.replacements
+        if replacements:
+            replacements = distributed.gather_batch(self.group, replacements, n)
+        step = dataclasses.replace(result, directions=directions, increments=increments,
+                                   loss=loss, replacements=replacements)  # fmt: skip
+        return step, stop
+
     def end_epoch(self) -> list[dict[str, Any]]:
         """Close the epoch: schedule, end-of-epoch probe, evaluation; its rows (one per
-        replica) are appended to the history and returned."""
+        replica) are appended to the history and returned (no rows on a process other
+        than a distributed run's lead)."""
         cfg, data = self.config, self.data
         if self.scheduler is not None:
             self.scheduler.step()
         self.epoch += 1
+        if not self.lead:
+            self.batch, self.perm = 0, None
+            self.loss_sum = self._zeros(torch.float64)
+            return []
         if cfg.probe_epochs and self.last_probe != self.step:
             self.probe(self.epoch)
         reps = cfg.replicas
@@ -400,7 +525,11 @@ class Trainer:
         return rows
 
     def probe(self, epoch: int) -> None:
-        """Probe rows (one per replica) on the fixed probe batch, with their own generator."""
+        """Probe rows (one per replica) on the fixed probe batch, with their own generator
+        (by the lead only, in a distributed run)."""
+        self.last_probe = self.step
+        if not self.lead:
+            return
         gen = torch.Generator(self.device).manual_seed(self.config.seed + 5)
         layers = alignment(self.model, self.rule, self.probe_x, self.probe_y, gen)
         for tag, rows in zip(self.tags, layers if isinstance(layers, list) else [layers],
@@ -409,7 +538,6 @@ class Trainer:
                 "epoch": epoch, "step": self.step, "images": self.step * self.config.batch_size,
                 **tag, "mean_hidden_angle": mean_hidden_angle(self.model, rows), "layers": rows,
             }))  # fmt: skip
-        self.last_probe = self.step
 
     def _add_si_penalty(
         self, params: dict[str, Tensor], directions: dict[str, Tensor]
@@ -472,15 +600,24 @@ def load_config_data(config: TrainConfig) -> Dataset:
     return data if config.task is None else task_data(data, config.task, config.seed)
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
+    """The device of a config's `device`; in a distributed run (`local_rank` given) "cuda"
+    is the process's own GPU on its node."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(name)
     except RuntimeError:
         raise ApicalError(f"unknown device {name!r}; use auto, cpu or cuda") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ApicalError("device cuda asked for but CUDA is not available; use --device cpu")
+    if device.type == "cuda" and local_rank is not None and device.index is None:
+        if local_rank >= torch.cuda.device_count():
+            raise ApicalError(
+                f"process {local_rank} on this node has no GPU of its own ("
+                f"{torch.cuda.device_count()} here); start at most that many processes per node"
+            )
+        device = torch.device("cuda", local_rank)
     return device
 
 

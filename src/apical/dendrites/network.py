@@ -130,25 +130,35 @@ class SegregatedNet(nn.Module):
 
     @torch.no_grad()
     def present(
-        self, x: Tensor, labels: Tensor, keys: Tensor, carry: bool
+        self,
+        x: Tensor,
+        labels: Tensor,
+        keys: Tensor,
+        carry: bool,
+        first: int = 0,
+        batch_keys: Tensor | None = None,
     ) -> tuple[simulate.Averages, State | None]:
-        """One training presentation of a batch; from the carried state when `carry`."""
+        """One training presentation of a batch; from the carried state when `carry`. A
+        distributed process's shard of a batch starts at slot `first` of the carried
+        state, and simulates as long as the whole batch (`batch_keys`)."""
         x = self._flat(x)
         if self.config.mode == "rate":
             return simulate.present_rates(self.config, self.params(), x, labels), None
-        start = self._start_state(len(x), x) if carry else None
-        return simulate.present(self.config, self.params(), x, labels, keys, start, fns=self._steps)
+        start = self._start_state(len(x), x, first) if carry else None
+        return simulate.present(self.config, self.params(), x, labels, keys, start,
+                                fns=self._steps, batch_keys=batch_keys)  # fmt: skip
 
-    def _start_state(self, batch: int, x: Tensor) -> State:
-        """The carried state for the first `batch` slots (rest for slots never used)."""
+    def _start_state(self, batch: int, x: Tensor, first: int = 0) -> State:
+        """The carried state of slots first .. first + batch - 1 (rest for slots never
+        used)."""
         fresh = dynamics.rest(self.config, batch, x.device, x.dtype)
         if self.carried is None:
             return fresh
-        n = min(batch, self.carried.soma[0].shape[0])
+        n = max(0, min(batch, self.carried.soma[0].shape[0] - first))
 
         def fill(new: Tensor, old: Tensor, dim: int) -> Tensor:
-            index = [slice(None)] * dim + [slice(0, n)]
-            new[tuple(index)] = old[tuple(index)]
+            lead = [slice(None)] * dim
+            new[tuple([*lead, slice(0, n)])] = old[tuple([*lead, slice(first, first + n)])]
             return new
 
         return State(

@@ -113,15 +113,19 @@ def present(
     keys: Tensor,
     state: State | None = None,
     fns: Steps = EAGER,
+    batch_keys: Tensor | None = None,
 ) -> tuple[Averages, State]:
     """Simulate one training presentation of each image of `x` (B, n_in) in [0, 1] from
-    `state` (rest when None); return the window averages and the end state."""
+    `state` (rest when None); return the window averages and the end state. Every image
+    is simulated for the batch's longest presentation (the end state depends on it): the
+    batch is `keys`, or `batch_keys` when x is a distributed process's shard of it."""
     batch, device, dtype = x.shape[0], x.device, x.dtype
     if state is None:
         state = rest(config, batch, device, dtype)
     forward, target = phase_lengths(config, keys)
     win = windows(config, keys, forward, target)
-    total = int((forward + target).max())  # one sync per batch
+    whole = (forward, target) if batch_keys is None else phase_lengths(config, batch_keys)
+    total = int((whole[0] + whole[1]).max())  # one sync per batch
     zeros = [torch.zeros(batch, n, device=device, dtype=dtype) for n in config.sizes]
     sums = Sums(
         tuple(zeros[1:]), tuple(zeros[1:-1]), tuple(zeros[1:-1]), tuple(zeros[:-1]), zeros[-1]

@@ -27,6 +27,9 @@ backprop's gradient exactly (Song et al. 2020, Theorem 1).
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -111,8 +114,16 @@ def _inference(net: Layered, x: Tensor, nodes: States, y: Tensor, beta: Tensor, 
     return nodes
 
 
-# compiled once per net, shapes and constants (torch.compile's own cache and guards)
-compiled_inference = torch.compile(_inference, dynamic=False)
+@functools.cache
+def _compiled() -> Callable:
+    """`_inference` compiled, made on first use (wrapping it imports the compiler, seconds
+    that every `import apical` would pay); then compiled once per net, shapes and constants
+    (torch.compile's own cache and guards)."""
+    return torch.compile(_inference, dynamic=False)
+
+
+def compiled_inference(*args):
+    return _compiled()(*args)
 
 
 def weight_gradients(

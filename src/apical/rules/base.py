@@ -39,8 +39,8 @@ class Step:
     that no loss drives, applied only by `after_step` (so probes never apply them):
 
     - `increments`: added to buffers (burstprop's recurrent Z), dense or `LowRank`;
-    - `replacements`: state set anew (the simulation state segregated dendrites carry from
-      one batch to the next);
+    - `replacements`: state set anew, per example with the batch on dim 0 (the simulation
+      state segregated dendrites carry from one batch to the next);
 
     and per-layer `diagnostics`."""
 
@@ -66,6 +66,13 @@ class Rule:
     # that model unconverted, and passes per-example random keys to `directions` if keyed.
     model_class: ClassVar[type[nn.Module] | None] = None
     keyed: ClassVar[bool] = False
+    # How directions (and buffer increments) reduce over the batch: "mean" or "sum" (a
+    # distributed run combines its processes' shards by it: apical.distributed)
+    reduction: ClassVar[str] = "mean"
+    # Whether state is carried per example from step to step (`Step.replacements`, batch
+    # on dim 0). A distributed shard then gets `first`, the slot of x's first example,
+    # and (keyed rules) `batch_keys`, the keys of the whole batch
+    carries_examples: ClassVar[bool] = False
     # What an alignment probe (apical.metrics.alignment) measures: "backprop", the angle and
     # sign agreement of the rule's directions with the backprop gradient on the probe batch
     # (plus the step's diagnostics); or "diagnostics", the rule's own diagnostics alone (a

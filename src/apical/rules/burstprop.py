@@ -110,6 +110,7 @@ class Burstprop(Rule):
 
     name: ClassVar[str] = "burstprop"
     summary: ClassVar[str] = "burst-dependent plasticity with apical feedback (Payeur 2021)"
+    reduction: ClassVar[str] = "sum"
     loss: str = "mse"
     p_baseline: float = 0.2
     beta: float = 1.0

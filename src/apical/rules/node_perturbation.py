@@ -26,6 +26,7 @@ class NodePerturbation(Rule):
 
     name: ClassVar[str] = "node_perturbation"
     summary: ClassVar[str] = "node perturbation: loss change under pre-activation noise"
+    reduction: ClassVar[str] = "sum"
     loss: str = "mse"
     sigma: float = 1e-3
 

@@ -39,6 +39,8 @@ class SegregatedDendrites(Rule):
     summary: ClassVar[str] = "spiking three-compartment neurons, plateau potentials (eLife 2017)"
     model_class: ClassVar[type[nn.Module]] = SegregatedNet
     keyed: ClassVar[bool] = True
+    reduction: ClassVar[str] = "sum"
+    carries_examples: ClassVar[bool] = True
     probes: ClassVar[str] = "diagnostics"  # its reference is inside the simulation
     loss: str = "mse"
 
@@ -51,15 +53,19 @@ class SegregatedDendrites(Rule):
         keys: Tensor | None = None,
         carry: bool | None = None,
         diagnose: bool = False,
+        first: int = 0,
+        batch_keys: Tensor | None = None,
     ) -> Step:
         """The batch's local updates; with `diagnose`, also the diagnostics of the module
-        docstring (probes ask for them: they cost a training step's worth of arithmetic)."""
+        docstring (probes ask for them: they cost a training step's worth of arithmetic).
+        A distributed process's shard starts at slot `first` of the carried state and is
+        simulated as long as its whole batch (`batch_keys`)."""
         net = self.own_model(model)
         if keys is None:
             keys = torch.randint(0, 2**32, (len(x),), generator=generator, device=x.device)
         if carry is None:
             carry = net.config.carry_state
-        averages, end = net.present(x, y, keys, carry)
+        averages, end = net.present(x, y, keys, carry, first, batch_keys)
         errs = learning.errors(net.config, averages)
         weights, biases = learning.directions(errs, averages)
         directions = {}
@@ -108,7 +114,8 @@ class SegregatedDendrites(Rule):
 
 
 def _named(state: State) -> dict[str, Tensor]:
-    named = {f"filters.{i}": f for i, f in enumerate(state.filters)}
+    """The state as replacements, batch on dim 0 (the filters hold it on dim 1)."""
+    named = {f"filters.{i}": f.movedim(1, 0) for i, f in enumerate(state.filters)}
     named.update({f"soma.{i}": v for i, v in enumerate(state.soma)})
     return named
 
@@ -117,4 +124,5 @@ def _unnamed(named: dict[str, Tensor]) -> State:
     def part(prefix: str) -> tuple[Tensor, ...]:
         return tuple(v for k, v in named.items() if k.startswith(prefix))
 
-    return State(part("filters."), part("soma."))
+    filters = tuple(f.movedim(0, 1) for f in part("filters."))
+    return State(filters, part("soma."))

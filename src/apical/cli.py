@@ -170,6 +170,8 @@ def _parse_sizes(text: str | None) -> list[int] | None:
 @click.option("--device", help="auto, cpu or cuda.")
 @click.option("--run-dir", help="Run folder (config, metrics, checkpoint).")
 @click.option("--resume", is_flag=True, help="Continue the run in --run-dir from its checkpoint.")
+@click.option("--tensorboard", is_flag=True, default=None,
+              help="Also write the rows as TensorBoard events in RUN/tensorboard.")  # fmt: skip
 @click.option("--nproc", type=click.IntRange(1), default=1, show_default=True,
               help="Data-parallel processes on this machine (started as torchrun would; "
               "gloo on CPUs, NCCL on GPUs). Many machines: docs/distributed.md.")  # fmt: skip

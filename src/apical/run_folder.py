@@ -7,6 +7,7 @@
                         row counts of every stream; loaded with weights_only, so it cannot
                         run code)
     RUN/summary.json    a protocol's final results; RUN/*.csv tables; RUN/*.png figures
+    RUN/tensorboard/    the rows as TensorBoard events, when asked for (apical.tensorboard)
     RUN/.lock           held (flock) while a process writes the run
 
 An experiment's folder OUT/NAME (OUT/NAME-PRESET for a preset) holds its runs' folders,
@@ -44,8 +45,8 @@ import torch
 
 from apical.errors import ApicalError
 
-CONFIG, CHECKPOINT, SUMMARY, REPORT, LOCK = (
-    "config.json", "checkpoint.pt", "summary.json", "report.json", ".lock",
+CONFIG, CHECKPOINT, SUMMARY, REPORT, LOCK, TENSORBOARD = (
+    "config.json", "checkpoint.pt", "summary.json", "report.json", ".lock", "tensorboard",
 )  # fmt: skip
 _TMP = ".tmp-"  # temporary files are ".<name>.tmp-<random>"
 
@@ -382,6 +383,11 @@ class RunFolder:
         self._need_lock()
         write_csv(self.path / name, rows, columns)
         return self.path / name
+
+    def tensorboard_folder(self) -> Path:
+        """Where the run's TensorBoard events go (apical.tensorboard)."""
+        self._need_lock()
+        return self.path / TENSORBOARD
 
     def file(self, name: str) -> Path:
         """Where a figure or other file of the run goes (written by its own writer)."""

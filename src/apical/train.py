@@ -46,6 +46,7 @@ from apical.replicas import replicate
 from apical.rules import Rule, make_rule
 from apical.rules.base import Step
 from apical.run_folder import RunFolder, differences, jsonable
+from apical.tensorboard import Board
 from apical.train_config import DATA_FIELDS, LOCATION_FIELDS, TrainConfig, extension_check
 
 __all__ = ["DATA_FIELDS", "Run", "TrainConfig", "Trainer", "finished_run", "train", "train_all"]
@@ -87,12 +88,21 @@ def train(
             trainer.restore(*folder.restore(trainer.device, read_only=writes is None))
         else:
             trainer.start()
+        board = None
+        if config.tensorboard and writes is not None:
+            # a resumed run's events after its checkpoint are purged; a new one's first probe
+            board = Board(writes.tensorboard_folder(), trainer.step + 1 if resuming else None)
+            board.probes([] if resuming else trainer.probes)
         try:
             while trainer.epoch < config.epochs:
+                probed = len(trainer.probes)
                 finished = trainer.run_epoch(stop, progress)
                 rows = trainer.end_epoch() if finished else []
                 if writes is not None:
                     writes.save(trainer.state(), trainer.streams())
+                if board is not None:
+                    board.probes(trainer.probes[probed:])
+                    board.epoch(rows, trainer.model)
                 for row in rows if on_epoch is not None else ():
                     on_epoch(row)
                 if trainer.agree(stop.requested) and trainer.epoch < config.epochs:
@@ -101,6 +111,9 @@ def train(
             if group is None or not distributed.peer_gone(e):
                 raise
             raise PeerFailed(_peer_message(e, trainer, config)) from None
+        finally:
+            if board is not None:
+                board.close()
     return Run(config, trainer.model, trainer.history, trainer.probes)
 
 

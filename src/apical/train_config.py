@@ -20,7 +20,7 @@ LEARNING_RATE = Range(gt=0, lt=FLOAT32_MAX)
 
 # Fields that say where a run's data lives, what runs it and how often it is measured, not
 # what the run is: a run resumes with other values of these.
-LOCATION_FIELDS = ("data_dir", "device", "run_dir", "eval_every")
+LOCATION_FIELDS = ("data_dir", "device", "run_dir", "eval_every", "tensorboard")
 # The fields that decide which dataset (and split) a run trains on.
 DATA_FIELDS = (
     "dataset", "data_dir", "val_size", "train_size", "seed", "standardize", "image_size",
@@ -81,6 +81,9 @@ class TrainConfig:
     eval_every: Annotated[int, AT_LEAST_ONE] = 1
     device: str = "auto"
     run_dir: str | None = None
+    # also write the rows as TensorBoard events in RUN/tensorboard (needs run_dir and the
+    # tensorboard package: pip install apical[tensorboard])
+    tensorboard: bool = False
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
@@ -113,6 +116,8 @@ class TrainConfig:
                 raise ConfigError(f"unknown {what} {value!r}; known: {', '.join(known)}")
         if self.run_dir is not None and not self.run_dir.strip():
             raise ConfigError("run_dir is empty; name a folder, or leave it out to save nothing")
+        if self.tensorboard and self.run_dir is None:
+            raise ConfigError("tensorboard writes into the run folder: set run_dir (--run-dir)")
         if "loss" in self.rule_options:
             raise ConfigError(
                 "loss is a config field, not a rule option: set loss (--loss) instead"

@@ -24,6 +24,7 @@ from apical.rules import RULES
 from apical.run_folder import RunFolder, make_folder, write_json
 from apical.train import TrainConfig, train_all
 from apical.train import train as run_training
+from apical.tune import RayOptions
 
 DEMO_RULES = ("backprop", "fa", "dfa", "sign_symmetry")
 HEADERS = {
@@ -295,9 +296,18 @@ def rules() -> None:
               "OUT/NAME-seed-N.")  # fmt: skip
 @click.option("--export", type=click.Path(file_okay=False, path_type=Path),
               help="Also copy the report, figures and rows to EXPORT/NAME (for docs).")  # fmt: skip
+@click.option("--ray", "on_ray", is_flag=True,
+              help="Train the runs (grid points) as Ray Tune trials (pip install "
+              "'apical[distributed]').")  # fmt: skip
+@click.option("--ray-address", help="A Ray cluster's address (default: start Ray here).")
+@click.option("--trial-cpus", type=click.FloatRange(0, min_open=True), default=1.0,
+              show_default=True, help="CPUs of each Ray trial.")  # fmt: skip
+@click.option("--trial-gpus", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="GPUs of each Ray trial (a fraction shares one).")  # fmt: skip
 def reproduce(name: str | None, list_only: bool, data_dir: str | None, out: Path,
               device: str | None, epochs: int | None, resume: bool, preset: str | None,
-              only: tuple[str, ...], seed: int | None, export: Path | None) -> None:  # fmt: skip
+              only: tuple[str, ...], seed: int | None, export: Path | None, on_ray: bool,
+              ray_address: str | None, trial_cpus: float, trial_gpus: float) -> None:  # fmt: skip
     """Run a paper experiment or sweep by NAME (or a path to an experiment file) and print
     measured against published."""
     if list_only or name is None:
@@ -313,6 +323,7 @@ def reproduce(name: str | None, list_only: bool, data_dir: str | None, out: Path
         name, out=out, preset=preset, runs=only, resume=resume, export=export, seed=seed,
         progress=sys.stderr.isatty(), echo=lambda s: click.echo(s, err=True),
         data_dir=data_dir, device=device, epochs=epochs,
+        ray=RayOptions(ray_address, trial_cpus, trial_gpus) if on_ray or ray_address else None,
     )  # fmt: skip
     click.echo(format_report(report))
 

@@ -11,7 +11,8 @@
     RUN/.lock           held (flock) while a process writes the run
 
 An experiment's folder OUT/NAME (OUT/NAME-PRESET for a preset) holds its runs' folders,
-OUT/NAME/LABEL, and its report (report.json, the figure).
+OUT/NAME/LABEL, and its report (report.json, the figure); OUT/NAME/ray holds Ray Tune's own
+files when its runs were trained as Ray trials (apical.tune).
 
 Every write is atomic (a temporary file, fsync, rename, fsync of the folder), so a kill at
 any moment leaves the old file or the new one, never a torn one; the temporary files of
@@ -59,6 +60,11 @@ def experiment_folder(
     return Path(out) / (
         name + (f"-{preset}" if preset else "") + (f"-seed-{seed}" if seed is not None else "")
     )
+
+
+def ray_folder(experiment: Path) -> Path:
+    """Where Ray Tune keeps its own files for an experiment's trials."""
+    return experiment / "ray"
 
 
 def jsonable(obj: Any) -> Any:

@@ -196,9 +196,7 @@ def train_all(
         folder = folders.get(label)
         if folder is not None and finished_run(folder, cfg):
             echo(f"[{label}] finished ({cfg.epochs} epochs)")
-            rows = [r for r in folder.rows() if r.get("epoch", 0) <= cfg.epochs]
-            probes = [p for p in folder.rows("probes") if p.get("epoch", 0) <= cfg.epochs]
-            runs[label] = Run(cfg, None, rows, probes)
+            runs[label] = read_run(cfg)
             finished(label)
             continue
         key = tuple(getattr(cfg, f) for f in DATA_FIELDS)
@@ -216,6 +214,14 @@ def train_all(
             continue
         finished(label)
     return runs
+
+
+def read_run(config: TrainConfig, diverged: str | None = None) -> Run:
+    """The run in `config.run_dir` as its rows hold it (to `config.epochs`; no model)."""
+    folder = RunFolder(config.run_dir)
+    rows = [r for r in folder.rows() if r.get("epoch", 0) <= config.epochs]
+    probes = [p for p in folder.rows("probes") if p.get("epoch", 0) <= config.epochs]
+    return Run(config, None, rows, probes, diverged=diverged)
 
 
 def finished_run(folder: RunFolder, config: TrainConfig) -> bool:

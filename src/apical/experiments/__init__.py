@@ -28,7 +28,9 @@ from typing import Any, Protocol
 
 from apical.errors import ApicalError, ConfigError
 from apical.experiments.report import Report, RunReport
-from apical.run_folder import experiment_folder
+from apical.run_folder import experiment_folder, ray_folder
+from apical.train import Run, TrainConfig, train_all
+from apical.tune import RayOptions
 
 HEADER = ("kind", "name", "title", "source", "claim")
 
@@ -36,14 +38,26 @@ HEADER = ("kind", "name", "title", "source", "claim")
 @dataclass(frozen=True)
 class Options:
     """How to reproduce: continue runs (`resume`), only some `runs` (labels), `overrides`
-    of every run's config (data_dir, device, epochs, ...), progress bars, and where
-    messages go."""
+    of every run's config (data_dir, device, epochs, ...), progress bars, where messages
+    go, and `ray`: train the runs as Ray Tune trials (None: one after another here)."""
 
     resume: bool = False
     runs: tuple[str, ...] = ()
     overrides: dict[str, Any] = field(default_factory=dict)
     progress: bool = False
     echo: Callable[[str], None] = lambda line: None
+    ray: RayOptions | None = None
+
+    def train(self, configs: dict[str, TrainConfig], folder: Path) -> dict[str, Run]:
+        """Train the runs of an experiment in `folder` (as `apical.train.train_all`), here
+        or on Ray."""
+        if self.ray is None:
+            return train_all(configs, resume=self.resume, progress=self.progress,
+                             echo=self.echo)  # fmt: skip
+        from apical.tune import train_on_ray
+
+        return train_on_ray(configs, self.ray, ray_folder(folder), resume=self.resume,
+                            echo=self.echo)  # fmt: skip
 
 
 class Runner(Protocol):
@@ -177,6 +191,7 @@ def reproduce(
     progress: bool = False,
     echo: Callable[[str], None] | None = None,
     seed: int | None = None,
+    ray: RayOptions | None = None,
     **overrides: Any,
 ) -> Report:
     """Reproduce experiment `name` into run folders under `out` and return its Report.
@@ -187,7 +202,8 @@ def reproduce(
     never overwritten); `seed` trains every run with that seed instead of the file's, in
     a folder of its own (OUT/NAME-seed-N); `overrides` change every run's config
     (data_dir, device, epochs: a shortened run is reported, not judged); `export` copies
-    the report, figures and rows to export/NAME (for docs).
+    the report, figures and rows to export/NAME (for docs); `ray` trains the runs of a
+    train or sweep experiment as Ray Tune trials (apical.tune).
     """
     exp = load(name).with_preset(preset)
     if runs and not runner(exp.kind).picks_runs:
@@ -200,7 +216,10 @@ def reproduce(
                 "lists its seeds in its file"
             )
         given["seed"] = seed
-    options = Options(resume, tuple(runs), given, progress, echo or (lambda line: None))
+    if ray is not None and exp.kind not in ("train", "sweep"):
+        raise ApicalError(f"--ray trains the runs of train and sweep experiments; {exp.name} is "
+                          f"a {exp.kind} experiment")  # fmt: skip
+    options = Options(resume, tuple(runs), given, progress, echo or (lambda line: None), ray)
     folder = experiment_folder(out, exp.name, exp.preset, seed)
     report = runner(exp.kind).run(exp, folder, options)
     report.write()

@@ -34,7 +34,7 @@ from apical.errors import ConfigError
 from apical.experiments.report import RunReport
 from apical.plots import plot_sweep
 from apical.run_folder import write_csv
-from apical.train import Run, TrainConfig, train_all
+from apical.train import Run, TrainConfig
 from apical.train_config import Seed
 
 RESULT_COLUMNS = [
@@ -88,8 +88,7 @@ class SweepRunner:
             )
             for p in points
         }
-        runs = train_all(configs, resume=options.resume, progress=options.progress,
-                         echo=options.echo)  # fmt: skip
+        runs = options.train(configs, folder)
         results, layers = [], []
         for p in points:
             res, lay = point_rows(Point(p.coords, configs[p.label]), runs[p.label],

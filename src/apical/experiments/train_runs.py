@@ -28,7 +28,7 @@ from apical.errors import ApicalError, ConfigError
 from apical.experiments.report import RunReport, judge
 from apical.plots import plot_runs
 from apical.run_folder import RunFolder
-from apical.train import Run, TrainConfig, train_all
+from apical.train import Run, TrainConfig
 
 _CHECKS = ("label", "published", "reference", "within", "max_error", "max_angle", "metric",
            "same_as")  # fmt: skip
@@ -144,8 +144,7 @@ class TrainRuns:
         for r in spec.runs:
             if r.same_as and r.label in picked:
                 options.echo(f"[{r.label}] is the run {r.same_as}, in {configs[r.label].run_dir}")
-        trained = train_all({k: configs[k] for k in picked}, resume=options.resume,
-                            progress=options.progress, echo=options.echo)  # fmt: skip
+        trained = options.train({k: configs[k] for k in picked}, folder)
         return self.report(exp, folder, configs, trained, options.overrides)
 
     def report(self, exp, folder: Path, configs: dict[str, TrainConfig],

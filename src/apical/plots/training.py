@@ -118,8 +118,14 @@ def plot_sweep(
     """A sweep's figures: test error (mean and sd over seeds, chosen lr) against the sweep's
     numeric axis (depth or gain), one panel per dataset, one line per variant
     (`error.png`); and per layer the mean |apical potential| and the angle to backprop
-    (`layers.png`, one column per value of the numeric axis, first dataset)."""
-    x_axis = next(a for a in ("depth", "gain") if a in summary[0])
+    (`layers.png`, one column per value of the numeric axis, first dataset). A sweep
+    without a depth or gain axis has no figures; one without a dataset or variant axis
+    has one panel or line."""
+    x_axis = next((a for a in ("depth", "gain") if a in summary[0]), None)
+    if x_axis is None:
+        return []
+    summary = [{"dataset": "", "variant": "", **r} for r in summary]
+    layers = [{"dataset": "", "variant": "", **r} for r in layers]
     datasets = list(dict.fromkeys(r["dataset"] for r in summary))
     variants = list(dict.fromkeys(r["variant"] for r in summary))
     fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)

@@ -1,9 +1,14 @@
 """Choose each run's learning rate of an experiment on its validation split.
 
     python scripts/choose_lr.py fa-mnist --lrs 0.01,0.05,0.2 --epochs 3 [--json]
+    python scripts/choose_lr.py fa-mnist --lrs 0.01,0.05,0.2 --epochs 10 --asha
 
 Trains every run of the experiment at every learning rate for a few epochs and prints the
-validation error (the test set is not looked at); the best lr per run is marked.
+validation error (the test set is not looked at); the best lr per run is marked. With
+--ray every (run, lr) pair is a Ray Tune trial (apical.tune), all at once as the CPUs
+allow; --asha also lets Tune's ASHA scheduler stop a pair whose validation error trails
+the others' at the same epoch (its row says where it stopped; the best lr is chosen
+among the pairs that ran every epoch).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from apical.errors import ApicalError
 from apical.experiments import load
 from apical.experiments.train_runs import RUNNER
 from apical.train import train_all
+from apical.tune import RayOptions, train_on_ray
 
 
 def main() -> None:
@@ -40,6 +46,9 @@ def main() -> None:
     )
     p.add_argument("--runs", help="comma-separated run labels (default: all)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--ray", action="store_true", help="train the pairs as Ray Tune trials")
+    p.add_argument("--asha", action="store_true", help="stop poor pairs early (ASHA; --ray)")
+    p.add_argument("--trial-cpus", type=float, default=1.0, help="CPUs of each Ray trial")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -49,23 +58,49 @@ def main() -> None:
     lrs = [float(s) for s in args.lrs.split(",")]
     extra = parse_assignments(args.set, "--set")
     results: dict[str, dict[str, float]] = {}
+    stopped: dict[str, dict[str, int]] = {}
     with tempfile.TemporaryDirectory() as tmp:
+        configs = {}
         for lr in lrs:
             overrides = dict(epochs=args.epochs, lr=lr, data_dir=args.data_dir,
                              device=args.device, probe_every=0, **extra)  # fmt: skip
             overrides = {k: v for k, v in overrides.items() if v is not None}
-            configs = RUNNER.configs(exp, Path(tmp) / str(lr) / exp.name, overrides)
-            if args.runs:
-                configs = {k: v for k, v in configs.items() if k in args.runs.split(",")}
-            for label, run in train_all(configs, progress=False, echo=lambda s: None).items():
-                # a diverged run (NaN loss) counts as 100 % error
-                val = 0.0 if run.diverged else run.history[-1]["val_accuracy"]
-                results.setdefault(label, {})[str(lr)] = 100 * (1 - val)
-    best = {label: min(v, key=v.get) for label, v in results.items()}
+            for label, cfg in RUNNER.configs(
+                exp, Path(tmp) / str(lr) / exp.name, overrides
+            ).items():
+                if not args.runs or label in args.runs.split(","):
+                    configs[(label, str(lr))] = cfg
+        named = {f"{label}@lr={lr}": cfg for (label, lr), cfg in configs.items()}
+        if args.ray or args.asha:
+            scheduler = None
+            if args.asha:
+                from ray.tune.schedulers import ASHAScheduler
+
+                scheduler = ASHAScheduler(metric="val_error", mode="min", max_t=args.epochs,
+                                          grace_period=1, time_attr="epoch")  # fmt: skip
+            runs = train_on_ray(named, RayOptions(cpus=args.trial_cpus), Path(tmp) / "ray",
+                                echo=lambda s: None, scheduler=scheduler)  # fmt: skip
+        else:
+            runs = train_all(named, progress=False, echo=lambda s: None)
+        for (label, lr), name in zip(configs, named, strict=True):
+            run = runs[name]
+            # a diverged run (NaN loss) counts as 100 % error
+            val = 0.0 if run.diverged or not run.history else run.history[-1]["val_accuracy"]
+            results.setdefault(label, {})[lr] = 100 * (1 - val)
+            if run.history and run.history[-1]["epoch"] < args.epochs and not run.diverged:
+                stopped.setdefault(label, {})[lr] = run.history[-1]["epoch"]
+    best = {label: min((lr for lr in v if lr not in stopped.get(label, {})), key=v.get)
+            for label, v in results.items()}  # fmt: skip
     if args.json:
-        print(json.dumps({"epochs": args.epochs, "val_error": results, "best_lr": best}))
+        print(json.dumps({"epochs": args.epochs, "val_error": results, "best_lr": best,
+                          "stopped_at_epoch": stopped}))  # fmt: skip
         return
-    rows = [[label, *(v[str(lr)] for lr in lrs), best[label]] for label, v in results.items()]
+
+    def cell(label: str, lr: float) -> str:
+        at = stopped.get(label, {}).get(str(lr))
+        return f"{results[label][str(lr)]:.2f}" + (f" (stopped, epoch {at})" if at else "")
+
+    rows = [[label, *(cell(label, lr) for lr in lrs), best[label]] for label in results]
     print(f"{exp.name}: validation error (%) after {args.epochs} epochs")
     print(format_table(["run", *(f"lr={lr:g}" for lr in lrs), "best lr"], rows))
 

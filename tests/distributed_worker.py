@@ -3,10 +3,11 @@ process of a torchrun launch (tests/test_distributed.py starts it)."""
 
 import json
 import sys
+from pathlib import Path
 
 from apical.train import TrainConfig, train
 
 if __name__ == "__main__":
-    configs = json.loads(open(sys.argv[1]).read())
+    configs = json.loads(Path(sys.argv[1]).read_text())
     for fields in configs.values():
         train(TrainConfig.from_dict(fields), progress=False)

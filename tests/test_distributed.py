@@ -38,6 +38,10 @@ CONFIGS = {
                                  model_options=SHORT, loss="mse", standardize=False, lr=0.05,
                                  train_size=200, batch_size=15, probe_every=0,
                                  probe_epochs=False),
+    # sparse directions: the segments' rows
+    "active_dendrites": dict(BASE, rule="backprop", model="active_dendrites", optimizer="adam",
+                             lr=0.01, model_options={"hidden": [32], "context_size": 1,
+                                                     "segments": 3}),
 }  # fmt: skip
 
 
@@ -131,7 +135,7 @@ def test_a_killed_process_stops_the_run_in_one_line_and_resume_continues_exactly
     pid = _rank_pid(os.getpid(), 1)
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
-    out, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2
     lines = [x for x in err.splitlines() if x.strip()]
     assert len(lines) == 1, err

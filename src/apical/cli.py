@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from apical import __version__, distributed
-from apical.errors import ApicalError, Interrupted, PeerFailed
+from apical.errors import ApicalError, DivergedError, Interrupted, PeerFailed
 from apical.experiments import Report, shipped
 from apical.experiments import reproduce as reproduce_experiment
 from apical.plots import load_runs, plot_runs
@@ -395,7 +395,7 @@ def main() -> None:
     except Interrupted as e:
         _say(f"stopped: {e}", peers_too=False)
         sys.exit(130)
-    except PeerFailed as e:
+    except (PeerFailed, DivergedError) as e:  # a distributed run's processes diverge together
         _say(f"error: {e}", peers_too=False)
         sys.exit(2)
     except ApicalError as e:

@@ -34,7 +34,6 @@ import sys
 import tempfile
 import threading
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,10 +149,11 @@ def combine(
             mask[v.indices()[0]] = 1
             rows[key] = mask
             v = v.to_dense()
-        dense[key] = v * weight if weight != 1 else v
+        dense[key] = v
     flag = torch.tensor([float(stop)], dtype=loss.dtype, device=loss.device)
-    parts = [*dense.values(), *rows.values(), (loss * loss_weight).reshape(-1), flag]
-    summed = _all_reduce(parts)
+    parts = [*dense.values(), *rows.values(), loss.reshape(-1), flag]
+    scales = [weight] * len(dense) + [1.0] * len(rows) + [loss_weight, 1.0]
+    summed = _all_reduce(parts, scales)
     keys = [*dense, *(("rows", k) for k in rows)]
     out = dict(zip(keys, summed[: len(keys)], strict=True))
     loss_sum, flag_sum = summed[-2], summed[-1]
@@ -211,18 +211,24 @@ def leave() -> None:
         dist.destroy_process_group()
 
 
-def _all_reduce(tensors: Iterable[Tensor]) -> list[Tensor]:
-    """Sum every tensor over the processes, one collective per dtype (flattened)."""
-    tensors = list(tensors)
+def _all_reduce(tensors: list[Tensor], scales: list[float]) -> list[Tensor]:
+    """Sum every tensor times its scale over the processes: one collective per dtype, on
+    a flat buffer written in one pass (the sums come back as views of it)."""
     out: list[Tensor | None] = [None] * len(tensors)
     by_dtype: dict[torch.dtype, list[int]] = {}
     for i, t in enumerate(tensors):
         by_dtype.setdefault(t.dtype, []).append(i)
-    for idx in by_dtype.values():
-        flat = torch.cat([tensors[i].reshape(-1) for i in idx])
+    for dtype, idx in by_dtype.items():
+        sizes = [tensors[i].numel() for i in idx]
+        flat = torch.empty(sum(sizes), dtype=dtype, device=tensors[idx[0]].device)
+        views = [
+            part.view(tensors[i].shape) for i, part in zip(idx, flat.split(sizes), strict=True)
+        ]
+        for i, view in zip(idx, views, strict=True):
+            torch.mul(tensors[i], scales[i], out=view) if scales[i] != 1 else view.copy_(tensors[i])
         dist.all_reduce(flat)
-        for i, part in zip(idx, flat.split([tensors[i].numel() for i in idx]), strict=True):
-            out[i] = part.view(tensors[i].shape)
+        for i, view in zip(idx, views, strict=True):
+            out[i] = view
     return out  # type: ignore[return-value]
 
 

@@ -11,7 +11,10 @@ continues to exactly the weights of an uninterrupted run.
 `train` is the whole loop; `Trainer` holds its parts: setup (data, model, rule, optimizer,
 schedule, generators, probe batch), `restore` from a checkpoint, `run_epoch`, and `rows`.
 A replicated model (`config.seeds`) goes through the same code: every per-run quantity is
-a vector of one value per replica (of one value without replicas).
+a vector of one value per replica (of one value without replicas). Started by torchrun
+with several processes, each step runs the rule on this process's shard of the batch and
+combines the shards (apical.distributed); the lead process alone writes the run folder,
+probes and evaluates, and TensorBoard events (apical.tensorboard) follow the rows.
 """
 
 from __future__ import annotations

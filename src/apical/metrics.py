@@ -8,13 +8,19 @@ For each feedback layer l (named as in the model):
   through layer l (B_l, stored with W_l's shape, i.e. Y_{l-1} = B_l^T in the papers'
   notation), the angle to W_l and ||B_l|| / ||W_l||; omitted where the rule has no
   matrix of W's shape (DFA's hidden projections);
+- `delta_angle`: the mean over the probe batch of the per-example angle between the
+  error signal the rule delivers to the layer's output u_l and backprop's d loss / d u_l
+  (NN 2021 Fig. 5c/d), where the rule has one: read from the backward pass of autograd
+  rules (the FA family), or given by the rule (`Step.errors`: burstprop's b^t - b);
 - any per-layer diagnostics the rule reports (burstprop: `apical`, the mean absolute
   apical potential).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn
@@ -38,6 +44,39 @@ def angle(a: Tensor, b: Tensor) -> float:
 def sign_agreement(a: Tensor, b: Tensor) -> float:
     """Fraction of entries whose signs agree (sign 0 agrees only with 0)."""
     return float((torch.sign(a) == torch.sign(b)).double().mean())
+
+
+def example_angles(a: Tensor, b: Tensor) -> Tensor:
+    """Per example (dim 0), the angle in degrees between a[n] and b[n] seen as vectors;
+    nan where either is zero. Kahan's 2 atan2(|a^ - b^|, |a^ + b^|) of the unit vectors,
+    accurate near 0 and 180 degrees where acos of the cosine is not."""
+    a, b = a.detach().double().flatten(1), b.detach().double().flatten(1)
+    na, nb = a.norm(dim=1, keepdim=True), b.norm(dim=1, keepdim=True)
+    ua, ub = a / na, b / nb
+    theta = 2 * torch.atan2((ua - ub).norm(dim=1), (ua + ub).norm(dim=1))
+    return torch.where((na * nb).squeeze(1) > 0, torch.rad2deg(theta), math.nan)
+
+
+@contextlib.contextmanager
+def output_gradients(model: nn.Module) -> Iterator[dict[str, Tensor]]:
+    """Within the block, the gradient that each backward pass delivers to every feedback
+    layer's output, by layer name (the last pass's; none for layers run without autograd)."""
+    found: dict[str, Tensor] = {}
+
+    def keep(name: str):
+        def hook(module: nn.Module, inputs, out) -> None:
+            if isinstance(out, Tensor) and out.requires_grad:
+                out.register_hook(lambda g: found.__setitem__(name, g.detach()))
+
+        return hook
+
+    handles = [m.register_forward_hook(keep(n)) for n, m in model.named_modules()
+               if isinstance(m, FeedbackLayer)]  # fmt: skip
+    try:
+        yield found
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def accuracy(outputs: Tensor, y: Tensor, k: int = 1) -> Tensor:
@@ -99,14 +138,17 @@ def alignment(
     """
     saved = {k: v.clone() for k, v in model.named_buffers()}
     try:
-        step = rule.probe_step(model, x, y, generator)
+        with output_gradients(model) as carried:
+            step = rule.probe_step(model, x, y, generator)
         if rule.probes == "diagnostics":
             return {
                 name: {k: float(v) for k, v in row.items()}
                 for name, row in step.diagnostics.items()
             }
         ours = step.directions
-        exact = Backprop(loss=rule.loss).directions(model, x, y).directions
+        errors = {**carried, **step.errors}
+        with output_gradients(model) as true_errors:
+            exact = Backprop(loss=rule.loss).directions(model, x, y).directions
     finally:
         with torch.no_grad():
             for k, v in model.named_buffers():
@@ -128,6 +170,9 @@ def alignment(
                 fb = pick(fb)
                 row["feedback_angle"] = angle(fb, w)
                 row["feedback_norm_ratio"] = float(fb.detach().norm() / w.detach().norm())
+            if name in errors and name in true_errors:
+                angles = example_angles(pick(errors[name]), pick(true_errors[name]))
+                row["delta_angle"] = float(angles.nanmean())
             row.update({k: float(pick(v)) for k, v in step.diagnostics.get(name, {}).items()})
             out[name] = row
         return out

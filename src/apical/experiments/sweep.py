@@ -15,8 +15,9 @@ Per point the learning-rate scale with the lowest mean final validation error ov
 seeds is chosen (never the test set). The experiment folder gets `results.csv` (a row per
 run: coordinates, seed, lr, chosen, errors, epochs to threshold), `layers.csv` (a row per
 run and hidden layer: mean |apical potential| where the rule has one, angle to backprop's
-gradient, from the last probe), `summary.csv` (a row per point, chosen lr: mean and s.d.
-over seeds) and the figures error.png and layers.png. Each point trains in its own run
+gradient and per-example angle of its error signal to backprop's, from the last probe),
+`summary.csv` (a row per point, chosen lr: mean and s.d. over seeds) and the figures
+error.png and layers.png. Each point trains in its own run
 folder, OUT/NAME/POINT.
 """
 
@@ -43,7 +44,8 @@ RESULT_COLUMNS = [
 ]  # fmt: skip
 SUMMARY_COLUMNS = ["point", "lr", "seeds", "test_error", "test_error_sd", "epochs_to_threshold",
                    "apical", "angle"]  # fmt: skip
-LAYER_COLUMNS = ["point", "seed", "lr_scale", "chosen", "layer", "apical", "angle"]
+LAYER_COLUMNS = ["point", "seed", "lr_scale", "chosen", "layer", "apical", "angle",
+                 "delta_angle"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -198,6 +200,8 @@ def point_rows(point: Point, run: Run, threshold: float) -> tuple[list[dict], li
                 "lr_scale": row["lr_scale"], "chosen": row["chosen"], "layer": i,
                 "apical": math.nan if apical is None else apical,
                 "angle": math.nan if values.get("angle") is None else values["angle"],
+                "delta_angle": math.nan if values.get("delta_angle") is None
+                else values["delta_angle"],
             })  # fmt: skip
     return results, layers
 

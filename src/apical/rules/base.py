@@ -42,7 +42,11 @@ class Step:
     - `replacements`: state set anew, per example with the batch on dim 0 (the simulation
       state segregated dendrites carry from one batch to the next);
 
-    and per-layer `diagnostics`."""
+    and per-layer `diagnostics`. A rule whose error signals do not travel through autograd
+    may give them in `errors` when asked for diagnostics: per layer (module name), the
+    per-example signal that stands in for d loss / d u_l at the layer's output u_l, whose
+    product with the layer's input makes its weight direction (the probes' `delta_angle`;
+    autograd rules' signals are read from the backward pass itself)."""
 
     loss: Tensor
     outputs: Tensor
@@ -50,6 +54,7 @@ class Step:
     increments: dict[str, Tensor | LowRank] = field(default_factory=dict)
     replacements: dict[str, Tensor] = field(default_factory=dict)
     diagnostics: dict[str, dict[str, Tensor]] = field(default_factory=dict)
+    errors: dict[str, Tensor] = field(default_factory=dict)
 
     def dense_increments(self) -> dict[str, Tensor]:
         """Every increment as a dense tensor (for tests and inspection)."""

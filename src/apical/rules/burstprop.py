@@ -111,6 +111,7 @@ class Burstprop(Rule):
     name: ClassVar[str] = "burstprop"
     summary: ClassVar[str] = "burst-dependent plasticity with apical feedback (Payeur 2021)"
     reduction: ClassVar[str] = "sum"
+    diagnoses: ClassVar[bool] = True  # probes get the error signals (b^t - b)
     loss: str = "mse"
     p_baseline: float = 0.2
     beta: float = 1.0
@@ -177,7 +178,9 @@ class Burstprop(Rule):
         return pb * a, torch.minimum(pb * (t - a), (1 - pb) * a / self.kappa)
 
     @torch.no_grad()
-    def directions(self, model, x, y, generator=None) -> Step:
+    def directions(self, model, x, y, generator=None, diagnose: bool = False) -> Step:
+        """The step; with `diagnose` also each layer's error signal -(b^t - b) per example
+        (`Step.errors`, the NN 2021 Fig. 5c/d delta angles)."""
         stages, x = model_chain(model, x, self.name)
         records = run_chain(stages, x)
         outputs = records[-1].e
@@ -222,4 +225,5 @@ class Burstprop(Rule):
             if st.layer.learns_feedback:
                 name = f"{st.name}.feedback"
                 directions[name] = self.feedback_direction(name, directions, st.layer.feedback)
-        return Step(loss, outputs, directions, increments, diagnostics=diagnostics)
+        errors = {st.name: -deltas[i] for i, st in enumerate(stages)} if diagnose else {}
+        return Step(loss, outputs, directions, increments, diagnostics=diagnostics, errors=errors)

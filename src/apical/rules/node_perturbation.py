@@ -27,6 +27,7 @@ class NodePerturbation(Rule):
     name: ClassVar[str] = "node_perturbation"
     summary: ClassVar[str] = "node perturbation: loss change under pre-activation noise"
     reduction: ClassVar[str] = "sum"
+    diagnoses: ClassVar[bool] = True  # probes get the error signals
     loss: str = "mse"
     sigma: float = 1e-3
 
@@ -36,7 +37,9 @@ class NodePerturbation(Rule):
             raise ConfigError(f"node perturbation needs sigma > 0, got {self.sigma}")
 
     @torch.no_grad()
-    def directions(self, model, x, y, generator=None) -> Step:
+    def directions(self, model, x, y, generator=None, diagnose: bool = False) -> Step:
+        """The step; with `diagnose` also each layer's per-example error estimate
+        (L~ - L) xi / sigma^2 (`Step.errors`)."""
         stages = sequential_chain(model, self.name)
         clean = run_chain(stages, x)
         noise = [
@@ -53,4 +56,5 @@ class NodePerturbation(Rule):
         directions = local_directions(stages, clean, deltas)
         for name, p in model.named_parameters():
             directions.setdefault(name, torch.zeros_like(p))
-        return Step(get_loss(self.loss)(outputs, y), outputs, directions)
+        errors = {st.name: d for st, d in zip(stages, deltas, strict=True)} if diagnose else {}
+        return Step(get_loss(self.loss)(outputs, y), outputs, directions, errors=errors)

@@ -75,15 +75,92 @@ def test_replica_round_trip_and_evaluation():
         assert together["loss"][r] == pytest.approx(alone["loss"], rel=1e-6)
 
 
-def test_only_fully_connected_chains_replicate():
+CONV_RULES = [
+    ("backprop", {"loss": "mse"}),
+    ("fa", {}),
+    ("dfa", {}),
+    ("sign_symmetry", {}),
+    ("kolen_pollack", {}),
+    ("burstprop", {"learn_feedback": True, "recurrent": True, "recurrent_conv": True}),
+]
+
+
+def _conv_net(pool: bool) -> nn.Sequential:
+    """Two conv layers (a strided one, or max pooling between), then two linear ones."""
+    first = [nn.Conv2d(2, 4, 3), nn.Sigmoid()]
+    if pool:
+        return nn.Sequential(*first, nn.MaxPool2d(2), nn.Conv2d(4, 3, 3), nn.Sigmoid(),
+                             nn.Flatten(), nn.Linear(3, 5), nn.Sigmoid(), nn.Linear(5, 3),
+                             nn.Sigmoid()).double()  # fmt: skip
+    return nn.Sequential(*first, nn.Conv2d(4, 3, 3, stride=2), nn.Sigmoid(), nn.Flatten(),
+                         nn.Linear(12, 5), nn.Sigmoid(), nn.Linear(5, 3),
+                         nn.Sigmoid()).double()  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "opts"), CONV_RULES)
+def test_each_conv_replica_gets_the_step_it_gets_alone(name, opts):
+    """The replicas' grouped convolution computes each replica's step (float64: to
+    rounding), directions, buffer increments (burstprop's conv Z) and loss."""
+    rule = apical.make_rule(name, **opts)
+    pool = name != "burstprop"  # burstprop's chains have no pooling
+    models = []
+    for s in range(3):
+        torch.manual_seed(s)
+        gen = torch.Generator().manual_seed(s + 100)
+        example = torch.randn(2, 2, 8, 8, dtype=torch.float64)
+        models.append(apical.convert(_conv_net(pool), rule, example, generator=gen))
+    x = torch.randn(3, 6, 2, 8, 8, dtype=torch.float64)
+    y = torch.randint(0, 3, (3, 6))
+    together = rule.directions(replicate(models), x, y)
+    for r, model in enumerate(models):
+        alone = rule.directions(model, x[r], y[r])
+        assert set(alone.directions) == set(together.directions)
+        for key, d in alone.directions.items():
+            torch.testing.assert_close(together.directions[key][r], d, rtol=1e-9, atol=1e-15)
+        for key, z in alone.dense_increments().items():
+            torch.testing.assert_close(together.dense_increments()[key][r], z, rtol=1e-9,
+                                       atol=1e-15)  # fmt: skip
+        torch.testing.assert_close(together.loss[r], alone.loss)
+
+
+def test_a_conv_replica_round_trips():
     rule = apical.make_rule("fa")
-    conv = apical.convert(
-        nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 2)),
+    models = [apical.convert(_conv_net(True), rule, torch.randn(2, 2, 8, 8).double())
+              for _ in range(2)]  # fmt: skip
+    stacked = replicate(models)
+    assert stacked[0].weight.shape == (2, 4, 2, 3, 3)
+    x = torch.randn(5, 2, 8, 8, dtype=torch.float64)
+    out = stacked(x.expand(2, *x.shape))
+    for r, model in enumerate(models):
+        back = replica(stacked, r)
+        assert type(back[2]) is nn.MaxPool2d
+        for (k, a), b in zip(back.state_dict().items(), model.state_dict().values(), strict=True):
+            assert torch.equal(a, b), k
+        torch.testing.assert_close(out[r], model(x), rtol=1e-12, atol=1e-14)
+
+
+def test_what_mixes_the_replicas_does_not_replicate():
+    rule = apical.make_rule("fa")
+    bn = apical.convert(
+        nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU(), nn.Flatten(),
+                      nn.Linear(8, 2)),
         rule,
         torch.randn(2, 1, 4, 4),
-    )
-    with pytest.raises(ApicalError, match="module '0' is a FeedbackConv2d"):
-        replicate([conv, conv])
+    )  # fmt: skip
+    with pytest.raises(ApicalError, match="module '1' is a BatchNorm2d"):
+        replicate([bn, bn])
+
+
+def test_conv_seeds_train_side_by_side_as_they_train_alone():
+    kw = dict(model="convnet", model_options={"channels": [4, 6], "hidden": 16},
+              rule="fa", rule_options={}, optimizer="sgd", loss="cross_entropy", lr=0.05,
+              weight_decay=0.0, epochs=1)  # fmt: skip
+    together = train(_cfg(seeds=[3, 4], **kw), progress=False)
+    for seed in (3, 4):
+        alone = train(_cfg(seeds=[seed], **kw), progress=False)
+        got = _strip(next(h for h in together.history if h["seed"] == seed))
+        for k, v in _strip(alone.history[-1]).items():  # float rounding of grouped kernels
+            assert got[k] == pytest.approx(v, rel=1e-4, abs=1e-9), k
 
 
 def _cfg(**kw) -> TrainConfig:

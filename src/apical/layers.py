@@ -321,7 +321,31 @@ class FeedbackConv2d(FeedbackLayer):
             f"position={self.position}"
         )
 
+    @property
+    def replicas(self) -> int | None:
+        return self.weight.shape[0] if self.weight.dim() == 5 else None
+
+    # Replicas (apical.replicas): W (R, out, in/g, kh, kw), x (R, N, C, H, W). They run as
+    # one grouped convolution with the replicas' channels side by side: x (N, R C, H, W),
+    # W (R out, in/g, kh, kw), R g groups; replica r's output channels are block r.
+    def _fold(self, t: Tensor) -> Tensor:
+        """(R, N, C, H, W) -> (N, R C, H, W)."""
+        return t.transpose(0, 1).flatten(1, 2)
+
+    def _unfold(self, t: Tensor, r: int) -> Tensor:
+        """(N, R C, H, W) -> (R, N, C, H, W)."""
+        return t.unflatten(1, (r, -1)).transpose(0, 1)
+
+    def _groups(self, weight: Tensor) -> int:
+        return self.groups * (weight.shape[0] if weight.dim() == 5 else 1)
+
     def _compute(self, x, weight, bias):
+        if weight.dim() == 5:
+            r = weight.shape[0]
+            b = None if bias is None else bias.flatten()
+            y = F.conv2d(self._fold(x), weight.flatten(0, 1), b, self.stride, self.padding,
+                         self.dilation, self._groups(weight))  # fmt: skip
+            return self._unfold(y, r)
         return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
     def _conv_backward(self, grad, x, weight, mask):
@@ -331,13 +355,41 @@ class FeedbackConv2d(FeedbackLayer):
             list(self.dilation), False, [0, 0], self.groups, mask,
         )  # fmt: skip
 
+    def _folded_backward(self, grad, folded_x, weight, mask):
+        """convolution_backward of replicas (`folded_x`: the input folded as in `_compute`;
+        the results unfolded)."""
+        r = weight.shape[0]
+        flat = weight.flatten(0, 1)
+        bias_sizes = [flat.shape[0]] if mask[2] else None
+        gx, gw, gb = torch.ops.aten.convolution_backward(
+            self._fold(grad), folded_x, flat, bias_sizes, list(self.stride),
+            list(self.padding), list(self.dilation), False, [0, 0], self._groups(weight), mask,
+        )  # fmt: skip
+        return (
+            None if gx is None else self._unfold(gx, r),
+            None if gw is None else gw.unflatten(0, (r, -1)),
+            None if gb is None else gb.unflatten(0, (r, -1)),
+        )
+
     def _local_grads(self, grad, x, weight, need_w, need_b):
         if not (need_w or need_b):
             return None, None
-        _, gw, gb = self._conv_backward(grad, x, weight, [False, need_w, need_b])
+        if weight.dim() == 5:
+            _, gw, gb = self._folded_backward(grad, self._fold(x), weight, [False, need_w, need_b])
+        else:
+            _, gw, gb = self._conv_backward(grad, x, weight, [False, need_w, need_b])
         return gw, gb
 
     def through(self, matrix: Tensor, x: Tensor) -> SendBack:
+        if matrix.dim() == 5:  # replicas: grad (R, M, out, H', W') -> (R, M, C, H, W)
+
+            def send_replicas(grad: Tensor) -> Tensor:
+                r, m, c = grad.shape[0], grad.shape[1], x.shape[2]  # only sizes are read
+                like = grad.new_empty(1).expand(m, r * c, *x.shape[3:])
+                return self._folded_backward(grad, like, matrix, [True, False, False])[0]
+
+            return send_replicas
+
         def send(grad: Tensor) -> Tensor:
             lead = grad.shape[:-3]  # any leading dimensions, flattened into the batch
             grad = grad.reshape(-1, *grad.shape[-3:])

@@ -1,15 +1,19 @@
 """Independent replicas of one small network, trained side by side in one model.
 
-`replicate(models)` stacks R converted fully connected chains of identical structure into
-one: each FeedbackLinear holds (R, out, in) weights (and (R, out) biases, (R, ...) feedback
-and recurrent tensors) and maps inputs (R, N, in) to (R, N, out) with one batched matrix
-product. Replica r computes exactly what models[r] computes alone (the same kernels per
-replica; tested bit for bit), so R seeds or R learning rates of a sweep share one device
-and one Python loop. Losses then have one value per replica (apical.losses) and every
-direction a rule returns is per replica.
+`replicate(models)` stacks R converted chains of identical structure into one: each
+FeedbackLinear holds (R, out, in) weights (and (R, out) biases, (R, ...) feedback and
+recurrent tensors) and maps inputs (R, N, in) to (R, N, out) with one batched matrix
+product; each FeedbackConv2d holds (R, out, in, kh, kw) kernels and maps (R, N, C, H, W)
+to (R, N, out, H', W') as one grouped convolution (the replicas' channels side by side);
+pooling runs on the replicas' examples together (`Replicated`). Replica r computes what
+models[r] computes alone (fully connected: the same kernels per replica, tested bit for
+bit; convolutional: to float rounding, tested), so R seeds or R learning rates of a sweep
+share one device and one Python loop. Losses then have one value per replica
+(apical.losses) and every direction a rule returns is per replica.
 
-Only nn.Sequential chains of FeedbackLinear, Flatten and elementwise activations can be
-replicated (the networks of the depth and initialisation sweeps); anything else is refused.
+Only nn.Sequential chains of feedback layers, Flatten, max or average pooling and
+elementwise activations can be replicated; anything else (BatchNorm, whose statistics
+would mix the replicas; residual blocks) is refused.
 """
 
 from __future__ import annotations
@@ -17,23 +21,39 @@ from __future__ import annotations
 import copy
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from apical.errors import ApicalError
-from apical.layers import FeedbackLinear
+from apical.layers import FeedbackConv2d, FeedbackLinear
 
 _ELEMENTWISE = (nn.Sigmoid, nn.ReLU, nn.Tanh, nn.Identity)
+_POOLING = (nn.MaxPool2d, nn.AvgPool2d)
 _TENSORS = ("weight", "bias", "feedback", "recurrent")
 
 
+class Replicated(nn.Module):
+    """A module without parameters (pooling) applied to the examples of every replica at
+    once: (R, N, ...) in, (R, N, ...) out."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.module(x.flatten(0, 1)).unflatten(0, x.shape[:2])
+
+
 def _check(model: nn.Module) -> None:
-    hint = "replicas need an nn.Sequential of FeedbackLinear layers, activations and Flatten"
+    hint = (
+        "replicas need an nn.Sequential of feedback layers, activations, Flatten and "
+        "max or average pooling"
+    )
     if type(model) is not nn.Sequential:
         raise ApicalError(f"{hint}; got a {type(model).__name__}")
     for name, module in model.named_children():
-        if isinstance(module, FeedbackLinear) and module.replicas is None:
+        if isinstance(module, FeedbackLinear | FeedbackConv2d) and module.replicas is None:
             continue
-        if isinstance(module, _ELEMENTWISE):
+        if isinstance(module, _ELEMENTWISE) or type(module) in _POOLING:
             continue
         if isinstance(module, nn.Flatten) and module.start_dim == 1 and module.end_dim == -1:
             continue
@@ -55,7 +75,10 @@ def replicate(models: list[nn.Module]) -> nn.Sequential:
         if isinstance(module, nn.Flatten):
             setattr(stacked, name, nn.Flatten(2))
             continue
-        if not isinstance(module, FeedbackLinear):
+        if type(module) in _POOLING:
+            setattr(stacked, name, Replicated(copy.deepcopy(module)))
+            continue
+        if not isinstance(module, FeedbackLinear | FeedbackConv2d):
             continue
         for t in _TENSORS:
             parts = [getattr(o, t) for o in others]
@@ -77,7 +100,9 @@ def replica(model: nn.Sequential, r: int) -> nn.Sequential:
     for name, module in single.named_children():
         if isinstance(module, nn.Flatten):
             setattr(single, name, nn.Flatten(1))
-        elif isinstance(module, FeedbackLinear) and module.replicas is not None:
+        elif isinstance(module, Replicated):
+            setattr(single, name, module.module)
+        elif isinstance(module, FeedbackLinear | FeedbackConv2d) and module.replicas is not None:
             for t in _TENSORS:
                 value = getattr(module, t)
                 if value is None:
@@ -93,6 +118,6 @@ def replica(model: nn.Sequential, r: int) -> nn.Sequential:
 def replica_count(model: nn.Module) -> int | None:
     """R for a replicated model, None for an ordinary one."""
     for module in model.modules():
-        if isinstance(module, FeedbackLinear):
+        if isinstance(module, FeedbackLinear | FeedbackConv2d):
             return module.replicas
     return None

@@ -49,7 +49,7 @@ import torch
 from torch import Tensor, nn
 
 from apical.errors import ApicalError, ConfigError
-from apical.layers import FeedbackInit, FeedbackSpec
+from apical.layers import FeedbackConv2d, FeedbackInit, FeedbackSpec
 from apical.losses import get_loss
 from apical.rules.base import LowRank, Rule, Step, require_feedback, weight_direction
 from apical.rules.chain import (
@@ -89,14 +89,18 @@ def _subtract_lateral(u: Tensor, z: Tensor, x: Tensor) -> None:
         u.addmm_(x, z.mT, alpha=-1)
     elif x.dim() == 3:
         u.baddbmm_(x, z.mT, alpha=-1)
-    else:
+    elif x.dim() == 4:
         u.sub_(torch.einsum("dc,nchw->ndhw", z, x))
+    else:  # replicas of a conv layer
+        u.sub_(torch.einsum("rdc,rnchw->rndhw", z, x))
 
 
 def _lateral_update(u: Tensor, x: Tensor) -> Tensor:
     """A conv layer's u x^T, summed over the batch and averaged over positions, so that
     eta_Z means the same per example as in a fully connected layer (a sum over 144
     positions made the conv Z diverge at the paper's eta_Z)."""
+    if u.dim() == 5:  # replicas
+        return torch.einsum("rnchw,rndhw->rcd", u, x) / (u.shape[3] * u.shape[4])
     return torch.einsum("nchw,ndhw->cd", u, x) / (u.shape[2] * u.shape[3])
 
 
@@ -205,7 +209,7 @@ class Burstprop(Rule):
                 pre = torch.sigmoid(gs.select(bdim, 0)).mul_(rec.e)  # b~: pre-recurrence rate
                 _subtract_lateral(u, z, pre)
                 name = f"{st.name}.recurrent"
-                if u.dim() < 4:  # dZ = eta_Z u^T b~, added in place by after_step
+                if not isinstance(st.layer, FeedbackConv2d):  # dZ = eta_Z u^T b~, in place
                     increments[name] = LowRank(u * self.recurrent_lr, pre)
                 else:
                     increments[name] = _lateral_update(u * self.recurrent_lr, pre)

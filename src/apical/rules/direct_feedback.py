@@ -41,8 +41,8 @@ class DirectPath:
         d = require_feedback(layer, "dfa")
 
         def project(grad: Tensor) -> Tensor:
-            e = self.error.value
-            return (e.reshape(e.shape[0], -1) @ d).reshape(x.shape)
+            e = self.error.value  # (N, C), or (R, N, C) with D (R, C, prod) for replicas
+            return (e.reshape(*e.shape[: d.dim() - 1], -1) @ d).reshape(x.shape)
 
         return project
 

@@ -52,7 +52,8 @@ class NodePerturbation(Rule):
         change = per_example_loss(self.loss, noisy[-1].e, y) - per_example_loss(
             self.loss, outputs, y
         )
-        deltas = [change.view(-1, *[1] * (xi.dim() - 1)) * xi / self.sigma**2 for xi in noise]
+        deltas = [change.reshape(*change.shape, *[1] * (xi.dim() - change.dim())) * xi / self.sigma**2
+                  for xi in noise]  # fmt: skip
         directions = local_directions(stages, clean, deltas)
         for name, p in model.named_parameters():
             directions.setdefault(name, torch.zeros_like(p))

@@ -51,6 +51,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "burstprop": {"model": "burstprop_mlp", "model_options": {"hidden": [64, 64]},
                   "loss": "mse", "optimizer": "decoupled_sgd", "lr": 0.03, "momentum": 0.8,
                   "rule_options": {"learn_feedback": True, "recurrent": True}},
+    "burstccn": {"model": "burstprop_mlp", "model_options": {"hidden": [64, 64]},
+                 "loss": "mse", "lr": 0.1},
     "node_perturbation": {"model": "burstprop_mlp", "model_options": {"hidden": [64]},
                           "loss": "mse", "lr": 1e-3, "momentum": 0.8},
     "segregated_dendrites": {"model": "segregated_dendrites", "model_options": SHORT,

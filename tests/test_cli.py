@@ -88,7 +88,7 @@ def test_rules_and_reproduce_list():
     r = apical("rules")
     names = [line.split()[0] for line in r.stdout.splitlines()]
     assert names == [
-        "backprop", "fa", "dfa", "sign_symmetry", "kolen_pollack", "burstprop",
+        "backprop", "fa", "dfa", "sign_symmetry", "kolen_pollack", "burstprop", "burstccn",
         "node_perturbation", "segregated_dendrites", "microcircuit", "predictive_coding",
         "equilibrium_propagation", "contrastive_hebbian",
     ]  # fmt: skip

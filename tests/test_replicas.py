@@ -18,6 +18,7 @@ RULES = [
     ("fa", {"loss": "cross_entropy"}),
     ("burstprop", {"learn_feedback": True, "recurrent": True}),
     ("burstprop", {"loss": "cross_entropy", "recurrent": True}),
+    ("burstccn", {"q": "independent"}),
 ]
 
 
@@ -82,6 +83,7 @@ CONV_RULES = [
     ("sign_symmetry", {}),
     ("kolen_pollack", {}),
     ("burstprop", {"learn_feedback": True, "recurrent": True, "recurrent_conv": True}),
+    ("burstccn", {"q": "independent"}),
 ]
 
 
@@ -102,7 +104,7 @@ def test_each_conv_replica_gets_the_step_it_gets_alone(name, opts):
     """The replicas' grouped convolution computes each replica's step (float64: to
     rounding), directions, buffer increments (burstprop's conv Z) and loss."""
     rule = apical.make_rule(name, **opts)
-    pool = name != "burstprop"  # burstprop's chains have no pooling
+    pool = name not in ("burstprop", "burstccn")  # their chains have no pooling
     models = []
     for s in range(3):
         torch.manual_seed(s)

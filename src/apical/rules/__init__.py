@@ -9,6 +9,7 @@ from apical.errors import ApicalError
 from apical.layers import FeedbackSpec
 from apical.rules.backprop import Backprop
 from apical.rules.base import Rule, Step
+from apical.rules.burstccn import BurstCCN
 from apical.rules.burstprop import Burstprop
 from apical.rules.contrastive_hebbian import ContrastiveHebbian
 from apical.rules.direct_feedback import DirectFeedbackAlignment
@@ -30,6 +31,7 @@ RULES: dict[str, type[Rule]] = {
         SignSymmetry,
         KolenPollack,
         Burstprop,
+        BurstCCN,
         NodePerturbation,
         SegregatedDendrites,
         DendriticMicrocircuit,

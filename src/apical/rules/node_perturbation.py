@@ -52,8 +52,8 @@ class NodePerturbation(Rule):
         change = per_example_loss(self.loss, noisy[-1].e, y) - per_example_loss(
             self.loss, outputs, y
         )
-        deltas = [change.reshape(*change.shape, *[1] * (xi.dim() - change.dim())) * xi / self.sigma**2
-                  for xi in noise]  # fmt: skip
+        factor = [change.reshape(*change.shape, *[1] * (xi.dim() - change.dim())) for xi in noise]
+        deltas = [f * xi / self.sigma**2 for f, xi in zip(factor, noise, strict=True)]
         directions = local_directions(stages, clean, deltas)
         for name, p in model.named_parameters():
             directions.setdefault(name, torch.zeros_like(p))

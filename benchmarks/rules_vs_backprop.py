@@ -8,8 +8,9 @@ Models: an MLP 784-1024-1024-10 (ReLU) at batch 256 and a small CIFAR-size conv 
 batch 128, for the feedback-alignment family (cross-entropy); and the NN 2021 MNIST net
 (784-500x3-10) and CIFAR-10 net at batch 32, logistic units and squared error, for
 burstprop with fixed feedback and no Z, and with learned feedback and Z (the paper's
-configuration). One step = forward, the rule's directions (autograd for plain backprop),
-writing `.grad`, an SGD-with-momentum step, and the rule's after_step (burstprop's Z).
+configuration), and BurstCCN (its single pass, feedback through Y and Q). One step =
+forward, the rule's directions (autograd for plain backprop), writing `.grad`, an
+SGD-with-momentum step, and the rule's after_step (burstprop's Z).
 Inputs are synthetic (random normal). Repetitions are interleaved across rules
 (in a shuffled order) and the median time of each is reported, divided by plain
 backprop's median.
@@ -53,6 +54,7 @@ BURSTPROP = {
         "burstprop",
         {"learn_feedback": True, "recurrent": True},
     ),
+    "burstccn (one pass, Y and Q)": ("burstccn", {}),
 }
 
 

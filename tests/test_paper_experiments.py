@@ -114,3 +114,20 @@ def test_ep_cifar10_experiment_end_to_end(tmp_path):
         assert isinstance(run.model, apical.energy.Relaxing)
     first = runs["symmetric-ce"].probes[-1]["layers"]["net.0"]
     assert first["phase_change"] > 0 and first["angle"] < 90  # the target reached layer 1
+
+
+def test_burstccn_cifar10_experiment_end_to_end(tmp_path):
+    """Both feedback variants through the real reader on the NN 2021 conv net (narrow
+    channels): symmetric feedback starts as W itself, random feedback far from it."""
+    write_cifar(tmp_path / "cifar-10" / "cifar-10-batches-py", n=40)
+    _, runs = _run(
+        "burstccn-cifar10", tmp_path, val_size=40, epochs=1, batch_size=16, probe_every=2,
+        model_options={"channels": [4, 4, 4], "fc": 16},
+    )  # fmt: skip
+    assert set(runs) == {"random-feedback", "symmetric-feedback"}
+    for run in runs.values():
+        s = summary(run)
+        assert 0 <= s["test_error"] <= 100 and math.isfinite(s["angle"])
+    first = {k: runs[k].probes[0]["layers"]["2"] for k in runs}  # second conv layer
+    assert first["symmetric-feedback"]["feedback_angle"] < 1e-3
+    assert first["random-feedback"]["feedback_angle"] > 60

@@ -291,3 +291,21 @@ def test_contrastive_hebbian_learning_solves_the_encoder():
     data = Dataset("encoder-8", eye, torch.arange(8), eye, torch.arange(8), eye,
                    torch.arange(8), 8)  # fmt: skip
     assert _small_task(data, 3, 1.0, 0.9, 1000, 0.5, seed=3) == 1.0
+
+
+def test_predictive_codings_error_signals_approach_backprops_as_the_nudge_shrinks():
+    """The probes' delta angles: -eps_l / beta at the relaxed nodes tends to dL/du_l as beta
+    goes to 0 (W&B 2017), and the output's signal is dloss/dmu exactly."""
+    from apical.metrics import alignment
+
+    torch.manual_seed(0)
+    x, y = torch.randn(32, 10, dtype=torch.float64), torch.randint(0, 4, (32,))
+    angles = {}
+    for beta in (1.0, 1e-4):
+        rule = apical.make_rule("predictive_coding", steps=300, rate=0.1, beta=beta)
+        layers = [nn.Linear(10, 16), nn.Tanh(), nn.Linear(16, 12), nn.Tanh(), nn.Linear(12, 4)]
+        net = apical.convert(nn.Sequential(*layers).double(), rule, x)
+        rows = alignment(net, rule, x, y, torch.Generator().manual_seed(0))
+        angles[beta] = {k: v["delta_angle"] for k, v in rows.items()}
+    assert all(a < 0.1 for a in angles[1e-4].values()), angles
+    assert angles[1.0]["0"] > 10 * angles[1e-4]["0"]

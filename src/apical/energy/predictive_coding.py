@@ -64,6 +64,22 @@ def layer_energies(
     return [stage_energy(net, x, nodes, y, beta, loss, k) for k in range(net.depth)]
 
 
+def prediction_errors(
+    net: Layered, x: Tensor, nodes: States, y: Tensor, beta: Tensor, loss: str
+) -> list[Tensor]:
+    """dF_beta / dmu_l per example at fixed nodes: mu_l - x_l (= -eps_l) below the output,
+    beta dloss/dmu_L at it; a stage's error signal, whose product with its input is its
+    weight gradient."""
+    with torch.no_grad():
+        out = [prediction(net, x, nodes, k) - nodes[k] for k in range(net.depth - 1)]
+    with torch.enable_grad():
+        mu = prediction(net, x, [n.detach() for n in nodes], net.depth - 1).detach()
+        mu.requires_grad_(True)
+        top = (beta * per_example_loss(loss, net.act(net.depth - 1, mu), y)).sum()
+        (grad,) = torch.autograd.grad(top, mu)
+    return [*out, grad]
+
+
 def energy(net: Layered, x: Tensor, nodes: States, y: Tensor, beta: Tensor, loss: str) -> Tensor:
     """F_beta per example."""
     return torch.stack(layer_energies(net, x, nodes, y, beta, loss)).sum(0)

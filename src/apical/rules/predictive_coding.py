@@ -15,7 +15,8 @@ feed-forward pass), so backprop and every other rule train the same net.
 
 Diagnostics per layer (probes): `energy`, the stage's mean energy term at the end of
 inference (1/2 ||eps_l||^2, the output's beta * loss), and on the output layer
-`inference_steps` (fewer than `steps` only with `tol`).
+`inference_steps` (fewer than `steps` only with `tol`); the error signals dF/dmu_l / beta
+at the relaxed nodes (-eps_l, the output's dloss/dmu_L) for the probes' delta angles.
 """
 
 from __future__ import annotations
@@ -95,12 +96,17 @@ class PredictiveCoding(Rule):
         grads = pc.weight_gradients(
             net, xs, nodes, ys, beta, self.loss, list(params.values()), weights
         )
-        diagnostics = {}
+        diagnostics, errors = {}, {}
         if diagnose:
             with torch.no_grad():
                 terms = pc.layer_energies(net, xs, nodes, ys, beta, self.loss)
             diagnostics = {name: {"energy": t.mean()} for name, t in zip(names, terms, strict=True)}
             diagnostics[names[-1]]["inference_steps"] = torch.tensor(float(taken))
-        return Step(
-            loss.detach(), outputs, named_directions(params, grads), diagnostics=diagnostics
-        )
+            signals = pc.prediction_errors(net, xs, nodes, ys, beta, self.loss)
+            errors = {
+                name: (e / beta.view(-1, *[1] * (e.dim() - 1))).unflatten(0, (len(signs), n))
+                .mean(0)  # centred: the two nudges' signals averaged
+                for name, e in zip(names, signals, strict=True)
+            }  # fmt: skip
+        return Step(loss.detach(), outputs, named_directions(params, grads),
+                    diagnostics=diagnostics, errors=errors)  # fmt: skip

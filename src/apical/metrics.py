@@ -11,7 +11,8 @@ For each feedback layer l (named as in the model):
 - `delta_angle`: the mean over the probe batch of the per-example angle between the
   error signal the rule delivers to the layer's output u_l and backprop's d loss / d u_l
   (NN 2021 Fig. 5c/d), where the rule has one: read from the backward pass of autograd
-  rules (the FA family), or given by the rule (`Step.errors`: burstprop's b^t - b);
+  rules (the FA family), or given by the rule (`Step.errors`: burstprop's b^t - b,
+  BurstCCN's, node perturbation's estimate, predictive coding's prediction errors);
 - any per-layer diagnostics the rule reports (burstprop: `apical`, the mean absolute
   apical potential).
 """

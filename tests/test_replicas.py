@@ -41,23 +41,31 @@ def _models(name, opts, n=3):
     return rule, models
 
 
-@pytest.mark.parametrize(("name", "opts"), RULES)
-def test_each_replica_gets_the_step_it_gets_alone(name, opts):
-    rule, models = _models(name, opts)
-    x, y = torch.randn(3, 5, 3, 4), torch.randint(0, 4, (3, 5))
+def _assert_each_replica_alone(rule, models, x, y, rtol: float, atol: float,
+                               increments_atol: float) -> None:  # fmt: skip
+    """The replicated model's step is, per replica r, models[r]'s step on x[r], y[r]:
+    directions, buffer increments, the `apical` diagnostics and the loss."""
     together = rule.directions(replicate(models), x, y)
-    assert together.loss.shape == (3,)
+    assert together.loss.shape == (len(models),)
     for r, model in enumerate(models):
         alone = rule.directions(model, x[r], y[r])
         assert set(alone.directions) == set(together.directions)
         for key, d in alone.directions.items():
-            torch.testing.assert_close(together.directions[key][r], d, rtol=1e-5, atol=1e-7)
+            torch.testing.assert_close(together.directions[key][r], d, rtol=rtol, atol=atol)
         for key, z in alone.dense_increments().items():
-            torch.testing.assert_close(together.dense_increments()[key][r], z, rtol=1e-5, atol=1e-9)
+            got = together.dense_increments()[key][r]
+            torch.testing.assert_close(got, z, rtol=rtol, atol=increments_atol)
         for layer, diag in alone.diagnostics.items():
             got = together.diagnostics[layer]["apical"][r]
-            torch.testing.assert_close(got, diag["apical"], rtol=1e-5, atol=0)
+            torch.testing.assert_close(got, diag["apical"], rtol=rtol, atol=0)
         torch.testing.assert_close(together.loss[r], alone.loss)
+
+
+@pytest.mark.parametrize(("name", "opts"), RULES)
+def test_each_replica_gets_the_step_it_gets_alone(name, opts):
+    rule, models = _models(name, opts)
+    x, y = torch.randn(3, 5, 3, 4), torch.randint(0, 4, (3, 5))
+    _assert_each_replica_alone(rule, models, x, y, rtol=1e-5, atol=1e-7, increments_atol=1e-9)
 
 
 def test_replica_round_trip_and_evaluation():
@@ -113,16 +121,7 @@ def test_each_conv_replica_gets_the_step_it_gets_alone(name, opts):
         models.append(apical.convert(_conv_net(pool), rule, example, generator=gen))
     x = torch.randn(3, 6, 2, 8, 8, dtype=torch.float64)
     y = torch.randint(0, 3, (3, 6))
-    together = rule.directions(replicate(models), x, y)
-    for r, model in enumerate(models):
-        alone = rule.directions(model, x[r], y[r])
-        assert set(alone.directions) == set(together.directions)
-        for key, d in alone.directions.items():
-            torch.testing.assert_close(together.directions[key][r], d, rtol=1e-9, atol=1e-15)
-        for key, z in alone.dense_increments().items():
-            torch.testing.assert_close(together.dense_increments()[key][r], z, rtol=1e-9,
-                                       atol=1e-15)  # fmt: skip
-        torch.testing.assert_close(together.loss[r], alone.loss)
+    _assert_each_replica_alone(rule, models, x, y, rtol=1e-9, atol=1e-15, increments_atol=1e-15)
 
 
 def test_a_conv_replica_round_trips():

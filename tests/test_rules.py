@@ -143,11 +143,12 @@ def test_kolen_pollack_leaves_biases_undecayed_unless_asked(decay_biases):
     "name", [n for n, cls in apical.RULES.items() if cls.model_class is None]
 )  # rules with their own model are tested in their own modules (test_dendrites.py)
 def test_rules_are_pure(name):
-    chains = ("burstprop", "node_perturbation", "predictive_coding", "equilibrium_propagation",
-              "contrastive_hebbian")  # fmt: skip
-    if name in chains:  # sequential chains without BatchNorm
+    chains = ("burstprop", "burstccn", "node_perturbation", "predictive_coding",
+              "equilibrium_propagation", "contrastive_hebbian")  # fmt: skip
+    if name in chains:  # sequential chains without BatchNorm (BurstCCN: logistic units)
+        hidden = nn.Sigmoid() if name == "burstccn" else nn.ReLU()
         model = nn.Sequential(
-            nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 6 * 6, 4), nn.Sigmoid()
+            nn.Conv2d(1, 3, 3), hidden, nn.Flatten(), nn.Linear(3 * 6 * 6, 4), nn.Sigmoid()
         )
     else:
         model = nn.Sequential(

@@ -202,15 +202,6 @@ def peer_gone(e: BaseException) -> bool:
     )
 
 
-def barrier() -> None:
-    dist.barrier()
-
-
-def leave() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
-
-
 def _all_reduce(tensors: list[Tensor], scales: list[float]) -> list[Tensor]:
     """Sum every tensor times its scale over the processes: one collective per dtype, on
     a flat buffer written in one pass (the sums come back as views of it)."""

@@ -2,10 +2,10 @@
 `apical train --nproc N`, which starts it).
 
 Every process holds the whole model, data and random generators, and all draw the same
-numbers, so they stay equal without ever sending weights. Each step every process forms
-the whole batch (its augmentation included), takes its contiguous shard of it (sizes
-differ by at most one), runs the rule on the shard, and one all-reduce combines the
-shards' results by the rule's batch convention (`Rule.reduction`):
+numbers, so they stay equal without ever sending weights. Each step every process takes
+its contiguous shard of the batch (sizes differ by at most one; an augmented batch is
+drawn whole, so that the generators stay in step), runs the rule on the shard, and one
+all-reduce combines the shards' results by the rule's batch convention (`Rule.reduction`):
 
     mean:  d = sum_r (n_r / N) d_r         sum:  d = sum_r d_r
 

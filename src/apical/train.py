@@ -186,6 +186,34 @@ def train_all(
     anything trains. With it, a finished run is read from its folder (model None), a run
     with a checkpoint continues, and one without starts. A run that diverges is returned
     with `diverged` set, and the others still run."""
+    runs, pending = settled_runs(configs, resume, echo)
+    for label in runs:
+        finished(label)
+    loaded: tuple[tuple, Dataset] | None = None
+    for label, cfg in pending.items():
+        key = tuple(getattr(cfg, f) for f in DATA_FIELDS)
+        if loaded is None or loaded[0] != key:
+            loaded = None  # one dataset in memory at a time
+            loaded = (key, load_config_data(cfg))
+        again = cfg.run_dir is not None and RunFolder(cfg.run_dir).has_run()
+        echo(f"[{label}] rule {cfg.rule}, {cfg.epochs} epochs" + (" (resuming)" if again else ""))
+        try:
+            runs[label] = train(cfg, resume=again, progress=progress, data=loaded[1])
+        except DivergedError as e:
+            echo(f"[{label}] diverged: {e}")
+            runs[label] = (read_run(cfg, diverged=str(e)) if cfg.run_dir is not None
+                           else Run(cfg, None, [], [], diverged=str(e)))  # fmt: skip
+            continue
+        finished(label)
+    return {label: runs[label] for label in configs}
+
+
+def settled_runs(
+    configs: dict[str, TrainConfig], resume: bool, echo: Callable[[str], None]
+) -> tuple[dict[str, Run], dict[str, TrainConfig]]:
+    """(the runs finished in their folders, read from them; the configs still to train).
+    Without `resume`, a folder that already holds a run is refused before anything trains
+    (`train_all` and `apical.tune` alike)."""
     folders = {k: RunFolder(c.run_dir) for k, c in configs.items() if c.run_dir is not None}
     for folder in folders.values():
         if folder.has_run() and not resume:
@@ -193,30 +221,14 @@ def train_all(
                 f"{folder.path} already holds {folder.describe()}; add --resume to continue it "
                 "(a finished run is reported without training), or choose another folder"
             )
-    loaded: tuple[tuple, Dataset] | None = None
-    runs = {}
+    done, pending = {}, {}
     for label, cfg in configs.items():
-        folder = folders.get(label)
-        if folder is not None and finished_run(folder, cfg):
+        if label in folders and finished_run(folders[label], cfg):
             echo(f"[{label}] finished ({cfg.epochs} epochs)")
-            runs[label] = read_run(cfg)
-            finished(label)
-            continue
-        key = tuple(getattr(cfg, f) for f in DATA_FIELDS)
-        if loaded is None or loaded[0] != key:
-            loaded = None  # one dataset in memory at a time
-            loaded = (key, load_config_data(cfg))
-        again = folder is not None and folder.has_run()
-        echo(f"[{label}] rule {cfg.rule}, {cfg.epochs} epochs" + (" (resuming)" if again else ""))
-        try:
-            runs[label] = train(cfg, resume=again, progress=progress, data=loaded[1])
-        except DivergedError as e:
-            echo(f"[{label}] diverged: {e}")
-            history, probes = (folder.rows(), folder.rows("probes")) if folder else ([], [])
-            runs[label] = Run(cfg, None, history, probes, diverged=str(e))
-            continue
-        finished(label)
-    return runs
+            done[label] = read_run(cfg)
+        else:
+            pending[label] = cfg
+    return done, pending
 
 
 def read_run(config: TrainConfig, diverged: str | None = None) -> Run:

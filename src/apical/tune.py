@@ -22,7 +22,7 @@ from typing import Any
 
 from apical.errors import ApicalError, DivergedError, Interrupted
 from apical.run_folder import RunFolder
-from apical.train import Run, TrainConfig, finished_run, read_run, train
+from apical.train import Run, TrainConfig, finished_run, read_run, settled_runs, train
 
 
 @dataclass(frozen=True)
@@ -54,21 +54,10 @@ def train_on_ray(
         raise ApicalError(
             "Ray Tune is not installed; pip install 'apical[distributed]', or run without --ray"
         ) from None
-    runs, pending = {}, {}
     for label, cfg in configs.items():
         if cfg.run_dir is None:
             raise ApicalError(f"[{label}] a trial trains into a run folder: set run_dir")
-        folder = RunFolder(cfg.run_dir)
-        if folder.has_run() and not resume:
-            raise ApicalError(
-                f"{folder.path} already holds {folder.describe()}; add --resume to continue it "
-                "(a finished run is reported without training), or choose another folder"
-            )
-        if finished_run(folder, cfg):
-            echo(f"[{label}] finished ({cfg.epochs} epochs)")
-            runs[label] = read_run(cfg)
-        else:
-            pending[label] = cfg
+    runs, pending = settled_runs(configs, resume, echo)
     if not pending:
         return runs
     env = {k: os.environ[k] for k in ("APICAL_DATA",) if k in os.environ}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import sys
 import tomllib
@@ -220,7 +219,7 @@ def train(config_file: Path | None, hidden: str | None, activation: str | None, 
         )
 
     run_training(config, resume=resume, progress=sys.stderr.isatty(), on_epoch=show)
-    if config.run_dir and _lead():
+    if config.run_dir and distributed.speaks():
         click.echo(f"run folder: {config.run_dir}")
 
 
@@ -235,11 +234,6 @@ def _without_nproc(args: list[str]) -> list[str]:
         elif not a.startswith("--nproc="):
             out.append(a)
     return out
-
-
-def _lead() -> bool:
-    """Whether this process speaks for the run (not a distributed run's other process)."""
-    return os.environ.get("RANK", "0") == "0"
 
 
 def _percent(v: float | None) -> str:
@@ -421,7 +415,7 @@ def _say(line: str, peers_too: bool = True) -> None:
     """The one line of a failure. A distributed run's other processes stay silent where
     the lead says the same (`peers_too=False`); under `apical train --nproc` the line goes
     to the launcher, which prints one line for the run (apical.distributed.launch)."""
-    if not (peers_too or _lead()):
+    if not (peers_too or distributed.speaks()):
         return
     if not distributed.tell_launcher(line):
         click.echo(line, err=True)

@@ -86,6 +86,12 @@ def environment() -> tuple[int, int, int] | None:
     return None if world == 1 else (rank, world, local)
 
 
+def speaks() -> bool:
+    """Whether this process speaks for its run: a plain process, or a distributed run's
+    process 0."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def join(device: torch.device) -> Group:
     """Join the process group torchrun describes (NCCL on CUDA, gloo on the CPU)."""
     place = environment()

@@ -48,12 +48,13 @@ MESSAGES = "APICAL_LAUNCHER_MESSAGES"  # the folder where `launch`'s processes l
 
 @dataclass(frozen=True)
 class Group:
-    """This process's place in the run: its rank among `world` processes and its rank on
-    its own node (`local`, which picks its GPU)."""
+    """This process's place in the run: its rank among `world` processes, its rank on its
+    own node (`local`, which picks its GPU) and the device it trains on."""
 
     rank: int
     world: int
     local: int
+    device: torch.device
 
     @property
     def lead(self) -> bool:
@@ -107,7 +108,7 @@ def join(device: torch.device) -> Group:
         backend = "nccl" if device.type == "cuda" else "gloo"
         kwargs = {"device_id": device} if device.type == "cuda" else {}
         dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30), **kwargs)
-    return Group(rank, world, local)
+    return Group(rank, world, local, device)
 
 
 def check_batches(group: Group, n_train: int, batch_size: int) -> None:
@@ -122,9 +123,9 @@ def check_batches(group: Group, n_train: int, batch_size: int) -> None:
         )
 
 
-def agree(flag: bool, device: torch.device) -> bool:
+def agree(group: Group, flag: bool) -> bool:
     """Whether any process says yes (a collective: every process must call it)."""
-    t = torch.tensor([float(flag)], device=device)
+    t = torch.tensor([float(flag)], device=group.device)
     dist.all_reduce(t)
     return bool(t.item() > 0)
 
@@ -191,9 +192,9 @@ def gather_batch(group: Group, tensors: dict[str, Tensor], n: int) -> dict[str, 
     return out
 
 
-def broadcast_flag(flag: bool, device: torch.device) -> bool:
+def broadcast_flag(group: Group, flag: bool) -> bool:
     """The lead's value of `flag`, on every process."""
-    t = torch.tensor([float(flag)], device=device)
+    t = torch.tensor([float(flag)], device=group.device)
     dist.broadcast(t, 0)
     return bool(t.item() > 0)
 

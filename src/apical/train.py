@@ -149,9 +149,8 @@ def _begin(
         failed = e
     if group is None:
         return resuming
-    device = resolve_device(config.device, local_rank=group.local)
-    ok = distributed.broadcast_flag(failed is None, device)
-    resuming = distributed.broadcast_flag(resuming, device)
+    ok = distributed.broadcast_flag(group, failed is None)
+    resuming = distributed.broadcast_flag(group, resuming)
     if failed is not None:
         raise failed
     if not ok:
@@ -268,7 +267,7 @@ class Trainer:
     ) -> None:
         self.config, self.group = config, group
         self.lead = group is None or group.lead  # evaluates, probes, shows progress
-        self.device = resolve_device(config.device, local_rank=group.local if group else None)
+        self.device = group.device if group else resolve_device(config.device)
         data = data if data is not None else load_config_data(config)
         self.data = data.to(self.device)
         if group is not None:
@@ -317,7 +316,7 @@ class Trainer:
 
     def agree(self, flag: bool) -> bool:
         """Whether any process of the run says yes (`flag` itself in one process)."""
-        return flag if self.group is None else distributed.agree(flag, self.device)
+        return flag if self.group is None else distributed.agree(self.group, flag)
 
     def state(self) -> dict[str, Any]:
         """The checkpoint: everything `restore` needs to continue exactly."""

@@ -450,3 +450,20 @@ def test_a_json_row_file_written_by_train_is_strict_json(tmp_path):
         json.loads(line, parse_constant=lambda c: pytest.fail(f"bare {c}"))
     with pytest.raises(ApicalError, match="nothing to resume"):
         RunFolder(tmp_path / "none").checkpoint()
+
+
+def test_a_missing_optional_engine_is_one_line_naming_the_extra(tmp_path, monkeypatch):
+    """Ray Tune and TensorBoard are extras: without them --ray and --tensorboard say which
+    extra to install."""
+    from apical.errors import ApicalError
+    from apical.train import TrainConfig, train
+    from apical.tune import RayOptions, train_on_ray
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    config = TrainConfig(dataset="digits", epochs=1, probe_every=0, device="cpu",
+                         run_dir=str(tmp_path / "run"), tensorboard=True)  # fmt: skip
+    with pytest.raises(ApicalError, match=r"pip install 'apical\[distributed\]'"):
+        train_on_ray({"a": config}, RayOptions(), tmp_path / "ray")
+    with pytest.raises(ApicalError, match=r"pip install 'apical\[tensorboard\]'"):
+        train(config, progress=False)

@@ -4,7 +4,7 @@ learning signal: the weight change of each plastic block over the first --exampl
 training examples of the reduced CPU protocol (`apical reproduce spiking-xor --preset cpu`).
 
     python scripts/spiking_dt_check.py [--dts 0.1,0.5,1.0] [--seconds 4] [--seeds 1,2,3,4,5]
-                                       [--examples 0] [--json]
+                                       [--examples 0] [--background poisson] [--json]
 
 (1) per dt: burn-in 1 s without input, then each pattern for --seconds (the first second not
 counted); mean over seeds and the s.d. across seeds of the per-seed means. (2) with
@@ -31,8 +31,8 @@ from apical.spiking.xor import PATTERNS, input_current, run_xor
 NAMES = ("input1", "input2", "hidden1", "hidden2", "output")
 
 
-def operating_point(dt: float, seeds: tuple[int, ...], seconds: float) -> dict:
-    cfg = XorConfig(dt=dt, seeds=seeds)
+def operating_point(dt: float, seeds: tuple[int, ...], seconds: float, background: str) -> dict:
+    cfg = XorConfig(dt=dt, seeds=seeds, background=background)
     keys = xor_net.replica_keys(seeds, "cpu")
     w, c = xor_net.build(cfg, keys), xor_net.constants(cfg, "cpu")
     s = xor_net.initial_state(cfg, len(seeds), "cpu")
@@ -90,6 +90,12 @@ def main() -> None:
         default=0,
         help="also compare the weight change over this many cpu-preset examples",
     )
+    p.add_argument(
+        "--background",
+        default="poisson",
+        choices=["poisson", "bernoulli"],
+        help="background trains of the operating point (the presets' Poisson by default)",
+    )
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     if args.examples < 0:
@@ -97,7 +103,7 @@ def main() -> None:
     torch._dynamo.config.recompile_limit = 64  # one compiled step per dt and protocol
     seeds = tuple(int(x) for x in args.seeds.split(","))
     dts = args.dts.split(",")
-    res = {dt: operating_point(float(dt), seeds, args.seconds) for dt in dts}
+    res = {dt: operating_point(float(dt), seeds, args.seconds, args.background) for dt in dts}
     learn = (
         {dt: learning_signal(float(dt), seeds, args.examples) for dt in dts}
         if args.examples

@@ -11,8 +11,10 @@ import torch
 
 from apical.config import replace as configured
 from apical.errors import ApicalError
+from apical.keyed import mix, uniform
 from apical.spiking import neurons, plasticity, protocols, raster, synapses, xor_net
 from apical.spiking.config import BurstNeuron, BurstRule, XorConfig
+from apical.spiking.multiplex import MultiplexConfig
 from apical.spiking.xor import cost, input_current, run_xor, teacher
 
 
@@ -260,8 +262,26 @@ def test_xor_run_resumes_exactly(tmp_path):
     assert torch.equal(a, b) and (a[a >= 0] != cfg.w_ff).any()  # learned, identically
 
 
+def test_background_is_at_most_one_spike_per_step_as_the_paper_code_delivers_it():
+    """Bernoulli(rate dt) per neuron and step (Auryn's PoissonGroup); the Poisson option
+    has the same mean and its variance rate dt (counts above one)."""
+    u = uniform(mix(torch.arange(4)), 200_000)
+    mean = torch.full_like(u, 0.3)
+    one = synapses.background_spikes(u, mean, "bernoulli")
+    counts = synapses.background_spikes(u, mean, "poisson")
+    assert one.max() == 1 and abs(one.mean().item() - 0.3) < 3e-3
+    assert abs(one.var().item() - 0.21) < 3e-3  # p (1 - p)
+    assert counts.max() > 1 and abs(counts.mean().item() - 0.3) < 3e-3
+    assert abs(counts.var().item() - 0.3) < 5e-3
+    assert XorConfig().background == "bernoulli" and MultiplexConfig().background == "bernoulli"
+    with pytest.raises(ApicalError, match="unknown background 'gauss'; use one of bernoulli"):
+        XorConfig(background="gauss")
+
+
 def test_bad_spiking_options_are_one_line():
-    with pytest.raises(ApicalError, match="unknown config key tau; known keys: bg_hidden"):
+    with pytest.raises(
+        ApicalError, match="unknown config key tau; known keys: background, bg_hidden"
+    ):
         configured(XorConfig(), {"tau": 1.0})
     with pytest.raises(ApicalError, match="coarser than 1 ms"):
         XorConfig(dt=2.0)

@@ -73,6 +73,18 @@ class Background:
     dend_inh: tuple[float, float] = (500.0, 0.05)
 
 
+BACKGROUNDS = ("bernoulli", "poisson")
+
+
+def check_background(kind: str) -> None:
+    """Background trains per step: "bernoulli" (at most one spike per neuron and step with
+    probability rate x dt, as the paper code's Auryn `PoissonGroup` delivers them) or
+    "poisson" (Poisson counts of mean rate x dt: the same mean and, at coarse dt, the
+    variance of the fine-step trains summed over the step)."""
+    if kind not in BACKGROUNDS:
+        raise ConfigError(f"unknown background {kind!r}; use one of {', '.join(BACKGROUNDS)}")
+
+
 @dataclass(frozen=True)
 class XorConfig:
     """The XOR network and protocol of NN Fig. 4 (§5); the paper's values."""
@@ -94,6 +106,7 @@ class XorConfig:
     bg_input: Background = Background((500.0, 0.35), (500.0, 0.35))
     bg_hidden: Background = Background((150.0, 0.385), (150.0, 0.49))
     bg_output: Background = Background()
+    background: str = "bernoulli"  # or "poisson" (check_background)
     i_output_d: float = 400.0  # constant dendritic currents (pA)
     i_hidden1_d: float = 0.0
     i_hidden2_d: float = 500.0
@@ -125,6 +138,7 @@ class XorConfig:
             raise ConfigError("neuron.dendritic_driving must be 'soma' (code) or 'dendrite'")
         if not self.seeds:
             raise ConfigError("seeds is empty; give at least one seed")
+        check_background(self.background)
 
     def steps(self, ms: float) -> int:
         return max(1, round(ms / self.dt))

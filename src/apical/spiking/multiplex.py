@@ -30,11 +30,17 @@ import torch
 from torch import Tensor
 
 from apical.errors import ConfigError
-from apical.keyed import mix, normal, poisson, step_keys, uniform
+from apical.keyed import mix, normal, step_keys, uniform
 from apical.spiking import neurons
-from apical.spiking.config import check_positive
+from apical.spiking.config import check_background, check_positive
 from apical.spiking.raster import Recorder
-from apical.spiking.synapses import ShortTerm, deliver, select, short_term_step
+from apical.spiking.synapses import (
+    ShortTerm,
+    background_spikes,
+    deliver,
+    select,
+    short_term_step,
+)
 
 RASTER_NEURONS = 50  # per pyramidal population, first seed
 STD = (20.0, 1000.0, 0.9)  # tau_D, tau_F (ms), U: depressing
@@ -82,6 +88,7 @@ class MultiplexConfig:
     w_som1: float = 0.035  # SOM -> pyr1 dendrite GABA
     w_rec: float = 0.1  # pyr -> own dendrites GABA, STF
     bg_rate: float = 500.0
+    background: str = "bernoulli"  # or "poisson" (config.check_background)
     bg_pyr: tuple[float, float, float, float] = (0.35, 0.35, 0.05, 0.05)
     bg_som: tuple[float, float] = (0.4, 0.5)
     bg_pv: tuple[float, float] = (0.75, 1.125)
@@ -101,6 +108,7 @@ class MultiplexConfig:
         check_positive(self, ("n_pyr", "n_pv", "n_som", "dt", "duration", "bin"))
         if self.dt > 0.5:
             raise ConfigError(f"dt = {self.dt} ms: the 2-ms BAP box needs dt <= 0.5")
+        check_background(self.background)
 
     def cap(self, n: int) -> int:
         """Spikes of n neurons transmitted per step: what they emit at 50 Hz (the
@@ -230,7 +238,7 @@ def step(s: State, w: Weights, ap: Constants, keys: Tensor, cfg: MultiplexConfig
     n2, ni = 2 * n, cfg.n_pv + cfg.n_som
     lam = cfg.bg_rate * dt / 1000.0
     u = uniform(step_keys(keys, 1, s.t), 4 * n2 + 2 * ni)
-    bg = poisson(u, torch.full_like(u, lam))
+    bg = background_spikes(u, torch.full_like(u, lam), cfg.background)
     bg_p = bg[:, : 4 * n2].view(r, 4, n2) * ap.bg_pyr
     bg_i = bg[:, 4 * n2 :].view(r, 2, ni) * ap.bg_int
     i_s, i_d = currents(cfg, s.t * dt)

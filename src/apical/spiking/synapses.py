@@ -18,6 +18,15 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from apical.keyed import poisson
+
+
+def background_spikes(u: Tensor, mean: Tensor, kind: str) -> Tensor:
+    """Private background spikes of one step from uniforms `u`, `mean` = rate x dt per
+    entry (config.check_background): "bernoulli" 1 where u < mean (at most one spike, the
+    paper code's), "poisson" Poisson counts."""
+    return (u < mean).to(mean.dtype) if kind == "bernoulli" else poisson(u, mean)
+
 
 class Selected(NamedTuple):
     """At most k spiking neurons per replica: their indices and 0/1 values."""

@@ -15,9 +15,10 @@ which is the same thing; likewise for the others.
 
 Randomness: every draw is keyed on (replica seed, stream, step, neuron) (apical.keyed), so a
 replica's spikes do not depend on the others in its batch and a resumed run is exact.
-Background spikes are Poisson counts per step (Auryn: Bernoulli(rate dt), the same to
-O(rate dt)^2, and still exact at coarse dt); their 0.8-ms delay is dropped (a private
-Poisson train delayed is the same Poisson train).
+Background spikes are at most one per neuron and step, Bernoulli(rate dt) as Auryn's
+`PoissonGroup` delivers them (`background = "poisson"`: Poisson counts, whose variance at
+coarse dt is that of the fine-step trains summed over the step); their 0.8-ms delay is
+dropped (a private train delayed is the same train).
 
 Section numbers (§) refer to docs/models/spiking-burst-ensembles.md.
 """
@@ -31,10 +32,10 @@ import torch
 from torch import Tensor
 
 from apical.errors import ApicalError
-from apical.keyed import mix, normal, poisson, step_keys, uniform
+from apical.keyed import mix, normal, step_keys, uniform
 from apical.spiking import neurons, plasticity
 from apical.spiking.config import Background, XorConfig
-from apical.spiking.synapses import Selected, deliver, select, select_signed
+from apical.spiking.synapses import Selected, background_spikes, deliver, select, select_signed
 
 POPULATIONS = ("input1", "input2", "hidden1", "hidden2", "output")
 NOISE_STREAM, CONNECT_STREAM = 1, 2
@@ -140,7 +141,7 @@ def step(
     """
     n, rule, total = cfg.n, cfg.rule, 5 * cfg.n
     u = uniform(step_keys(keys, NOISE_STREAM, s.t), 6 * total).view(-1, 6, total)
-    bg = poisson(u[:, :4], c.noise_mean) * c.noise_weight  # (R, 4, 5n)
+    bg = background_spikes(u[:, :4], c.noise_mean, cfg.background) * c.noise_weight  # (R, 4, 5n)
     nrn, first, second = neurons.step(s.neurons, cfg.neuron, cfg.dt, i_s, c.i_d + i_d, u[:, 4],
                                       u[:, 5])  # fmt: skip
     spikes = first + second

@@ -26,7 +26,7 @@ def sparse_images(batch: int, n: int = 784, seed: int = 0) -> torch.Tensor:
 
 
 def test_kernel_integrates_to_one_and_truncation_keeps_half():
-    cfg = dendrite_config("paper")
+    cfg = dendrite_config("paper", compile=False)
     t = torch.arange(0, 300, 1e-3, dtype=torch.float64)
     assert float(torch.trapezoid(dynamics.kernel(cfg, t), t)) == pytest.approx(1.0, abs=1e-6)
     d = torch.arange(1, 11, dtype=torch.float64)
@@ -39,7 +39,7 @@ def test_kernel_integrates_to_one_and_truncation_keeps_half():
 )
 def test_psp_filter_equals_direct_convolution(preset, scale):
     """... times `psp_scale` (which scales the kernel's mass)."""
-    cfg = dendrite_config(preset, psp_scale=scale)
+    cfg = dendrite_config(preset, psp_scale=scale, compile=False)
     g = torch.Generator().manual_seed(1)
     counts = torch.poisson(torch.full((120, 3, 4), 0.3, dtype=torch.float64), generator=g)
     state = dynamics.filter_init(cfg, 3, 4, "cpu", torch.float64)
@@ -63,7 +63,9 @@ def test_input_chunk_equals_step_by_step_filtering(preset, scale):
     """The chunked input layer (one filter matrix, W applied before filtering) gives the
     per-step PSPs' drive W s(t) + b, the window sum of s(t) and the filter state after the
     chunk, from a filter state that is not at rest (chunks of 7 and 13 steps)."""
-    cfg = dendrite_config(preset, n_inputs=6, hidden=(5,), n_outputs=3, psp_scale=scale)
+    cfg = dendrite_config(
+        preset, n_inputs=6, hidden=(5,), n_outputs=3, psp_scale=scale, compile=False
+    )
     g = torch.Generator().manual_seed(2)
     w, b = torch.randn(5, 6, generator=g, dtype=torch.float64), torch.randn(5, dtype=torch.float64)
     params = Params((w, torch.zeros(3, 5, dtype=torch.float64)), (b, torch.zeros(3)), ())
@@ -87,6 +89,33 @@ def test_input_chunk_equals_step_by_step_filtering(preset, scale):
         torch.testing.assert_close((sum_a + sum_b)[k], expected)
 
 
+@pytest.mark.parametrize("preset", ["paper", "original-code"])
+@pytest.mark.parametrize("n", [1, 4, 37])  # shorter and longer than the 10-step history
+def test_filter_chunk_and_the_scan_equal_the_step_loop(preset, n):
+    """`filter_chunk` gives the PSPs and end state of n pushes; `linear_recurrence` (the
+    doubling scan) gives V(t) = c V(t-1) + u(t), for a constant c and a c per step."""
+    cfg = dendrite_config(preset, psp_scale=1.3, compile=False)
+    g = torch.Generator().manual_seed(4)
+    state = torch.poisson(torch.full((2 if preset == "paper" else 10, 3, 4), 0.5), generator=g)
+    state = state.double()
+    counts = torch.poisson(torch.full((n, 3, 4), 0.4, dtype=torch.float64), generator=g)
+    psp, after = dynamics.filter_chunk(cfg, state, counts)
+    torch.testing.assert_close(dynamics.filter_after(cfg, state, counts), after)
+    for k in range(n):
+        state = dynamics.filter_push(cfg, state, counts[k])
+        torch.testing.assert_close(psp[k], dynamics.filter_value(cfg, state))
+    torch.testing.assert_close(after, state)
+    u, v0 = torch.randn(n, 3, 4, generator=g, dtype=torch.float64), torch.randn(3, 4).double()
+    c = torch.rand(n, 3, generator=g, dtype=torch.float64)
+    for coefficient in (0.7, c):
+        v, expected = v0, []
+        for k in range(n):
+            v = (coefficient if isinstance(coefficient, float) else c[k, :, None]) * v + u[k]
+            expected.append(v)
+        got = dynamics.linear_recurrence(coefficient, u, v0)
+        torch.testing.assert_close(got, torch.stack(expected), rtol=1e-13, atol=1e-13)
+
+
 def test_sparse_product_equals_the_dense_product():
     """The CPU's sum over the spiking inputs' weight columns (counts > 1 and silent rows
     included), and the dense fallback when many entries spike."""
@@ -104,7 +133,7 @@ def test_chunked_presentation_does_not_depend_on_the_chunk():
     x, labels, keys = sparse_images(3, 30), torch.tensor([0, 2, 3]), torch.tensor([5, 6, 7])
     out = []
     for chunk in (5, 32, 400):  # 1, 10 and 133 steps per chunk
-        cfg = dendrite_config(n_inputs=30, hidden=(6,), n_outputs=4, chunk=chunk)
+        cfg = dendrite_config(n_inputs=30, hidden=(6,), n_outputs=4, chunk=chunk, compile=False)
         torch.manual_seed(0)
         avg, end = simulate.present(cfg, SegregatedNet(cfg).params(), x, labels, keys)
         out.append((avg, end))
@@ -117,7 +146,9 @@ def test_chunked_presentation_does_not_depend_on_the_chunk():
 def test_test_presentation_equals_the_step_by_step_reference(preset):
     """A test presentation (input layer a chunk of steps at a time) gives the mean output
     soma over the test window that `step`, one step at a time from rest, gives."""
-    cfg = dendrite_config(preset, n_inputs=30, hidden=(6,), n_outputs=4, chunk=33)  # 11 steps
+    cfg = dendrite_config(
+        preset, n_inputs=30, hidden=(6,), n_outputs=4, chunk=33, compile=False
+    )  # 11 steps
     x, keys = sparse_images(3, 30).double(), torch.tensor([5, 6, 7])
     torch.manual_seed(0)
     params = SegregatedNet(cfg).double().params()
@@ -152,7 +183,7 @@ def test_all_steps_at_once_equals_the_step_loop(options):
     options = {"n_inputs": 30, "hidden": (6,), "n_outputs": 4, **options}
     out = []
     for at_once in (False, True):
-        cfg = dendrite_config(**options, all_at_once=at_once)
+        cfg = dendrite_config(**options, all_at_once=at_once, compile=False)
         torch.manual_seed(0)
         params = SegregatedNet(cfg).double().params()
         _, start = simulate.present(cfg, params, x, labels, keys + 10)
@@ -166,7 +197,7 @@ def test_all_steps_at_once_equals_the_step_loop(options):
 def test_a_gpu_presentation_equals_the_cpu_one():
     """On a GPU (all steps of a chunk at once by default) the same keyed draws give the
     window averages, end state and test output of the CPU's step loop."""
-    cfg = dendrite_config(n_inputs=30, hidden=(6,), n_outputs=4)
+    cfg = dendrite_config(n_inputs=30, hidden=(6,), n_outputs=4, compile=False)
     x, labels = sparse_images(3, 30).double(), torch.tensor([0, 2, 3])
     keys = torch.tensor([5, 6, 7])
     torch.manual_seed(0)
@@ -181,7 +212,7 @@ def test_a_gpu_presentation_equals_the_cpu_one():
     torch.testing.assert_close(out[1], out[0], rtol=1e-9, atol=1e-9, check_device=False)
 
 
-def test_memory_does_not_grow_with_simulated_time(monkeypatch):
+def test_memory_does_not_grow_with_simulated_time():
     """The largest per-step tensors of a presentation are one input chunk's (at most
     `chunk` rows of (step, example)), however long the presentation; the state is a fixed
     number of (B, n) tensors."""
@@ -191,34 +222,38 @@ def test_memory_does_not_grow_with_simulated_time(monkeypatch):
         seen.append(counts.shape)
         return dynamics.input_chunk(config, params, filters, counts, *rest)
 
-    monkeypatch.setattr(simulate, "input_chunk", recording)
+    fns = simulate.EAGER._replace(inputs=recording)
     x, keys = sparse_images(4, 30), torch.arange(4)
     for steps in (250, 2000):
-        cfg = dendrite_config(n_inputs=30, hidden=(6,), n_outputs=4, test_steps=steps, chunk=64)
+        cfg = dendrite_config(
+            n_inputs=30, hidden=(6,), n_outputs=4, test_steps=steps, chunk=64, compile=False
+        )
         torch.manual_seed(0)
-        simulate.present_test(cfg, SegregatedNet(cfg).params(), x, keys)
+        simulate.present_test(cfg, SegregatedNet(cfg).params(), x, keys, fns)
         assert sum(s[0] for s in seen) == steps
         assert max(s[0] * s[1] for s in seen) == 64  # 16 steps x 4 examples
         seen.clear()
-    state = dynamics.rest(dendrite_config(), 4, "cpu")
+    state = dynamics.rest(dendrite_config(compile=False), 4, "cpu")
     assert [tuple(f.shape) for f in state.filters] == [(10, 4, 784), (10, 4, 500), (10, 4, 10)]
 
 
-def test_compiled_unrolled_presentation_equals_the_eager_one():
-    """The time-step loop as the runs use it (torch.compile, `unroll` steps per call and
-    the remainder one at a time) simulates what the eager per-step loop does (104 steps:
-    34 calls of 3 steps, then 2 single steps)."""
+def test_compiled_presentations_equal_the_eager_step_loop():
+    """The presentations as the runs use them (torch.compile) simulate what the eager
+    per-step loop does: the compiled step loop (`unroll` steps per call and the remainder
+    one at a time; 104 steps: 34 calls of 3 steps, then 2 single steps) and the compiled
+    chunk (every step at once, the default); training and test presentations."""
     x, labels, keys = sparse_images(3, 30), torch.tensor([0, 2, 3]), torch.tensor([5, 6, 7])
     out = []
-    for compiled, unroll in ((False, 1), (True, 3)):
-        cfg = dendrite_config(
-            n_inputs=30, hidden=(6,), n_outputs=4, compile=compiled, unroll=unroll
-        )
+    for compiled, unroll, at_once in ((False, 1, False), (True, 3, False), (True, 8, True)):
+        cfg = dendrite_config(n_inputs=30, hidden=(6,), n_outputs=4, compile=compiled,
+                              unroll=unroll, all_at_once=at_once)  # fmt: skip
         torch.manual_seed(0)
         net = SegregatedNet(cfg)
-        out.append(simulate.present(cfg, net.params(), x, labels, keys, fns=net._steps))
-    assert out[1][0].rate_t.abs().sum() > 0
-    torch.testing.assert_close(out[1], out[0])
+        presented = simulate.present(cfg, net.params(), x, labels, keys, fns=net._steps)
+        out.append((presented, simulate.present_test(cfg, net.params(), x, keys, net._steps)))
+    assert out[0][0][0].rate_t.abs().sum() > 0
+    for other in out[1:]:
+        torch.testing.assert_close(other, out[0])
 
 
 def _silent_run(cfg, params, steps, teach, sign):
@@ -233,7 +268,7 @@ def _silent_run(cfg, params, steps, teach, sign):
 
 @pytest.mark.parametrize("g_a", [0.0, 0.05, 0.6])
 def test_somata_reach_the_papers_steady_states(g_a):
-    cfg = dendrite_config("paper", n_inputs=5, hidden=(4,), n_outputs=3, g_a=g_a)
+    cfg = dendrite_config("paper", n_inputs=5, hidden=(4,), n_outputs=3, g_a=g_a, compile=False)
     b_hidden = torch.tensor([1.0, -2.0, 3.0, 0.5], dtype=torch.float64)
     b_out = torch.tensor([2.0, -1.0, 0.0], dtype=torch.float64)
     params = Params(
@@ -256,7 +291,9 @@ def test_somata_reach_the_papers_steady_states(g_a):
     "preset,jitter", [("original-code", False), ("paper", False), ("original-code", True)]
 )
 def test_averages_are_window_means_and_plateaus_sigma_of_them(preset, jitter):
-    cfg = dendrite_config(preset, n_inputs=30, hidden=(6,), n_outputs=4, plateau_jitter=jitter)
+    cfg = dendrite_config(
+        preset, n_inputs=30, hidden=(6,), n_outputs=4, plateau_jitter=jitter, compile=False
+    )
     torch.manual_seed(0)
     net = SegregatedNet(cfg)
     params = net.params()
@@ -298,7 +335,7 @@ def test_averages_are_window_means_and_plateaus_sigma_of_them(preset, jitter):
 
 def test_phase_lengths_follow_the_papers_wald_draws():
     keys = torch.arange(20000)
-    forward, target = simulate.phase_lengths(dendrite_config(), keys)
+    forward, target = simulate.phase_lengths(dendrite_config(compile=False), keys)
     extra = torch.cat([forward, target]).double() - 50
     # floor(Wald(2, 1)): mean about 1.5, about half of the draws add nothing (originals.md 1.4)
     assert float(extra.mean()) == pytest.approx(1.5, abs=0.06)
@@ -319,7 +356,7 @@ def test_keyed_poisson_counts_have_the_poisson_moments():
 
 def test_hand_computed_update_on_a_tiny_network():
     """Rate mode (deterministic): every quantity of eLife Eqs. 28 and 33 written out."""
-    cfg = dendrite_config(n_inputs=3, hidden=(2,), n_outputs=2, mode="rate")
+    cfg = dendrite_config(n_inputs=3, hidden=(2,), n_outputs=2, mode="rate", compile=False)
     w0 = [[0.5, -1.0, 2.0], [1.5, 0.25, -0.5]]
     b0, w1, b1 = [0.1, -0.2], [[1.0, -2.0], [0.5, 3.0]], [0.3, -0.1]
     y = [[2.0, -1.0], [-0.5, 1.5]]
@@ -358,7 +395,7 @@ def test_hand_computed_update_on_a_tiny_network():
 
 
 def test_spiking_update_is_the_formula_on_the_window_averages():
-    cfg = dendrite_config(n_inputs=20, hidden=(5,), n_outputs=3)
+    cfg = dendrite_config(n_inputs=20, hidden=(5,), n_outputs=3, compile=False)
     torch.manual_seed(2)
     net = SegregatedNet(cfg)
     x, labels, keys = sparse_images(2, 20), torch.tensor([1, 2]), torch.tensor([11, 12])
@@ -381,7 +418,7 @@ def test_spiking_update_is_the_formula_on_the_window_averages():
 
 @pytest.mark.parametrize("preset", ["original-code", "paper"])
 def test_a_batch_of_four_equals_four_runs_alone(preset):
-    cfg = dendrite_config(preset, hidden=(30,))
+    cfg = dendrite_config(preset, hidden=(30,), compile=False)
     torch.manual_seed(3)
     net = SegregatedNet(cfg)
     x, labels = sparse_images(4), torch.tensor([3, 1, 4, 1])
@@ -399,9 +436,11 @@ def test_a_batch_of_four_equals_four_runs_alone(preset):
 
 def test_symmetric_feedback_is_closer_to_backprop_than_random():
     torch.manual_seed(4)
-    random_net = SegregatedNet(dendrite_config(hidden=(100,)))
+    random_net = SegregatedNet(dendrite_config(hidden=(100,), compile=False))
     torch.manual_seed(4)
-    symmetric_net = SegregatedNet(dendrite_config(hidden=(100,), feedback_init="symmetric"))
+    symmetric_net = SegregatedNet(
+        dendrite_config(hidden=(100,), feedback_init="symmetric", compile=False)
+    )
     torch.testing.assert_close(symmetric_net.layers[0].feedback, symmetric_net.layers[1].weight.T)
     x, labels = sparse_images(32, seed=5), torch.arange(32) % 10
     keys = torch.arange(32)
@@ -415,7 +454,7 @@ def test_symmetric_feedback_is_closer_to_backprop_than_random():
 
 
 def test_initialisation_matches_the_authors_moments():
-    cfg = dendrite_config()
+    cfg = dendrite_config(compile=False)
     for fan_in, (w_avg, w_sd) in {
         784: (0.01871, 0.5049),
         500: (0.02933, 0.6321),
@@ -423,7 +462,7 @@ def test_initialisation_matches_the_authors_moments():
     }.items():
         ours = learning.init_moments(cfg, fan_in)
         assert ours == pytest.approx((w_avg, w_sd), rel=1e-3)
-    net = SegregatedNet(dendrite_config(hidden=(500, 100)))
+    net = SegregatedNet(dendrite_config(hidden=(500, 100), compile=False))
     y0, y1 = net.layers[0].feedback, net.layers[1].feedback
     assert (float(y0.min()), float(y0.max())) == pytest.approx((-2.16, 2.22), abs=0.01)
     assert (float(y1.min()), float(y1.max())) == pytest.approx((-4.74, 5.03), abs=0.03)
@@ -431,9 +470,9 @@ def test_initialisation_matches_the_authors_moments():
 
 def test_sparse_feedback_keeps_a_rescaled_fraction():
     torch.manual_seed(0)
-    dense = SegregatedNet(dendrite_config()).layers[0].feedback
+    dense = SegregatedNet(dendrite_config(compile=False)).layers[0].feedback
     torch.manual_seed(0)
-    net = SegregatedNet(dendrite_config(feedback_keep=0.2))
+    net = SegregatedNet(dendrite_config(feedback_keep=0.2, compile=False))
     sparse = net.layers[0].feedback
     kept = sparse != 0
     assert float(kept.double().mean()) == pytest.approx(0.2, abs=0.03)
@@ -441,7 +480,7 @@ def test_sparse_feedback_keeps_a_rescaled_fraction():
 
 
 def test_rate_feedback_sends_the_output_rate_to_the_apical_dendrites():
-    cfg = dendrite_config(n_inputs=4, hidden=(3,), n_outputs=2, feedback="rates")
+    cfg = dendrite_config(n_inputs=4, hidden=(3,), n_outputs=2, feedback="rates", compile=False)
     torch.manual_seed(1)
     net = SegregatedNet(cfg)
     state = dynamics.rest(cfg, 1, "cpu", torch.float32)
@@ -456,12 +495,12 @@ def test_rate_feedback_sends_the_output_rate_to_the_apical_dendrites():
 
 def test_bad_input_gives_one_clear_line():
     with pytest.raises(ApicalError, match="unknown preset"):
-        dendrite_config("fast")
+        dendrite_config("fast", compile=False)
     with pytest.raises(ApicalError, match="unknown segregated dendrites option key g_apical"):
-        dendrite_config(g_apical=1.0)
+        dendrite_config(g_apical=1.0, compile=False)
     with pytest.raises(ApicalError, match="psp_scale must be a finite number, got nan"):
-        dendrite_config(psp_scale=float("nan"))
-    net = SegregatedNet(dendrite_config(n_inputs=4, hidden=(3,), n_outputs=2))
+        dendrite_config(psp_scale=float("nan"), compile=False)
+    net = SegregatedNet(dendrite_config(n_inputs=4, hidden=(3,), n_outputs=2, compile=False))
     with pytest.raises(ApicalError, match=r"\[0, 1\].*standardize = false"):
         net(torch.full((2, 4), 3.0))
     with pytest.raises(ApicalError, match="4 inputs"):

@@ -14,7 +14,8 @@ from tests.conftest import dataset_dir
 
 # Short phases and test presentation, to keep CI fast (the dynamics are tested in
 # test_dendrites.py at the paper's lengths).
-SHORT = {"hidden": [40], "phase_min": 25, "window": 10, "test_steps": 60, "test_window": 40}
+SHORT = {"hidden": [40], "phase_min": 25, "window": 10, "test_steps": 60, "test_window": 40,
+         "compile": False}  # fmt: skip
 
 
 def _cfg(run_dir, **kw) -> TrainConfig:

@@ -24,7 +24,8 @@ RTOL = 1e-5
 
 BASE = dict(dataset="digits", val_size=0.2, train_size=600, batch_size=51, epochs=2,
             probe_every=0, probe_epochs=True, probe_size=64, device="cpu", seed=3)  # fmt: skip
-SHORT = {"hidden": [20], "phase_min": 25, "window": 10, "test_steps": 60, "test_window": 40}
+SHORT = {"hidden": [20], "phase_min": 25, "window": 10, "test_steps": 60, "test_window": 40,
+         "compile": False}  # fmt: skip
 CONFIGS = {
     "backprop": dict(BASE, rule="backprop", model_options={"hidden": [32, 32]}, lr=0.1,
                      momentum=0.9),

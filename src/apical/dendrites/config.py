@@ -66,16 +66,18 @@ class DendriteConfig:
     test_steps: int = 250
     test_window: int | None = 220  # None: every test step after `settle`
     carry_state: bool = True  # training images start from the previous image's end state
-    compile: bool = False  # torch.compile the time step: ~1 min to compile, then 7x faster at B=4
+    # torch.compile the presentation's functions (the first call of each shape compiles,
+    # tens of seconds; then 2-5x faster: benchmarks/segregated_dendrites.py); False: eager
+    compile: bool = True
     # input rows (steps x examples) drawn, filtered and weighted at once: chunk // B steps
     # per chunk (one chunk per presentation at B = 4; memory chunk x n_in, not time)
     chunk: int = 4096
     unroll: int = 8  # training steps per call of the compiled step (the rest one at a time)
     # with g_a = 0, every step of a chunk at once (dynamics.driven_chunk): nothing feeds
-    # back within a step, so each layer is a linear recurrence, a few large products per
-    # chunk instead of a loop of small steps. None: on a GPU only (on a CPU it is no faster
-    # at B = 4 and slower for test batches, whose T x T products outweigh the loop)
-    all_at_once: bool | None = None
+    # back within a step, so each layer is a linear recurrence (a doubling scan) and each
+    # PSP a short filter, a few large operations per chunk instead of a loop of small
+    # steps. False: the step loop (always used when g_a > 0); None: the same as True
+    all_at_once: bool | None = True
 
     @property
     def k_b(self) -> float:

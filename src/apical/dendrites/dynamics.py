@@ -106,15 +106,54 @@ def filter_push(config: DendriteConfig, state: Tensor, counts: Tensor) -> Tensor
 def filter_value(config: DendriteConfig, state: Tensor) -> Tensor:
     """The PSP s(t) = sum_d kappa(d) n(t - d + 1) (d >= 1; the current count weighs kappa(1)),
     times `psp_scale`."""
-    tl, ts, scale = config.tau_l, config.tau_s, config.psp_scale
     if config.psp_steps is None:
-        return (state[0] - state[1]) / ((tl - ts) / scale)  # exactly as before at scale 1
+        tl, ts = config.tau_l, config.tau_s
+        return (state[0] - state[1]) / ((tl - ts) / config.psp_scale)  # as before at scale 1
     # Python-float weights and a plain sum: fused into the compiled step, no matrix call
-    weights = [
-        scale * (math.exp(-d / tl) - math.exp(-d / ts)) / (tl - ts)
-        for d in range(1, len(state) + 1)
+    return sum(w * s for w, s in zip(taps(config, len(state)), state, strict=True))
+
+
+def taps(config: DendriteConfig, depth: int) -> list[float]:
+    """The truncated kernel's weights psp_scale kappa(d), d = 1..depth, as Python floats."""
+    tl, ts, scale = config.tau_l, config.tau_s, config.psp_scale
+    return [
+        scale * (math.exp(-d / tl) - math.exp(-d / ts)) / (tl - ts) for d in range(1, depth + 1)
     ]
-    return sum(w * s for w, s in zip(weights, state, strict=True))
+
+
+def filter_chunk(config: DendriteConfig, filters: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]:
+    """The PSPs (n, ...) of the n steps of `counts` (n, ...) from the filter state
+    `filters`, and the state after them: the values n calls of `filter_push` and
+    `filter_value` give (the map `filter_matrix` writes as a matrix), in O(n x depth) work:
+    a depth-tap sum of shifted counts (truncated kernel) or the two traces' first-order
+    recurrences (full kernel; `linear_recurrence`)."""
+    if config.psp_steps is None:
+        tl, ts = config.tau_l, config.tau_s
+        traces = []
+        for i, tau in enumerate((tl, ts)):  # a(t) = e (a(t-1) + n(t))
+            decay = math.exp(-1 / tau)
+            traces.append(linear_recurrence(decay, decay * counts, filters[i]))
+        psp = (traces[0] - traces[1]) / ((tl - ts) / config.psp_scale)
+        return psp, torch.stack((traces[0][-1], traces[1][-1]))
+    n, depth = len(counts), len(filters)
+    seq = torch.cat((filters.flip(0), counts))  # oldest first: count of step t at depth + t
+    psp = sum(
+        w * seq[depth + 1 - d : depth + 1 - d + n] for d, w in enumerate(taps(config, depth), 1)
+    )
+    return psp, seq[n:].flip(0)
+
+
+def filter_after(config: DendriteConfig, filters: Tensor, counts: Tensor) -> Tensor:
+    """The filter state after the n steps of `counts` (`filter_chunk`'s second value), without
+    the PSPs: a(n-1) = e^n a(-1) + sum_k e^(n-k) n(k) per trace, or the newest counts."""
+    n = len(counts)
+    if config.psp_steps is None:
+        lag = torch.arange(n, 0, -1, device=counts.device, dtype=counts.dtype)  # n - k
+        return torch.stack([
+            math.exp(-n / tau) * filters[i] + torch.tensordot(torch.exp(-lag / tau), counts, 1)
+            for i, tau in enumerate((config.tau_l, config.tau_s))
+        ])  # fmt: skip
+    return torch.cat((filters.flip(0), counts))[n:].flip(0)
 
 
 def rest(config: DendriteConfig, batch: int, device, dtype=torch.float32) -> State:
@@ -202,20 +241,22 @@ def input_chunk(
     layer above, W^1 s(t) + b^1 (n, B, n_1), the filter state after the chunk and, with
     `window` ((B, 1) step bounds [start, end)), the sum of the input PSPs s(t) over the
     chunk's steps t0 .. t0+n-1 inside it (B, n_in). Up to rounding the same values as n
-    calls of `step`: since the filter is linear, W s(t) = A (W [S; N]) (`filter_matrix`),
-    two matrix products in place of n matrix-vector products."""
+    calls of `step`: since the filter is linear, W s(t) = filter(W S, W N), filtered in the
+    n_1 dimensions of the layer above after one sparse product."""
     n, batch, _ = counts.shape
-    a = filter_matrix(config, n, counts.device, counts.dtype)
     history = torch.cat((filters, counts))  # (depth + n, B, n_in)
-    weighted = sparse_product(history.flatten(0, 1), params.weights[0]).view(len(history), -1)
-    drive = (a[:n] @ weighted).view(n, batch, -1) + params.biases[0]
-    filters = (a[n:] @ history.flatten(1)).view(filters.shape)
+    weighted = sparse_product(history.flatten(0, 1), params.weights[0])
+    weighted = weighted.view(len(history), batch, -1)
+    drive = filter_chunk(config, weighted[: len(filters)], weighted[len(filters) :])[0]
+    drive = drive + params.biases[0]
+    after = filter_after(config, filters, counts)
     if window is None:
-        return drive, filters, None
+        return drive, after, None
+    a = filter_matrix(config, n, counts.device, counts.dtype)
     steps = torch.arange(t0, t0 + n, device=counts.device)[:, None]  # (n, 1)
     inside = ((steps >= window[0].T) & (steps < window[1].T)).to(counts.dtype)  # (n, B)
     per_column = inside.T @ a[:n]  # (B, depth + n): how much each count enters the sum
-    return drive, filters, torch.einsum("bc,cbi->bi", per_column, history)
+    return drive, after, torch.einsum("bc,cbi->bi", per_column, history)
 
 
 def step(
@@ -379,29 +420,24 @@ class Series(NamedTuple):
     basal: tuple[Tensor, ...]
 
 
-def linear_recurrence(c: Tensor, u: Tensor, v0: Tensor) -> Tensor:
-    """V(t) = c(t) V(t-1) + u(t) for t = 0..n-1 from V(-1) = v0, every t at once:
-    V(t) = sum_{k=-1..t} M[t, k] u(k), with u(-1) = v0 and M[t, k] = prod_{j=k+1..t} c(j),
-    a cumulative product (long products underflow to 0; nothing is divided).
-    c: (n, B), or (n, 1) when shared by the batch; u: (n, B, m); v0: (B, m)."""
-    n = len(u)
-    j = torch.arange(n, device=u.device)[:, None]
-    k = torch.arange(-1, n, device=u.device)[None, :]
-    one = torch.ones((), dtype=u.dtype, device=u.device)
-    m = torch.cumprod(torch.where(j > k, c.T[:, :, None], one), dim=1) * (j >= k)
-    us = torch.cat((v0[None], u))  # (n + 1, B, m)
-    if m.shape[0] == 1:
-        return (m[0] @ us.flatten(1)).view(u.shape)
-    return torch.einsum("btk,kbm->tbm", m, us)
-
-
-def psp_chunk(config: DendriteConfig, filters: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]:
-    """The PSPs (n, B, m) of the n steps of `counts` from the filter state `filters`, and
-    the filter state after them (`filter_matrix`)."""
-    n = len(counts)
-    a = filter_matrix(config, n, counts.device, counts.dtype)
-    out = (a @ torch.cat((filters, counts)).flatten(1)).view(len(a), *counts.shape[1:])
-    return out[:n], out[n:]
+def linear_recurrence(c: Tensor | float, u: Tensor, v0: Tensor) -> Tensor:
+    """V(t) = c(t) V(t-1) + u(t) for t = 0..n-1 from V(-1) = v0, every t at once, by a
+    doubling scan (Hillis & Steele 1986) of the affine maps V -> c V + u: after the round
+    of shift s, entry k holds the composition of the 2s maps ending at k, so log2(n + 1)
+    rounds of elementwise work. c: a Python float, or (n, B) / (n, 1) per step; u:
+    (n, B, m); v0: (B, m)."""
+    b = torch.cat((v0[None], u))  # entry 0 is V(-1) itself (a map with c = 0)
+    a = c if isinstance(c, float) else torch.cat((torch.zeros_like(c[:1]), c))[..., None]
+    shift = 1
+    while shift < len(b):
+        if isinstance(a, float):  # every composed map of this round has c^shift
+            b = torch.cat((b[:shift], b[shift:] + a * b[:-shift]))
+            a = a * a
+        else:
+            b = torch.cat((b[:shift], b[shift:] + a[shift:] * b[:-shift]))
+            a = torch.cat((a[:shift], a[shift:] * a[:-shift]))
+        shift *= 2
+    return b[1:]
 
 
 def driven_chunk(
@@ -425,18 +461,17 @@ def driven_chunk(
     c = config
     if c.g_a:
         raise ValueError("driven_chunk needs g_a = 0 (apical input reaches the soma otherwise)")
-    n = len(t)
     if c.feedback == "spikes":
         top_before = filter_value(c, state.filters[-1])  # output PSP of the previous step
     else:
         top_before = c.rate_max * torch.sigmoid(state.soma[-1])
     filters, somas, basals = [state.filters[0]], [], []
     v_basal = drive
-    decay = torch.full((n, 1), 1 - c.g_l - c.g_b, dtype=drive.dtype, device=drive.device)
+    decay = 1 - c.g_l - c.g_b
     for layer in range(len(c.hidden)):
         v = linear_recurrence(decay, c.g_b * v_basal, state.soma[layer])
         spikes = counts(keys, 1 + layer, t, c.rate_max * torch.sigmoid(v))
-        psp, after = psp_chunk(c, state.filters[1 + layer], spikes)
+        psp, after = filter_chunk(c, state.filters[1 + layer], spikes)
         filters.append(after)
         somas.append(v)
         basals.append(psp)
@@ -446,7 +481,7 @@ def driven_chunk(
         1 - c.g_l - c.g_d - teach[..., 0], c.g_d * v_basal + teach * reversal, state.soma[-1]
     )
     spikes = counts(keys, 1 + len(c.hidden), t, c.rate_max * torch.sigmoid(v))
-    psp, after = psp_chunk(c, state.filters[-1], spikes)
+    psp, after = filter_chunk(c, state.filters[-1], spikes)
     filters.append(after)
     somas.append(v)
     top = psp if c.feedback == "spikes" else c.rate_max * torch.sigmoid(v)

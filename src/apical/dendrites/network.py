@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -106,12 +107,16 @@ class SegregatedNet(nn.Module):
         """The time-step loop's functions (compiled with `config.compile`)."""
         if not self.config.compile:
             return simulate.EAGER
-        train, test, counts, block = simulate.EAGER
+        eager = simulate.EAGER
+        at_once = partial(eager.chunk, counts=dynamics.keyed_counts)  # compiled as one graph
         return simulate.Steps(
-            torch.compile(train, dynamic=False),
-            torch.compile(test, dynamic=False),
-            torch.compile(counts),  # dynamic in the number of steps after the first change
-            torch.compile(block, dynamic=False),
+            torch.compile(eager.train, dynamic=False),
+            torch.compile(eager.test, dynamic=False),
+            torch.compile(eager.counts),  # dynamic in the number of steps after the first change
+            torch.compile(eager.block, dynamic=False),
+            # a presentation's length (steps) varies: dynamic from the start
+            *(torch.compile(f, dynamic=True) for f in (eager.phases, eager.inputs, at_once)),
+            torch.compile(eager.sums, dynamic=True),
         )
 
     def _flat(self, x: Tensor) -> Tensor:

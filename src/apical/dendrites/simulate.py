@@ -40,18 +40,6 @@ from apical.dendrites.dynamics import step as dynamics_step
 from apical.keyed import JITTER_STREAM, normal, step_keys, wald
 
 
-class Steps(NamedTuple):
-    """The functions of the time-step loop (`torch.compile`d ones with `config.compile`)."""
-
-    train: Callable = tick
-    test: Callable = test_tick
-    counts: Callable = keyed_counts
-    block: Callable = ticks  # `config.unroll` training steps per call
-
-
-EAGER = Steps()
-
-
 class Averages(NamedTuple):
     """Window means per example (B, n): forward-phase somatic voltage (hidden layers, then
     the output), apical potential in each phase (hidden layers), PSPs at each layer's basal
@@ -105,6 +93,23 @@ def windows(config: DendriteConfig, keys: Tensor, forward: Tensor, target: Tenso
     )
 
 
+class Steps(NamedTuple):
+    """The functions of a presentation (`torch.compile`d ones with `config.compile`): the
+    step loop's (g_a > 0, or `all_at_once` off) and the chunk's (every step at once)."""
+
+    train: Callable = tick
+    test: Callable = test_tick
+    counts: Callable = keyed_counts
+    block: Callable = ticks  # `config.unroll` training steps per call
+    phases: Callable = phase_lengths
+    inputs: Callable = input_chunk
+    chunk: Callable = driven_chunk
+    sums: Callable = window_sums
+
+
+EAGER = Steps()
+
+
 def present(
     config: DendriteConfig,
     params: Params,
@@ -122,9 +127,9 @@ def present(
     batch, device, dtype = x.shape[0], x.device, x.dtype
     if state is None:
         state = rest(config, batch, device, dtype)
-    forward, target = phase_lengths(config, keys)
+    forward, target = fns.phases(config, keys)
     win = windows(config, keys, forward, target)
-    whole = (forward, target) if batch_keys is None else phase_lengths(config, batch_keys)
+    whole = (forward, target) if batch_keys is None else fns.phases(config, batch_keys)
     total = int((whole[0] + whole[1]).max())  # one sync per batch
     zeros = [torch.zeros(batch, n, device=device, dtype=dtype) for n in config.sizes]
     sums = Sums(
@@ -136,16 +141,14 @@ def present(
     for t0 in range(0, total, size):
         steps = torch.arange(t0, min(t0 + size, total), device=device)
         counts = fns.counts(keys, 0, steps, rate_in)
-        drive, input_filter, basal_in = input_chunk(
+        drive, input_filter, basal_in = fns.inputs(
             config, params, state.filters[0], counts, win.forward, t0
         )
         sums = sums._replace(basal_f=(sums.basal_f[0] + basal_in, *sums.basal_f[1:]))
         if _all_at_once(config, device):
             teach = (steps[:, None, None] >= win.teach_from).to(dtype)  # (n, B, 1)
-            state, series = driven_chunk(
-                config, params, state, drive, sign, teach, keys, steps, fns.counts
-            )
-            sums = window_sums(config, sums, series, win, steps)
+            state, series = fns.chunk(config, params, state, drive, sign, teach, keys, steps)
+            sums = fns.sums(config, sums, series, win, steps)
             state = state._replace(filters=(input_filter, *state.filters[1:]))
             continue
         k, blocks = config.unroll, len(steps) // config.unroll
@@ -190,12 +193,10 @@ def present_test(
     for t0 in range(0, config.test_steps, size):  # the input layer a chunk at a time
         steps = torch.arange(t0, min(t0 + size, config.test_steps), device=device)
         counts = fns.counts(keys, 0, steps, rate_in)
-        drive, input_filter, _ = input_chunk(config, params, state.filters[0], counts)
+        drive, input_filter, _ = fns.inputs(config, params, state.filters[0], counts)
         if _all_at_once(config, device):
             ones, off = torch.ones_like(total), torch.zeros_like(drive[..., :1])
-            state, series = driven_chunk(
-                config, params, state, drive, ones, off, keys, steps, fns.counts
-            )
+            state, series = fns.chunk(config, params, state, drive, ones, off, keys, steps)
             total = total + ((steps >= start)[:, None, None] * series.soma[-1]).sum(0)
         else:
             for i, t in enumerate(steps):
@@ -206,8 +207,7 @@ def present_test(
 
 def _all_at_once(config: DendriteConfig, device: torch.device) -> bool:
     """Every step of a chunk at once (`dynamics.driven_chunk`): exact when g_a = 0."""
-    wanted = device.type != "cpu" if config.all_at_once is None else config.all_at_once
-    return wanted and config.g_a == 0
+    return config.all_at_once is not False and config.g_a == 0
 
 
 def present_rates(config: DendriteConfig, params: Params, x: Tensor, labels: Tensor) -> Averages:

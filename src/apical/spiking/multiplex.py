@@ -340,12 +340,13 @@ def simulate(cfg: MultiplexConfig, device: str = "cpu") -> dict:
     watched = torch.cat([torch.arange(shown), cfg.n_pyr + torch.arange(shown)]).to(dev)
     raster = Recorder(watched, steps, cfg.dt)
     bins = []
-    for i in range(steps):
-        s = fn(s, w, ap, keys, cfg)
-        raster(s.bap == full_bap)  # every spike starts a full BAP box
-        if (i + 1) % per_bin == 0:
-            bins.append(s.counts)
-            s = s._replace(counts=torch.zeros_like(s.counts))
+    with torch.no_grad():  # no autograd bookkeeping in the step loop
+        for i in range(steps):
+            s = fn(s, w, ap, keys, cfg)
+            raster(s.bap == full_bap)  # every spike starts a full BAP box
+            if (i + 1) % per_bin == 0:
+                bins.append(s.counts)
+                s = s._replace(counts=torch.zeros_like(s.counts))
     c = torch.stack(bins, 1).cpu() / (cfg.n_pyr * cfg.bin / 1000.0)  # (R, bins, 2, 2) Hz
     er, br = c[:, :, 0], c[:, :, 1]  # (R, bins, pop)
     bp = br / er.clamp(min=1e-9)

@@ -97,7 +97,7 @@ def run_xor(
     is saved every `checkpoint_every` examples and at the end of the segment in which a
     SIGINT or SIGTERM arrives."""
     folder = RunFolder(run_dir)
-    with folder.writer(), stop_signals() as stop:
+    with folder.writer(), stop_signals() as stop, torch.no_grad():  # no autograd bookkeeping
         resuming = folder.begin(_jsonable(cfg), resume=resume)
         return _run(cfg, folder, resuming, torch.device(device), stop, echo, stop_after)
 

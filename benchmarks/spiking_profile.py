@@ -1,0 +1,101 @@
+"""Where the time of one step of the spiking XOR network goes (Payeur et al. 2021, Fig. 4;
+`apical.spiking.xor_net.step` compiled, as `run_xor` runs it), from torch.profiler with the
+compiled kernels profiled one by one.
+
+    python benchmarks/spiking_profile.py [--dt 0.1] [--replicas 1,5] [--n 500] [--steps 500]
+                                         [--json]
+
+Per step, after a warm-up of 2,000 steps (the input pattern (1,0), plasticity off: the
+prediction window, 90 % of a training example): the wall time, and the profiler's split
+into the kernels inductor generated (count and time), the ATen kernels the graph calls
+(topk), the dynamo guard check of each call, and the rest (the compiled graph's Python
+wrapper: output allocation, argument checks; the loop). One CPU thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+import torch._inductor.config as inductor_config
+from rules_vs_backprop import machine  # this folder's helpers
+from torch.profiler import ProfilerActivity, profile
+
+from apical.spiking import xor_net
+from apical.spiking.config import XorConfig
+from apical.spiking.xor import input_current
+
+
+def split(dt: float, replicas: int, n: int, steps: int) -> dict:
+    cfg = XorConfig(n=n, p=min(1.0, 100 / n), dt=dt, seeds=tuple(range(1, replicas + 1)))
+    keys = xor_net.replica_keys(cfg.seeds, "cpu")
+    w, c = xor_net.build(cfg, keys), xor_net.constants(cfg, "cpu")
+    s = xor_net.initial_state(cfg, replicas, "cpu")
+    step = torch.compile(xor_net.step, dynamic=False)
+    i_s = input_current((1, 0), cfg, replicas, "cpu")
+    zero = torch.zeros_like(i_s)
+    with torch.inference_mode():
+        for _ in range(2000):
+            s = step(s, w, c, i_s, zero, keys, cfg, False)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            s = step(s, w, c, i_s, zero, keys, cfg, False)
+        wall = (time.perf_counter() - t0) / steps
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(steps):
+                s = step(s, w, c, i_s, zero, keys, cfg, False)
+    generated, aten, guards, counts = 0.0, {}, 0.0, 0
+    for e in prof.key_averages():
+        us = e.self_cpu_time_total / steps
+        if "cpp_fused" in e.key:
+            generated += us
+            counts += e.count // steps
+        elif e.key.startswith("aten::"):
+            aten[e.key] = {"us": us, "calls": e.count // steps}
+        elif e.key == "TorchDynamo Cache Lookup":
+            guards += us
+    profiled = sum(e.self_cpu_time_total for e in prof.key_averages()) / steps
+    aten_us = sum(v["us"] for v in aten.values())
+    return {
+        "wall us per step (unprofiled)": 1e6 * wall,
+        "profiled us per step": profiled,
+        "generated kernels per step": counts,
+        "generated kernels us": generated,
+        "aten kernels us": aten_us,
+        "aten kernels": aten,
+        "dynamo guard check us": guards,
+        "rest us (wrapper, loop)": profiled - generated - aten_us - guards,
+        "simulated s per s (unprofiled)": dt / 1000 / wall,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--dt", type=float, default=0.1)
+    p.add_argument("--replicas", default="1,5")
+    p.add_argument("--n", type=int, default=500, help="neurons per ensemble (p = 100/n)")
+    p.add_argument("--steps", type=int, default=500, help="profiled steps")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    inductor_config.cpp.enable_kernel_profile = True  # each generated kernel as a record
+    out = {**machine(), "dt_ms": args.dt, "n": args.n, "results": {}}
+    for r in (int(x) for x in args.replicas.split(",")):
+        out["results"][f"R={r}"] = split(args.dt, r, args.n, args.steps)
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return
+    for key, row in out["results"].items():
+        print(f"{key}, dt {args.dt} ms, n {args.n}: {row['wall us per step (unprofiled)']:.0f} us "
+              f"per step unprofiled ({row['simulated s per s (unprofiled)']:.3f} simulated s per "
+              f"s); profiled {row['profiled us per step']:.0f} us: "
+              f"{row['generated kernels per step']} generated kernels "
+              f"{row['generated kernels us']:.0f} us, ATen kernels {row['aten kernels us']:.0f} "
+              f"us, guard check {row['dynamo guard check us']:.0f} us, rest "
+              f"{row['rest us (wrapper, loop)']:.0f} us")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -374,3 +374,24 @@ def test_isolated_population_batched_equals_alone_and_fires_at_its_operating_poi
     rate = sum(both["event_rate_hz"]) / 2
     assert 2.5 < rate < 4.5, rate
     assert 0.2 < sum(both["burst_probability"]) / 2 < 0.42
+
+
+def test_integrated_currents_follow_the_membrane_equation_exactly_at_coarse_dt():
+    """With `currents = "integrated"` the exponential step solves C dV/dt = -g_L (V - E_L)
+    + I exactly: V(t) = E_L + (I tau / C)(1 - e^(-t/tau)) at dt = 1 ms, soma and dendrite
+    (no synaptic input, no spikes, adaptation off); the default order (the current after
+    the threshold check) lags it by a fraction of a step."""
+    p = BurstNeuron(currents="integrated", theta0=1e3, b_w=0.0, a_w=0.0)
+    i_s, i_d = torch.full((1, 1), 150.0, dtype=torch.float64), torch.full((1, 1), 80.0).double()
+    u = torch.ones(1, 1, dtype=torch.float64)
+    s = neurons.rest(p, torch.full((1, 1), p.e_l, dtype=torch.float64))
+    lag = neurons.rest(replace(p, currents="after-threshold"), s.v_s.clone())
+    for _ in range(40):
+        s, *_ = neurons.step(s, p, 1.0, i_s, i_d, u, u)
+        lag, *_ = neurons.step(lag, replace(p, currents="after-threshold"), 1.0, i_s, i_d, u, u)
+    t = 40.0
+    v_s = p.e_l + 150.0 * p.tau_s / p.c_s * (1 - math.exp(-t / p.tau_s))
+    v_d = p.e_l + 80.0 * p.tau_d / p.c_d * (1 - math.exp(-t / p.tau_d))
+    assert s.v_s.item() == pytest.approx(v_s, abs=1e-9)
+    assert s.v_d.item() == pytest.approx(v_d, abs=1e-9)
+    assert abs(lag.v_d.item() - v_d) > 0.05  # the default's lag at dt = 1 ms

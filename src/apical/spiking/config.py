@@ -47,6 +47,9 @@ class BurstNeuron:
     # Quirk 5: the paper code drives dendritic synapses with the *somatic* voltage.
     dendritic_driving: str = "soma"  # or "dendrite"
     integrator: str = "exponential"  # or "euler" (the paper code's, right at dt = 0.1 ms)
+    # "after-threshold": injected currents enter after the threshold check (Auryn's order);
+    # "integrated": inside the exponential integrator's step, exactly (coarse dt)
+    currents: str = "after-threshold"
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,8 @@ class XorConfig:
             )
         if self.neuron.integrator not in ("exponential", "euler"):
             raise ConfigError("neuron.integrator must be 'exponential' or 'euler'")
+        if self.neuron.currents not in ("after-threshold", "integrated"):
+            raise ConfigError("neuron.currents must be 'after-threshold' or 'integrated'")
         if self.neuron.dendritic_driving not in ("soma", "dendrite"):
             raise ConfigError("neuron.dendritic_driving must be 'soma' (code) or 'dendrite'")
         if not self.seeds:

@@ -12,7 +12,9 @@ Soma and dendrite (Payeur et al. 2021, Methods; `BurstPoissonGroup`), forward Eu
 A somatic spike (V_s > theta, not refractory) resets V_s, raises theta, increments w_s and
 with probability p = sigma((V_d - E_d)/D) (NN Eq. 4's burst probability) schedules a second
 spike floor((5 + 10 u) ms / dt) - 1 steps later; each spike starts a 20-ms refractory period.
-Injected currents act after the threshold check of the step (Auryn's device order).
+Injected currents act after the threshold check of the step (Auryn's device order); with
+the exponential integrator, `currents = "integrated"` solves them with the rest of the step
+instead, which keeps the operating point at dt = 1 ms (scripts/burst_neuron_dt_check.py).
 
 Section numbers (§) refer to docs/models/spiking-burst-ensembles.md.
 """
@@ -107,6 +109,9 @@ def step(
         g_es, g_is, g_ed, g_id = s.g_es * fa, s.g_is * fg, s.g_ed * fa, s.g_id * fg
         rate_s = (1 + g_es + g_is) / p.tau_s  # dV_s/dt = -rate_s (V_s - V_inf)
         drive_s = (p.e_l + g_es * p.e_exc + g_is * p.e_inh) / p.tau_s + p.b_w * s.w_s / p.c_s
+        inside = p.currents == "integrated"
+        if inside:  # constant over the step: solved with the rest
+            drive_s = drive_s + i_s / p.c_s
         v_s = drive_s / rate_s + (v_s - drive_s / rate_s) * torch.exp(-dt * rate_s)
         if p.dendritic_driving == "soma":  # synaptic current fixed by V_s over the step
             rate_d = torch.full_like(v_d, 1 / p.tau_d)
@@ -115,6 +120,8 @@ def step(
         else:
             rate_d = (1 + g_ed + g_id) / p.tau_d
             drive_d = (p.e_l + g_ed * p.e_exc + g_id * p.e_inh) / p.tau_d + p.a_w * s.w_d / p.c_d
+        if inside:
+            drive_d = drive_d + i_d / p.c_d
         v_d = drive_d / rate_d + (v_d - drive_d / rate_d) * torch.exp(-dt * rate_d)
         target = v_d - p.e_l
         w_d = target + (s.w_d - target) * math.exp(-dt / p.tau_wd)
@@ -130,8 +137,9 @@ def step(
     countdown = torch.where(burst, torch.floor((p.isi_min + p.isi_span * u_isi) / dt), countdown)
     refractory = torch.where(first | second, float(round(p.refractory / dt)), refractory)
     first_f = first.float()
-    v_s = torch.where(first, p.e_reset, v_s) + dt * i_s / p.c_s
-    v_d = v_d + dt * i_d / p.c_d
+    v_s = torch.where(first, p.e_reset, v_s)
+    if p.integrator == "euler" or p.currents != "integrated":
+        v_s, v_d = v_s + dt * i_s / p.c_s, v_d + dt * i_d / p.c_d
     theta = theta + p.dtheta * first_f
     w_s = w_s + first_f
     a, g = math.exp(-dt / p.tau_ampa), math.exp(-dt / p.tau_gaba)

@@ -23,6 +23,7 @@ import torch._inductor.config as inductor_config
 from rules_vs_backprop import machine  # this folder's helpers
 from torch.profiler import ProfilerActivity, profile
 
+from apical.compiled import compile_step
 from apical.spiking import xor_net
 from apical.spiking.config import XorConfig
 from apical.spiking.xor import input_current
@@ -33,7 +34,7 @@ def split(dt: float, replicas: int, n: int, steps: int) -> dict:
     keys = xor_net.replica_keys(cfg.seeds, "cpu")
     w, c = xor_net.build(cfg, keys), xor_net.constants(cfg, "cpu")
     s = xor_net.initial_state(cfg, replicas, "cpu")
-    step = torch.compile(xor_net.step, dynamic=False)
+    step = compile_step(xor_net.step)
     i_s = input_current((1, 0), cfg, replicas, "cpu")
     zero = torch.zeros_like(i_s)
     with torch.inference_mode():

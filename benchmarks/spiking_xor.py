@@ -22,6 +22,7 @@ import time
 import torch
 from rules_vs_backprop import devices, machine  # this folder's helpers
 
+from apical.compiled import compile_step
 from apical.spiking import xor_net
 from apical.spiking.config import XorConfig
 from apical.spiking.xor import input_current
@@ -44,7 +45,7 @@ def bench(device: torch.device, dt: float, replicas: int, seconds: float, compil
     keys = xor_net.replica_keys(cfg.seeds, device)
     weights, consts = xor_net.build(cfg, keys), xor_net.constants(cfg, device)
     state = xor_net.initial_state(cfg, replicas, device)
-    step = torch.compile(xor_net.step, dynamic=False) if compiled else xor_net.step
+    step = compile_step(xor_net.step) if compiled else xor_net.step
     steps = cfg.steps(seconds * 1000)
     state = example(step, state, weights, consts, keys, cfg, steps)  # warm-up
     times = []

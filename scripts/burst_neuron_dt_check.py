@@ -57,7 +57,7 @@ def main() -> None:
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     torch.set_num_threads(1)
-    torch._dynamo.config.recompile_limit = 64  # one compiled step per setting and drive
+    torch._dynamo.config.recompile_limit = 256  # one compiled step per setting and drive
     seeds = tuple(int(x) for x in args.seeds.split(","))
     grid = {f"I_s {s} pA, I_d {d} pA": point(float(s), float(d), args.n, args.seconds, seeds)
             for s in args.somatic.split(",") for d in args.dendritic.split(",")}  # fmt: skip

@@ -21,22 +21,24 @@ from pathlib import Path
 
 import torch
 
+from apical.compiled import compile_step
 from apical.config import replace
 from apical.experiments import load
 from apical.run_folder import RunFolder
 from apical.spiking import xor_net
-from apical.spiking.config import XorConfig
+from apical.spiking.config import BurstNeuron, XorConfig
 from apical.spiking.xor import PATTERNS, input_current, run_xor
 
 NAMES = ("input1", "input2", "hidden1", "hidden2", "output")
 
 
 def operating_point(dt: float, seeds: tuple[int, ...], seconds: float, background: str) -> dict:
-    cfg = XorConfig(dt=dt, seeds=seeds, background=background)
+    neuron = BurstNeuron(currents="after-threshold")  # as its documented runs
+    cfg = XorConfig(dt=dt, seeds=seeds, background=background, neuron=neuron)
     keys = xor_net.replica_keys(seeds, "cpu")
     w, c = xor_net.build(cfg, keys), xor_net.constants(cfg, "cpu")
     s = xor_net.initial_state(cfg, len(seeds), "cpu")
-    step = torch.compile(xor_net.step, dynamic=False)
+    step = compile_step(xor_net.step)
     zero = torch.zeros(len(seeds), 5 * cfg.n)
     for _ in range(cfg.steps(1000)):
         s = step(s, w, c, zero, zero, keys, cfg, False)

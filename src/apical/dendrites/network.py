@@ -19,6 +19,7 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
+from apical.compiled import compile_step
 from apical.dendrites import dynamics, learning, simulate
 from apical.dendrites.config import DendriteConfig, dendrite_config
 from apical.dendrites.dynamics import Params, State
@@ -110,13 +111,15 @@ class SegregatedNet(nn.Module):
         eager = simulate.EAGER
         at_once = partial(eager.chunk, counts=dynamics.keyed_counts)  # compiled as one graph
         return simulate.Steps(
-            torch.compile(eager.train, dynamic=False),
-            torch.compile(eager.test, dynamic=False),
-            torch.compile(eager.counts),  # dynamic in the number of steps after the first change
-            torch.compile(eager.block, dynamic=False),
+            compile_step(eager.train),
+            compile_step(eager.test),
+            compile_step(
+                eager.counts, dynamic=None
+            ),  # dynamic in the number of steps after the first change
+            compile_step(eager.block),
             # a presentation's length (steps) varies: dynamic from the start
-            *(torch.compile(f, dynamic=True) for f in (eager.phases, eager.inputs, at_once)),
-            torch.compile(eager.sums, dynamic=True),
+            *(compile_step(f, dynamic=True) for f in (eager.phases, eager.inputs, at_once)),
+            compile_step(eager.sums, dynamic=True),
         )
 
     def _flat(self, x: Tensor) -> Tensor:

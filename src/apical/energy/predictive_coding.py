@@ -33,6 +33,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from apical.compiled import compile_step
 from apical.energy.layered import Layered
 from apical.energy.relax import States, per_example, relax, state_gradient
 from apical.losses import per_example_loss
@@ -135,7 +136,7 @@ def _compiled() -> Callable:
     """`_inference` compiled, made on first use (wrapping it imports the compiler, seconds
     that every `import apical` would pay); then compiled once per net, shapes and constants
     (torch.compile's own cache and guards)."""
-    return torch.compile(_inference, dynamic=False)
+    return compile_step(_inference)
 
 
 def compiled_inference(*args):

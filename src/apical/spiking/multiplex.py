@@ -29,6 +29,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from apical.compiled import compile_step
 from apical.errors import ConfigError
 from apical.keyed import mix, normal, step_keys, uniform
 from apical.spiking import neurons
@@ -333,7 +334,7 @@ def simulate(cfg: MultiplexConfig, device: str = "cpu") -> dict:
     dev = torch.device(device)
     keys = mix(torch.tensor(list(cfg.seeds), device=dev))
     w, ap, s = build(cfg, dev), adex(cfg, dev), initial_state(cfg, dev)
-    fn = torch.compile(step, dynamic=False) if cfg.compile else step
+    fn = compile_step(step) if cfg.compile else step
     per_bin = max(1, round(cfg.bin / cfg.dt))
     steps, full_bap = round(cfg.duration / cfg.dt), float(round(cfg.bap / cfg.dt))
     shown = min(RASTER_NEURONS, cfg.n_pyr)

@@ -19,6 +19,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from apical.compiled import compile_step
 from apical.keyed import mix, normal, step_keys, uniform
 from apical.spiking import neurons
 from apical.spiking.config import Background, BurstNeuron, check_background, check_positive
@@ -86,7 +87,7 @@ def simulate(cfg: PopulationConfig, seeds: tuple[int, ...], seconds: float,
     per seed and the wall-clock seconds of the timed part."""
     keys = mix(torch.tensor([s & 0xFFFFFFFF for s in seeds], dtype=torch.long))
     mean, weight = background_means(cfg, "cpu")
-    fn = torch.compile(step, dynamic=False) if compile else step
+    fn = compile_step(step) if compile else step
     s = initial_state(cfg, keys)
     steps = round(seconds * 1000 / cfg.dt)
     with torch.inference_mode():

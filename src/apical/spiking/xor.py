@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from apical.compiled import compile_step
 from apical.errors import Interrupted
 from apical.interrupts import stop_signals
 from apical.run_folder import SUMMARY, RunFolder, jsonable
@@ -116,7 +117,7 @@ def _run(cfg: XorConfig, folder: RunFolder, resuming: bool, dev: torch.device, s
     else:
         state, weights = xor_net.initial_state(cfg, r, dev), xor_net.build(cfg, keys)
         start, seconds, metrics, rasters = 0, 0.0, [], []
-    step = torch.compile(xor_net.step, dynamic=False) if cfg.compile else xor_net.step
+    step = compile_step(xor_net.step) if cfg.compile else xor_net.step
     bin_steps = cfg.steps(cfg.bin or cfg.example / 20)
     zero_d = torch.zeros(r, 5 * cfg.n, device=dev)
     watched = (torch.arange(5, device=dev)[:, None] * cfg.n

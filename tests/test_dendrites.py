@@ -26,7 +26,7 @@ def sparse_images(batch: int, n: int = 784, seed: int = 0) -> torch.Tensor:
 
 
 def test_kernel_integrates_to_one_and_truncation_keeps_half():
-    cfg = dendrite_config("paper", compile=False)
+    cfg = dendrite_config("paper")
     t = torch.arange(0, 300, 1e-3, dtype=torch.float64)
     assert float(torch.trapezoid(dynamics.kernel(cfg, t), t)) == pytest.approx(1.0, abs=1e-6)
     d = torch.arange(1, 11, dtype=torch.float64)
@@ -39,7 +39,7 @@ def test_kernel_integrates_to_one_and_truncation_keeps_half():
 )
 def test_psp_filter_equals_direct_convolution(preset, scale):
     """... times `psp_scale` (which scales the kernel's mass)."""
-    cfg = dendrite_config(preset, psp_scale=scale, compile=False)
+    cfg = dendrite_config(preset, psp_scale=scale)
     g = torch.Generator().manual_seed(1)
     counts = torch.poisson(torch.full((120, 3, 4), 0.3, dtype=torch.float64), generator=g)
     state = dynamics.filter_init(cfg, 3, 4, "cpu", torch.float64)
@@ -63,9 +63,7 @@ def test_input_chunk_equals_step_by_step_filtering(preset, scale):
     """The chunked input layer (one filter matrix, W applied before filtering) gives the
     per-step PSPs' drive W s(t) + b, the window sum of s(t) and the filter state after the
     chunk, from a filter state that is not at rest (chunks of 7 and 13 steps)."""
-    cfg = dendrite_config(
-        preset, n_inputs=6, hidden=(5,), n_outputs=3, psp_scale=scale, compile=False
-    )
+    cfg = dendrite_config(preset, n_inputs=6, hidden=(5,), n_outputs=3, psp_scale=scale)
     g = torch.Generator().manual_seed(2)
     w, b = torch.randn(5, 6, generator=g, dtype=torch.float64), torch.randn(5, dtype=torch.float64)
     params = Params((w, torch.zeros(3, 5, dtype=torch.float64)), (b, torch.zeros(3)), ())
@@ -94,7 +92,7 @@ def test_input_chunk_equals_step_by_step_filtering(preset, scale):
 def test_filter_chunk_and_the_scan_equal_the_step_loop(preset, n):
     """`filter_chunk` gives the PSPs and end state of n pushes; `linear_recurrence` (the
     doubling scan) gives V(t) = c V(t-1) + u(t), for a constant c and a c per step."""
-    cfg = dendrite_config(preset, psp_scale=1.3, compile=False)
+    cfg = dendrite_config(preset, psp_scale=1.3)
     g = torch.Generator().manual_seed(4)
     state = torch.poisson(torch.full((2 if preset == "paper" else 10, 3, 4), 0.5), generator=g)
     state = state.double()
@@ -133,7 +131,7 @@ def test_chunked_presentation_does_not_depend_on_the_chunk():
     x, labels, keys = sparse_images(3, 30), torch.tensor([0, 2, 3]), torch.tensor([5, 6, 7])
     out = []
     for chunk in (5, 32, 400):  # 1, 10 and 133 steps per chunk
-        cfg = dendrite_config(n_inputs=30, hidden=(6,), n_outputs=4, chunk=chunk, compile=False)
+        cfg = dendrite_config(n_inputs=30, hidden=(6,), n_outputs=4, chunk=chunk)
         torch.manual_seed(0)
         avg, end = simulate.present(cfg, SegregatedNet(cfg).params(), x, labels, keys)
         out.append((avg, end))
@@ -146,9 +144,7 @@ def test_chunked_presentation_does_not_depend_on_the_chunk():
 def test_test_presentation_equals_the_step_by_step_reference(preset):
     """A test presentation (input layer a chunk of steps at a time) gives the mean output
     soma over the test window that `step`, one step at a time from rest, gives."""
-    cfg = dendrite_config(
-        preset, n_inputs=30, hidden=(6,), n_outputs=4, chunk=33, compile=False
-    )  # 11 steps
+    cfg = dendrite_config(preset, n_inputs=30, hidden=(6,), n_outputs=4, chunk=33)  # 11 steps
     x, keys = sparse_images(3, 30).double(), torch.tensor([5, 6, 7])
     torch.manual_seed(0)
     params = SegregatedNet(cfg).double().params()
@@ -183,7 +179,7 @@ def test_all_steps_at_once_equals_the_step_loop(options):
     options = {"n_inputs": 30, "hidden": (6,), "n_outputs": 4, **options}
     out = []
     for at_once in (False, True):
-        cfg = dendrite_config(**options, all_at_once=at_once, compile=False)
+        cfg = dendrite_config(**options, all_at_once=at_once)
         torch.manual_seed(0)
         params = SegregatedNet(cfg).double().params()
         _, start = simulate.present(cfg, params, x, labels, keys + 10)
@@ -197,7 +193,7 @@ def test_all_steps_at_once_equals_the_step_loop(options):
 def test_a_gpu_presentation_equals_the_cpu_one():
     """On a GPU (all steps of a chunk at once by default) the same keyed draws give the
     window averages, end state and test output of the CPU's step loop."""
-    cfg = dendrite_config(n_inputs=30, hidden=(6,), n_outputs=4, compile=False)
+    cfg = dendrite_config(n_inputs=30, hidden=(6,), n_outputs=4)
     x, labels = sparse_images(3, 30).double(), torch.tensor([0, 2, 3])
     keys = torch.tensor([5, 6, 7])
     torch.manual_seed(0)
@@ -225,15 +221,13 @@ def test_memory_does_not_grow_with_simulated_time():
     fns = simulate.EAGER._replace(inputs=recording)
     x, keys = sparse_images(4, 30), torch.arange(4)
     for steps in (250, 2000):
-        cfg = dendrite_config(
-            n_inputs=30, hidden=(6,), n_outputs=4, test_steps=steps, chunk=64, compile=False
-        )
+        cfg = dendrite_config(n_inputs=30, hidden=(6,), n_outputs=4, test_steps=steps, chunk=64)
         torch.manual_seed(0)
         simulate.present_test(cfg, SegregatedNet(cfg).params(), x, keys, fns)
         assert sum(s[0] for s in seen) == steps
         assert max(s[0] * s[1] for s in seen) == 64  # 16 steps x 4 examples
         seen.clear()
-    state = dynamics.rest(dendrite_config(compile=False), 4, "cpu")
+    state = dynamics.rest(dendrite_config(), 4, "cpu")
     assert [tuple(f.shape) for f in state.filters] == [(10, 4, 784), (10, 4, 500), (10, 4, 10)]
 
 
@@ -268,7 +262,7 @@ def _silent_run(cfg, params, steps, teach, sign):
 
 @pytest.mark.parametrize("g_a", [0.0, 0.05, 0.6])
 def test_somata_reach_the_papers_steady_states(g_a):
-    cfg = dendrite_config("paper", n_inputs=5, hidden=(4,), n_outputs=3, g_a=g_a, compile=False)
+    cfg = dendrite_config("paper", n_inputs=5, hidden=(4,), n_outputs=3, g_a=g_a)
     b_hidden = torch.tensor([1.0, -2.0, 3.0, 0.5], dtype=torch.float64)
     b_out = torch.tensor([2.0, -1.0, 0.0], dtype=torch.float64)
     params = Params(
@@ -291,9 +285,7 @@ def test_somata_reach_the_papers_steady_states(g_a):
     "preset,jitter", [("original-code", False), ("paper", False), ("original-code", True)]
 )
 def test_averages_are_window_means_and_plateaus_sigma_of_them(preset, jitter):
-    cfg = dendrite_config(
-        preset, n_inputs=30, hidden=(6,), n_outputs=4, plateau_jitter=jitter, compile=False
-    )
+    cfg = dendrite_config(preset, n_inputs=30, hidden=(6,), n_outputs=4, plateau_jitter=jitter)
     torch.manual_seed(0)
     net = SegregatedNet(cfg)
     params = net.params()
@@ -335,7 +327,7 @@ def test_averages_are_window_means_and_plateaus_sigma_of_them(preset, jitter):
 
 def test_phase_lengths_follow_the_papers_wald_draws():
     keys = torch.arange(20000)
-    forward, target = simulate.phase_lengths(dendrite_config(compile=False), keys)
+    forward, target = simulate.phase_lengths(dendrite_config(), keys)
     extra = torch.cat([forward, target]).double() - 50
     # floor(Wald(2, 1)): mean about 1.5, about half of the draws add nothing (originals.md 1.4)
     assert float(extra.mean()) == pytest.approx(1.5, abs=0.06)
@@ -356,7 +348,7 @@ def test_keyed_poisson_counts_have_the_poisson_moments():
 
 def test_hand_computed_update_on_a_tiny_network():
     """Rate mode (deterministic): every quantity of eLife Eqs. 28 and 33 written out."""
-    cfg = dendrite_config(n_inputs=3, hidden=(2,), n_outputs=2, mode="rate", compile=False)
+    cfg = dendrite_config(n_inputs=3, hidden=(2,), n_outputs=2, mode="rate")
     w0 = [[0.5, -1.0, 2.0], [1.5, 0.25, -0.5]]
     b0, w1, b1 = [0.1, -0.2], [[1.0, -2.0], [0.5, 3.0]], [0.3, -0.1]
     y = [[2.0, -1.0], [-0.5, 1.5]]
@@ -454,7 +446,7 @@ def test_symmetric_feedback_is_closer_to_backprop_than_random():
 
 
 def test_initialisation_matches_the_authors_moments():
-    cfg = dendrite_config(compile=False)
+    cfg = dendrite_config()
     for fan_in, (w_avg, w_sd) in {
         784: (0.01871, 0.5049),
         500: (0.02933, 0.6321),
@@ -462,7 +454,7 @@ def test_initialisation_matches_the_authors_moments():
     }.items():
         ours = learning.init_moments(cfg, fan_in)
         assert ours == pytest.approx((w_avg, w_sd), rel=1e-3)
-    net = SegregatedNet(dendrite_config(hidden=(500, 100), compile=False))
+    net = SegregatedNet(dendrite_config(hidden=(500, 100)))
     y0, y1 = net.layers[0].feedback, net.layers[1].feedback
     assert (float(y0.min()), float(y0.max())) == pytest.approx((-2.16, 2.22), abs=0.01)
     assert (float(y1.min()), float(y1.max())) == pytest.approx((-4.74, 5.03), abs=0.03)
@@ -470,9 +462,9 @@ def test_initialisation_matches_the_authors_moments():
 
 def test_sparse_feedback_keeps_a_rescaled_fraction():
     torch.manual_seed(0)
-    dense = SegregatedNet(dendrite_config(compile=False)).layers[0].feedback
+    dense = SegregatedNet(dendrite_config()).layers[0].feedback
     torch.manual_seed(0)
-    net = SegregatedNet(dendrite_config(feedback_keep=0.2, compile=False))
+    net = SegregatedNet(dendrite_config(feedback_keep=0.2))
     sparse = net.layers[0].feedback
     kept = sparse != 0
     assert float(kept.double().mean()) == pytest.approx(0.2, abs=0.03)
@@ -480,7 +472,7 @@ def test_sparse_feedback_keeps_a_rescaled_fraction():
 
 
 def test_rate_feedback_sends_the_output_rate_to_the_apical_dendrites():
-    cfg = dendrite_config(n_inputs=4, hidden=(3,), n_outputs=2, feedback="rates", compile=False)
+    cfg = dendrite_config(n_inputs=4, hidden=(3,), n_outputs=2, feedback="rates")
     torch.manual_seed(1)
     net = SegregatedNet(cfg)
     state = dynamics.rest(cfg, 1, "cpu", torch.float32)
@@ -495,12 +487,12 @@ def test_rate_feedback_sends_the_output_rate_to_the_apical_dendrites():
 
 def test_bad_input_gives_one_clear_line():
     with pytest.raises(ApicalError, match="unknown preset"):
-        dendrite_config("fast", compile=False)
+        dendrite_config("fast")
     with pytest.raises(ApicalError, match="unknown segregated dendrites option key g_apical"):
-        dendrite_config(g_apical=1.0, compile=False)
+        dendrite_config(g_apical=1.0)
     with pytest.raises(ApicalError, match="psp_scale must be a finite number, got nan"):
-        dendrite_config(psp_scale=float("nan"), compile=False)
-    net = SegregatedNet(dendrite_config(n_inputs=4, hidden=(3,), n_outputs=2, compile=False))
+        dendrite_config(psp_scale=float("nan"))
+    net = SegregatedNet(dendrite_config(n_inputs=4, hidden=(3,), n_outputs=2))
     with pytest.raises(ApicalError, match=r"\[0, 1\].*standardize = false"):
         net(torch.full((2, 4), 3.0))
     with pytest.raises(ApicalError, match="4 inputs"):

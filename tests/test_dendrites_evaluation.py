@@ -54,9 +54,7 @@ def test_each_repeat_is_its_own_keyed_test_pass():
 
 
 def test_rate_mode_repeats_agree_exactly():
-    net = SegregatedNet(
-        dendrite_config(n_inputs=40, hidden=(12,), n_outputs=4, mode="rate", compile=False)
-    )
+    net = SegregatedNet(dendrite_config(n_inputs=40, hidden=(12,), n_outputs=4, mode="rate"))
     x, y = images(50, 40), torch.arange(50) % 4
     errors = weight_tests(net, x, y, repeats=4)
     expected = 100.0 * float((net(x).argmax(1) != y).double().mean())
@@ -76,7 +74,7 @@ def test_bad_run_folders_and_arguments_give_one_clear_line(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model": "mlp"}))
     with pytest.raises(ApicalError, match="not a segregated_dendrites run"):
         run_config(tmp_path)
-    net = SegregatedNet(dendrite_config(n_inputs=4, hidden=(3,), n_outputs=2, compile=False))
+    net = SegregatedNet(dendrite_config(n_inputs=4, hidden=(3,), n_outputs=2))
     with pytest.raises(ApicalError, match="at least one repeat"):
         weight_tests(net, torch.zeros(2, 4), torch.zeros(2, dtype=torch.long), repeats=0)
     with pytest.raises(ApicalError, match="as many labels as images"):

@@ -286,6 +286,8 @@ def test_bad_spiking_options_are_one_line():
     with pytest.raises(ApicalError, match="coarser than 1 ms"):
         XorConfig(dt=2.0)
     assert configured(XorConfig(), {"rule.tau_avg": 500.0}).rule.tau_avg == 500.0
+    with pytest.raises(ApicalError, match=r"neuron\.currents must be one of integrated, after-"):
+        configured(XorConfig(), {"neuron.currents": "late"})
 
 
 def test_reproduce_spiking_commands(tmp_path):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -109,13 +108,13 @@ class SegregatedNet(nn.Module):
         if not self.config.compile:
             return simulate.EAGER
         eager = simulate.EAGER
-        at_once = partial(eager.chunk, counts=dynamics.keyed_counts)  # compiled as one graph
+        at_once = functools.partial(
+            eager.chunk, counts=dynamics.keyed_counts
+        )  # compiled as one graph
         return simulate.Steps(
             compile_step(eager.train),
             compile_step(eager.test),
-            compile_step(
-                eager.counts, dynamic=None
-            ),  # dynamic in the number of steps after the first change
+            compile_step(eager.counts, dynamic=None),  # dynamic in the steps after a change
             compile_step(eager.block),
             # a presentation's length (steps) varies: dynamic from the start
             *(compile_step(f, dynamic=True) for f in (eager.phases, eager.inputs, at_once)),

@@ -145,7 +145,7 @@ def present(
             config, params, state.filters[0], counts, win.forward, t0
         )
         sums = sums._replace(basal_f=(sums.basal_f[0] + basal_in, *sums.basal_f[1:]))
-        if _all_at_once(config, device):
+        if _all_at_once(config):
             teach = (steps[:, None, None] >= win.teach_from).to(dtype)  # (n, B, 1)
             state, series = fns.chunk(config, params, state, drive, sign, teach, keys, steps)
             sums = fns.sums(config, sums, series, win, steps)
@@ -194,7 +194,7 @@ def present_test(
         steps = torch.arange(t0, min(t0 + size, config.test_steps), device=device)
         counts = fns.counts(keys, 0, steps, rate_in)
         drive, input_filter, _ = fns.inputs(config, params, state.filters[0], counts)
-        if _all_at_once(config, device):
+        if _all_at_once(config):
             ones, off = torch.ones_like(total), torch.zeros_like(drive[..., :1])
             state, series = fns.chunk(config, params, state, drive, ones, off, keys, steps)
             total = total + ((steps >= start)[:, None, None] * series.soma[-1]).sum(0)
@@ -205,7 +205,7 @@ def present_test(
     return total / window
 
 
-def _all_at_once(config: DendriteConfig, device: torch.device) -> bool:
+def _all_at_once(config: DendriteConfig) -> bool:
     """Every step of a chunk at once (`dynamics.driven_chunk`): exact when g_a = 0."""
     return config.all_at_once is not False and config.g_a == 0
 

@@ -53,6 +53,15 @@ class BurstNeuron:
     # (Auryn's order; what forward Euler always does)
     currents: str = "integrated"
 
+    def __post_init__(self) -> None:
+        for name, known in (("integrator", ("exponential", "euler")),
+                            ("currents", ("integrated", "after-threshold")),
+                            ("dendritic_driving", ("soma", "dendrite"))):  # fmt: skip
+            if getattr(self, name) not in known:
+                raise ConfigError(
+                    f"neuron.{name} must be one of {', '.join(known)}, got {getattr(self, name)!r}"
+                )
+
 
 @dataclass(frozen=True)
 class BurstRule:
@@ -137,12 +146,6 @@ class XorConfig:
                 f"dt = {self.dt} ms is coarser than 1 ms, which the 5-15 ms burst ISIs and "
                 "20-ms refractoriness do not survive; use dt <= 1"
             )
-        if self.neuron.integrator not in ("exponential", "euler"):
-            raise ConfigError("neuron.integrator must be 'exponential' or 'euler'")
-        if self.neuron.currents not in ("after-threshold", "integrated"):
-            raise ConfigError("neuron.currents must be 'after-threshold' or 'integrated'")
-        if self.neuron.dendritic_driving not in ("soma", "dendrite"):
-            raise ConfigError("neuron.dendritic_driving must be 'soma' (code) or 'dendrite'")
         if not self.seeds:
             raise ConfigError("seeds is empty; give at least one seed")
         check_background(self.background)

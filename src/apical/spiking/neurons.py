@@ -91,6 +91,7 @@ def step(
     """
     v_s, v_d = s.v_s, s.v_d
     v_syn = v_s if p.dendritic_driving == "soma" else v_d
+    integrated = p.integrator == "exponential" and p.currents == "integrated"
     if p.integrator == "euler":
         dv_s = (
             -(v_s - p.e_l) + s.g_es * (p.e_exc - v_s) + s.g_is * (p.e_inh - v_s)
@@ -109,8 +110,7 @@ def step(
         g_es, g_is, g_ed, g_id = s.g_es * fa, s.g_is * fg, s.g_ed * fa, s.g_id * fg
         rate_s = (1 + g_es + g_is) / p.tau_s  # dV_s/dt = -rate_s (V_s - V_inf)
         drive_s = (p.e_l + g_es * p.e_exc + g_is * p.e_inh) / p.tau_s + p.b_w * s.w_s / p.c_s
-        inside = p.currents == "integrated"
-        if inside:  # constant over the step: solved with the rest
+        if integrated:  # constant over the step: solved with the rest
             drive_s = drive_s + i_s / p.c_s
         v_s = drive_s / rate_s + (v_s - drive_s / rate_s) * torch.exp(-dt * rate_s)
         if p.dendritic_driving == "soma":  # synaptic current fixed by V_s over the step
@@ -120,7 +120,7 @@ def step(
         else:
             rate_d = (1 + g_ed + g_id) / p.tau_d
             drive_d = (p.e_l + g_ed * p.e_exc + g_id * p.e_inh) / p.tau_d + p.a_w * s.w_d / p.c_d
-        if inside:
+        if integrated:
             drive_d = drive_d + i_d / p.c_d
         v_d = drive_d / rate_d + (v_d - drive_d / rate_d) * torch.exp(-dt * rate_d)
         target = v_d - p.e_l
@@ -138,7 +138,7 @@ def step(
     refractory = torch.where(first | second, float(round(p.refractory / dt)), refractory)
     first_f = first.float()
     v_s = torch.where(first, p.e_reset, v_s)
-    if p.integrator == "euler" or p.currents != "integrated":
+    if not integrated:
         v_s, v_d = v_s + dt * i_s / p.c_s, v_d + dt * i_d / p.c_d
     theta = theta + p.dtheta * first_f
     w_s = w_s + first_f

@@ -20,10 +20,11 @@ import torch
 from torch import Tensor
 
 from apical.compiled import compile_step
-from apical.keyed import mix, normal, step_keys, uniform
+from apical.keyed import normal, step_keys, uniform
 from apical.spiking import neurons
 from apical.spiking.config import Background, BurstNeuron, check_background, check_positive
 from apical.spiking.synapses import background_spikes
+from apical.spiking.xor_net import replica_keys
 
 NOISE_STREAM = 1
 
@@ -85,7 +86,7 @@ def simulate(cfg: PopulationConfig, seeds: tuple[int, ...], seconds: float,
     """Simulate `seconds` for every seed at once (after `warm` untimed steps, which compile
     the step); event rate (Hz, first spikes), burst probability (second / first spikes)
     per seed and the wall-clock seconds of the timed part."""
-    keys = mix(torch.tensor([s & 0xFFFFFFFF for s in seeds], dtype=torch.long))
+    keys = replica_keys(seeds, "cpu")
     mean, weight = background_means(cfg, "cpu")
     fn = compile_step(step) if compile else step
     s = initial_state(cfg, keys)

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 
 import torch
-from rules_vs_backprop import machine  # this folder's helpers
+from rules_vs_backprop import machine, positive, positive_list  # this folder's helpers
 
 from apical.spiking.population import PopulationConfig, simulate
 
@@ -122,13 +122,16 @@ def brian2_population(cfg: PopulationConfig, seconds: float, seed: int) -> tuple
 
 def main() -> None:
     a = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    a.add_argument("--n", type=int, default=4000, help="neurons")
-    a.add_argument("--seconds", type=float, default=5.0, help="simulated seconds")
-    a.add_argument("--replicas", default="1,5", help="apical's seeds batched, comma-separated")
+    a.add_argument("--n", type=positive(int), default=4000, help="neurons")
+    a.add_argument("--seconds", type=positive(float), default=5.0, help="simulated seconds")
+    a.add_argument("--replicas", type=positive_list(int), default=[1, 5],
+                   help="apical's seeds batched, comma-separated (default 1,5)")  # fmt: skip
     a.add_argument("--i-s", type=float, default=200.0, help="somatic current (pA)")
     a.add_argument("--i-d", type=float, default=300.0, help="dendritic current (pA)")
-    a.add_argument("--reps", type=int, default=3, help="interleaved repetitions (medians)")
-    a.add_argument("--json", action="store_true")
+    a.add_argument(
+        "--reps", type=positive(int), default=3, help="interleaved repetitions (medians)"
+    )
+    a.add_argument("--json", action="store_true", help="print one JSON object")
     args = a.parse_args()
     try:
         import brian2  # noqa: F401
@@ -140,7 +143,7 @@ def main() -> None:
     out: dict = {**machine(), "n": args.n, "dt_ms": cfg.dt, "simulated_seconds": args.seconds,
                  "currents_pA": [args.i_s, args.i_d], "results": {}}  # fmt: skip
     theirs, again = brian2_population(cfg, args.seconds, seed=1)
-    replicas = [int(x) for x in args.replicas.split(",")]
+    replicas = args.replicas
     times: dict = {"brian2": [], **{r: [] for r in replicas}}
     ours: dict = {}
     for _ in range(args.reps):  # interleaved: the machine's drift reaches both sides alike

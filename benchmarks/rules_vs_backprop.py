@@ -188,6 +188,27 @@ def devices(choice: str) -> list[str]:
     return [d for d in names if d != "cuda" or torch.cuda.is_available()]
 
 
+def positive(kind: type):
+    """An argparse type: a positive int or float (one line on anything else)."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+
+    return parse
+
+
+def positive_list(kind: type):
+    """An argparse type: comma-separated positive numbers, e.g. 1,5."""
+    one = positive(kind)
+    return lambda text: [one(part) for part in text.split(",")]
+
+
 def machine() -> dict:
     """Where a benchmark ran: torch version, CPU, threads, GPU name."""
     return {

@@ -20,7 +20,7 @@ import time
 
 import torch
 import torch._inductor.config as inductor_config
-from rules_vs_backprop import machine  # this folder's helpers
+from rules_vs_backprop import machine, positive, positive_list  # this folder's helpers
 from torch.profiler import ProfilerActivity, profile
 
 from apical.compiled import compile_step
@@ -74,16 +74,19 @@ def split(dt: float, replicas: int, n: int, steps: int) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--dt", type=float, default=0.1)
-    p.add_argument("--replicas", default="1,5")
-    p.add_argument("--n", type=int, default=500, help="neurons per ensemble (p = 100/n)")
-    p.add_argument("--steps", type=int, default=500, help="profiled steps")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--dt", type=positive(float), default=0.1, help="time step (ms, at most 1)")
+    p.add_argument("--replicas", type=positive_list(int), default=[1, 5],
+                   help="seeds batched, comma-separated (default 1,5)")  # fmt: skip
+    p.add_argument("--n", type=positive(int), default=500, help="neurons per ensemble (p = 100/n)")
+    p.add_argument("--steps", type=positive(int), default=500, help="profiled steps")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args()
     torch.set_num_threads(1)
     inductor_config.cpp.enable_kernel_profile = True  # each generated kernel as a record
     out = {**machine(), "dt_ms": args.dt, "n": args.n, "results": {}}
-    for r in (int(x) for x in args.replicas.split(",")):
+    if args.dt > 1:
+        p.error(f"--dt {args.dt} ms is coarser than the engine allows; use at most 1")
+    for r in args.replicas:
         out["results"][f"R={r}"] = split(args.dt, r, args.n, args.steps)
     if args.json:
         print(json.dumps(out, indent=2))

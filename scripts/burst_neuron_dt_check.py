@@ -47,31 +47,54 @@ def point(i_s: float, i_d: float, n: int, seconds: float, seeds: tuple[int, ...]
     return out
 
 
+def number(kind: type, low: float):
+    """An argparse type: a number of `kind`, at least `low` (one line on anything else)."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low:g}, got {text}")
+        return value
+
+    return parse
+
+
+def numbers(kind: type, low: float):
+    """An argparse type: comma-separated numbers, each as `number` reads it."""
+    one = number(kind, low)
+    return lambda text: [one(part) for part in text.split(",")]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--n", type=int, default=1000)
-    p.add_argument("--seconds", type=float, default=2.0)
-    p.add_argument("--seeds", default="1,2,3")
-    p.add_argument("--somatic", default="0,100,200,300", help="somatic currents (pA)")
-    p.add_argument("--dendritic", default="0,200,400,600", help="dendritic currents (pA)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--n", type=number(int, 1), default=1000, help="neurons")
+    p.add_argument("--seconds", type=number(float, 0.01), default=2.0, help="simulated s")
+    p.add_argument("--seeds", type=numbers(int, 0), default=[1, 2, 3], help="e.g. 1,2,3")
+    p.add_argument("--somatic", type=numbers(float, -1e4), default=[0, 100, 200, 300],
+                   help="somatic currents (pA), comma-separated")  # fmt: skip
+    p.add_argument("--dendritic", type=numbers(float, -1e4), default=[0, 200, 400, 600],
+                   help="dendritic currents (pA), comma-separated")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args()
     torch.set_num_threads(1)
     torch._dynamo.config.recompile_limit = 256  # one compiled step per setting and drive
-    seeds = tuple(int(x) for x in args.seeds.split(","))
-    grid = {f"I_s {s} pA, I_d {d} pA": point(float(s), float(d), args.n, args.seconds, seeds)
-            for s in args.somatic.split(",") for d in args.dendritic.split(",")}  # fmt: skip
+    seeds, n, seconds = tuple(args.seeds), args.n, args.seconds
+    grid = {f"I_s {s:g} pA, I_d {d:g} pA": point(s, d, n, seconds, seeds)
+            for s in args.somatic for d in args.dendritic}  # fmt: skip
     if args.json:
-        print(json.dumps({"n": args.n, "seconds": args.seconds, "seeds": seeds, "grid": grid},
+        print(json.dumps({"n": n, "seconds": seconds, "seeds": seeds, "grid": grid},
                          indent=1))  # fmt: skip
         return
-    print("event rate Hz / burst probability at dt 0.1 ms -> dt 1 ms (difference)")
+    first, *others = SETTINGS
+    print(f"event rate Hz / burst probability at {first}; then, for each of "
+          f"{'; '.join(others)}: the rate's relative and the probability's difference")  # fmt: skip
     for drive, row in grid.items():
-        fine, coarse, diff = row.values()
-        print(
-            f"  {drive}: {fine['er']:.2f}/{fine['bp']:.3f} -> {coarse['er']:.2f}/"
-            f"{coarse['bp']:.3f} ({100 * diff['er_relative']:+.1f} %, {diff['bp']:+.3f})"
-        )
+        cells = "  ".join(f"{100 * d['er_relative']:+.1f} % {d['bp']:+.3f}"
+                          for d in row["differences"].values())  # fmt: skip
+        print(f"  {drive}: {row[first]['er']:.2f}/{row[first]['bp']:.3f}  {cells}")
 
 
 if __name__ == "__main__":

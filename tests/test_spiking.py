@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -397,3 +400,26 @@ def test_integrated_currents_follow_the_membrane_equation_exactly_at_coarse_dt()
     assert s.v_s.item() == pytest.approx(v_s, abs=1e-9)
     assert s.v_d.item() == pytest.approx(v_d, abs=1e-9)
     assert abs(lag.v_d.item() - v_d) > 0.05  # the default's lag at dt = 1 ms
+
+
+def test_the_dt_check_script_reports_each_setting_against_the_paper_codes_step():
+    """`scripts/burst_neuron_dt_check.py` (tiny): every drive has each setting's rate and
+    burst probability, and the differences are those numbers' (relative rate, absolute
+    probability); bad input is one line."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "burst_neuron_dt_check.py"
+    args = ["--n", "60", "--seconds", "0.2", "--seeds", "1", "--somatic", "200",
+            "--dendritic", "400", "--json"]  # fmt: skip
+    r = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    grid = json.loads(r.stdout)["grid"]
+    assert list(grid) == ["I_s 200 pA, I_d 400 pA"]
+    for row in grid.values():
+        fine = row["dt 0.1 ms (paper code)"]
+        assert fine["er"] > 0
+        for name, d in row["differences"].items():
+            assert d["er_relative"] == pytest.approx(row[name]["er"] / fine["er"] - 1)
+            assert d["bp"] == pytest.approx(row[name]["bp"] - fine["bp"])
+    bad = subprocess.run([sys.executable, str(script), "--seeds", "x"], capture_output=True,
+                         text=True)  # fmt: skip
+    assert bad.returncode == 2 and bad.stderr.strip().endswith("'x' is not a number")
+    assert "Traceback" not in bad.stderr

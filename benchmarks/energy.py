@@ -16,7 +16,7 @@ Goal: within 1.25x of the cost model. Training steps are taken as the trainer ta
 (directions, .grad, SGD with momentum). Nets: 784-500-500-10 (tanh; hard sigmoid for EP,
 logistic for CHL) at batch 128; for predictive coding also pcx's MNIST MLP
 (784-128-128-128-10 GELU) and the small conv net (`convnet` on 1x28x28, channels 32-64,
-FC 256), and the inference loop compiled (`compiled`: compiled in the warm-up, not timed).
+FC 256), and the learning step compiled (`compiled`: compiled in the warm-up, not timed).
 Inputs are synthetic.
 """
 

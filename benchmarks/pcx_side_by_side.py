@@ -9,8 +9,9 @@ inference steps per batch of 128 and AdamW on the weights, on the same synthetic
 (the cost does not depend on the pixel values): pcx with its own training step (value
 nodes relaxed by SGD, momentum 0.35, rate 0.018; the step jit-compiled, as in pcx's
 experiment scripts), apical with its `predictive_coding` rule taking the trainer's step
-(directions, .grad, fused AdamW), eager and with its inference loop compiled
-(`compiled`). The time of `--batches` steps is scaled to a 60,000-image
+(directions, .grad, fused AdamW), eager and with its learning step compiled
+(`compiled`: feed-forward pass, inference, error signals and weight gradients in one
+torch.compile'd function; the optimiser step is the trainer's, outside it). The time of `--batches` steps is scaled to a 60,000-image
 epoch; medians over `--reps` interleaved repetitions after a warm-up (pcx's compilation is
 not counted). Skips with one line where pcx or JAX is absent.
 """
@@ -140,7 +141,7 @@ def main() -> None:
     fns = {
         "pcx": pcx_epoch_fn(args.batches),
         "apical": apical_epoch_fn(args.batches, compiled=False),
-        "apical, compiled inference": apical_epoch_fn(args.batches, compiled=True),
+        "apical, compiled step": apical_epoch_fn(args.batches, compiled=True),
     }
     for fn in fns.values():
         fn()  # warm-up (pcx compiles here)
@@ -158,7 +159,7 @@ def main() -> None:
         "protocol": "pcx MLP 784-128-128-128-10 GELU, CE energy, T = 5, batch 128",
         "seconds per 60,000-image epoch": per_epoch,
         "apical / pcx": per_epoch["apical"] / per_epoch["pcx"],
-        "apical compiled / pcx": per_epoch["apical, compiled inference"] / per_epoch["pcx"],
+        "apical compiled / pcx": per_epoch["apical, compiled step"] / per_epoch["pcx"],
     }
     if args.json:
         print(json.dumps(result, indent=1))

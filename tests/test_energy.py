@@ -81,6 +81,46 @@ def test_inference_decreases_the_energy_and_rests_at_the_feed_forward_pass():
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+def _conv_pool_after():
+    """Pooling between a convolution and its activation: a stage whose weight layer is not
+    its last module (its weight gradient goes through autograd)."""
+    torch.manual_seed(2)
+    return nn.Sequential(
+        nn.Conv2d(1, 3, 3, padding=1), nn.MaxPool2d(2), nn.Tanh(),
+        nn.Flatten(), nn.Linear(3 * 4 * 4, 3),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("convert", [True, False], ids=["feedback-layers", "torch-layers"])
+@pytest.mark.parametrize("build", [_mlp, _conv, _conv_pool_after], ids=["mlp", "conv", "pool"])
+def test_inference_steps_and_weight_gradients_equal_autograd_of_the_energy(build, convert):
+    """W&B Eqs. 2.9-2.10 written out (each stage's transposed map, the activations'
+    derivatives, the layers' local products) equal autograd of F_beta: one inference step
+    against x - gamma dF/dx, the stage gradients against dF/dtheta, at relaxed nodes."""
+    model = build()
+    x = torch.rand(6, 5) if build is _mlp else torch.rand(6, 1, 8, 8)
+    y = torch.randint(0, 3, (6,))
+    if convert:
+        model = apical.convert(model, apical.make_rule("predictive_coding"), x)
+    net, beta = layered(model), torch.linspace(0.5, 2.0, 6)
+    nodes, _ = pc.infer(net, x, y, beta, "cross_entropy", 0.1, 3)
+    stepped = pc.inference_step(net, x, nodes, y, beta, "cross_entropy", 0.1)
+    leaves = [n.clone().requires_grad_() for n in nodes]
+    total = pc.energy(net, x, leaves, y, beta, "cross_entropy").sum()
+    for ours, leaf, grad in zip(stepped, leaves, torch.autograd.grad(total, leaves), strict=True):
+        torch.testing.assert_close(ours, leaf.detach() - 0.1 * grad, rtol=1e-12, atol=1e-14)
+    weights = torch.rand(6)
+    errors = pc.prediction_errors(net, x, nodes, y, beta, "cross_entropy")
+    ours = pc.stage_gradients(net, x, nodes, errors, weights)
+    weighted = (weights * pc.energy(net, x, nodes, y, beta, "cross_entropy")).sum()
+    for stage, grads in zip(net.stages, ours, strict=True):
+        params = dict(stage.named_parameters())
+        assert set(grads) == set(params)
+        theirs = torch.autograd.grad(weighted, list(params.values()), retain_graph=True)
+        for name, want in zip(params, theirs, strict=True):
+            torch.testing.assert_close(grads[name], want, rtol=1e-12, atol=1e-14)
+
+
 @pytest.mark.parametrize("nudge", ["positive", "negative", "centred"])
 def test_predictive_coding_tends_to_backprop_with_weak_nudging(nudge):
     model = _mlp((5, 7, 6, 3), nn.Tanh)

@@ -64,6 +64,19 @@ class Layered(NamedTuple):
             return self.first
         return run_stage(self.stages[k], h)
 
+    def weight_input(self, k: int, h: Tensor) -> tuple[nn.Module, Tensor] | None:
+        """Stage k's weight layer and its input on the stage input `h` (the structural modules
+        before it applied), where the weight layer ends the stage (so its output is the
+        stage's); None where modules follow it (pooling before the activation)."""
+        stage = self.stages[k]
+        if not isinstance(stage, nn.Sequential):
+            return stage, h
+        if not isinstance(stage[-1], WEIGHTS):
+            return None
+        for m in stage[:-1]:
+            h = run_stage(m, h)
+        return stage[-1], h
+
     def with_input(self, x: Tensor) -> Layered:
         """The same net with its first stage's output on `x` computed once (unless it
         already is): the input is clamped during a relaxation, so stage_1(x) is a constant

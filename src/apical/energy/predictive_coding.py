@@ -17,7 +17,10 @@ descent on F with rate gamma from the feed-forward pass (eps = 0 below the outpu
 
 J_{l+1} the Jacobian of mu_{l+1} in x_l (a'(x_l) W^T for a linear stage). Learning (Eq.
 2.10) descends F in the weights at the end of inference: dF/dW_l = -eps_l a(x_{l-1})^T, a
-local Hebbian product. With no target (beta = 0) the feed-forward pass is the minimum
+local Hebbian product. Both are computed as written (each stage's transposed product and
+its layer's local product; autograd only inside a stage where pooling follows the weight
+layer), so a step costs a forward and a transposed product per stage, and the weight
+gradient no forward pass at all. With no target (beta = 0) the feed-forward pass is the minimum
 (eps = 0 everywhere), so a trained network is read out by one forward pass.
 
 Z-IL: with gamma = 1, inference from the feed-forward pass, and the weights of stage l
@@ -29,13 +32,15 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from apical.compiled import compile_step
-from apical.energy.layered import Layered
-from apical.energy.relax import States, per_example, relax, state_gradient
+from apical.energy.layered import Layered, run_stage
+from apical.energy.relax import States, gradient, per_example, relax, slope, vjp
+from apical.layers import FeedbackLayer
 from apical.losses import per_example_loss
 
 
@@ -66,19 +71,103 @@ def layer_energies(
 
 
 def prediction_errors(
-    net: Layered, x: Tensor, nodes: States, y: Tensor, beta: Tensor, loss: str
+    net: Layered,
+    x: Tensor,
+    nodes: States,
+    y: Tensor,
+    beta: Tensor,
+    loss: str,
+    mus: States | None = None,
 ) -> list[Tensor]:
     """dF_beta / dmu_l per example at fixed nodes: mu_l - x_l (= -eps_l) below the output,
     beta dloss/dmu_L at it; a stage's error signal, whose product with its input is its
-    weight gradient."""
-    with torch.no_grad():
-        out = [prediction(net, x, nodes, k) - nodes[k] for k in range(net.depth - 1)]
-    with torch.enable_grad():
-        mu = prediction(net, x, [n.detach() for n in nodes], net.depth - 1).detach()
-        mu.requires_grad_(True)
-        top = (beta * per_example_loss(loss, net.act(net.depth - 1, mu), y)).sum()
-        (grad,) = torch.autograd.grad(top, mu)
-    return [*out, grad]
+    weight gradient. `mus`: the predictions at `nodes` where already computed."""
+    nodes = [n.detach() for n in nodes]
+    mus = [m.detach() for m in (predictions(net, x, nodes) if mus is None else mus)]
+
+    def top(mu: Tensor) -> Tensor:
+        return (beta * per_example_loss(loss, net.act(net.depth - 1, mu), y)).sum()
+
+    return [*(m - n for m, n in zip(mus, nodes, strict=False)), gradient(top, mus[-1])]
+
+
+def act_and_slope(net: Layered, k: int, u: Tensor) -> tuple[Tensor, Tensor]:
+    """a_k(u) and its elementwise derivative a_k'(u)."""
+    f = net.activations[k]
+    return (u, torch.ones_like(u)) if f is None else slope(f, u)
+
+
+Send = Callable[[Tensor], Tensor]
+
+
+def stage_and_transpose(
+    net: Layered, k: int, h: Tensor, forward: bool
+) -> tuple[Tensor | None, Send]:
+    """stage_k(h) (None where not `forward` and it can be left out) and the map
+    e -> (d stage_k / dh)^T e at `h`: a feedback layer's own product and transposed product
+    (W^T e for a linear stage), the stage's vector-Jacobian product otherwise."""
+    stage = net.stages[k]
+    if isinstance(stage, FeedbackLayer):
+        mu = stage._compute(h, stage.weight, stage.bias) if forward else None
+        return mu, stage.through(stage.weight, h)
+    return vjp(lambda h: run_stage(stage, h), h)
+
+
+def inference_step(
+    net: Layered,
+    x: Tensor,
+    nodes: States,
+    y: Tensor,
+    beta: Tensor,
+    loss: str,
+    gamma: float,
+    mus: States | None = None,
+) -> States:
+    """W&B 2017 Eq. 2.9 written out, every node from the same previous state:
+
+        x_l <- x_l - gamma (-e_l + a_l'(x_l) * J_{l+1}^T e_{l+1}),  e_l = dF/dmu_l,
+
+    the prediction errors e of `prediction_errors` (`mus`: the predictions at `nodes` where
+    known, as at the feed-forward pass) sent down by each stage's transposed map."""
+    new_mus, sends = [net.stage(0, x)], []
+    for k in range(1, net.depth):
+        a, slope = act_and_slope(net, k - 1, nodes[k - 1])
+        mu, send = stage_and_transpose(net, k, a, forward=mus is None)
+        new_mus.append(mu)
+        sends.append((slope, send))
+    errors = prediction_errors(net, x, nodes, y, beta, loss, new_mus if mus is None else mus)
+    return [
+        n - gamma * (slope * send(above) - e)
+        for n, e, above, (slope, send) in zip(nodes, errors[:-1], errors[1:], sends, strict=True)
+    ]
+
+
+def stage_gradients(
+    net: Layered, x: Tensor, nodes: States, errors: list[Tensor], weights: Tensor
+) -> list[dict[str, Tensor]]:
+    """d/dtheta of sum_n weights_n F_beta,n at fixed nodes, per stage by the name of the
+    parameter in the stage: the product of the stage's error signal (`prediction_errors`)
+    with its input, W&B Eq. 2.10 (dF/dW_l = -eps_l a(x_{l-1})^T for a linear stage); the
+    weight layer's own local gradient (no forward pass again), or autograd through the stage
+    where modules follow its weight layer."""
+    out = []
+    for k, e in enumerate(errors):
+        h = x if k == 0 else net.act(k - 1, nodes[k - 1].detach())
+        cotangent = e * weights.view(-1, *[1] * (e.dim() - 1))
+        found = net.weight_input(k, h)
+        stage = net.stages[k]
+        if found is not None and isinstance(found[0], FeedbackLayer):
+            layer, h = found
+            prefix = f"{len(stage) - 1}." if isinstance(stage, nn.Sequential) else ""
+            has_bias = layer.bias is not None and layer.bias.requires_grad
+            gw, gb = layer._local_grads(cotangent, h, layer.weight, True, has_bias)
+            out.append({f"{prefix}weight": gw} | ({f"{prefix}bias": gb} if has_bias else {}))
+            continue
+        params = {n: p for n, p in stage.named_parameters() if p.requires_grad}
+        with torch.enable_grad():
+            grads = torch.autograd.grad(run_stage(stage, h), list(params.values()), cotangent)
+        out.append(dict(zip(params, grads, strict=True)))
+    return out
 
 
 def energy(net: Layered, x: Tensor, nodes: States, y: Tensor, beta: Tensor, loss: str) -> Tensor:
@@ -96,68 +185,79 @@ def infer(
     steps: int,
     tol: float | None = None,
     nodes: States | None = None,
-    compiled: bool = False,
     feedforward: States | None = None,
 ) -> tuple[States, int]:
     """Value nodes after inference from `nodes` (else from the feed-forward pass, computed
-    here unless given as `feedforward`, its pre-activations u_1..u_L), and the steps taken.
-    `compiled`: the whole fixed-step loop as one torch.compile'd function
-    (`compiled_inference`; not with `tol`)."""
+    here unless given as `feedforward`, its pre-activations u_1..u_L), and the steps taken:
+    `steps` inference steps of rate gamma, or fewer where no node moved by more than `tol`."""
     with torch.no_grad():
+        mus = None
         if nodes is None:
             feedforward = net.feedforward(x) if feedforward is None else feedforward
-            nodes = feedforward[:-1]
+            nodes, mus = feedforward[:-1], feedforward
         # stage_1(x) is the feed-forward u_1 where that is at hand
         clamped = net.with_input(x) if feedforward is None else net._replace(first=feedforward[0])
-    if not nodes:  # one stage: nothing to infer
-        return [], 0
-    if compiled:  # fixed steps (the rule refuses compiled with tol)
-        nodes = [n.detach() for n in nodes]
-        return compiled_inference(clamped, x, nodes, y, beta, loss, gamma, steps), steps
+        if not nodes:  # one stage: nothing to infer
+            return [], 0
 
-    def step(nodes: States) -> States:
-        grads = state_gradient(lambda s: energy(clamped, x, s, y, beta, loss).sum(), nodes, False)
-        return torch._foreach_sub([n.detach() for n in nodes], grads, alpha=gamma)
+        def step(nodes: States, mus: States | None = None) -> States:
+            return inference_step(clamped, x, nodes, y, beta, loss, gamma, mus)
 
-    return relax(step, nodes, steps, tol)
+        if mus is None or steps == 0:
+            return relax(step, nodes, steps, tol)
+        # the first step from the feed-forward pass, whose predictions are known (with
+        # `tol`, its change is not checked: at most one step more)
+        nodes, taken = relax(step, step(nodes, mus), steps - 1, tol)
+        return nodes, taken + 1
 
 
-def _inference(net: Layered, x: Tensor, nodes: States, y: Tensor, beta: Tensor, loss: str,
-               gamma: float, steps: int) -> States:  # fmt: skip
-    """`steps` inference steps at rate gamma, the gradient by torch.func (traceable)."""
-    gradient = torch.func.grad(lambda s: energy(net, x, s, y, beta, loss).sum())
-    for _ in range(steps):
-        nodes = [n - gamma * g for n, g in zip(nodes, gradient(nodes), strict=True)]
-    return nodes
+class Learned(NamedTuple):
+    """One learning step: the feed-forward output u_L, the relaxed value nodes, the inference
+    steps taken, the error signals there and the stages' weight gradients."""
+
+    output: Tensor
+    nodes: States
+    taken: int
+    errors: list[Tensor]
+    gradients: list[dict[str, Tensor]]
+
+
+def learn(
+    net: Layered,
+    x: Tensor,
+    y: Tensor,
+    beta: Tensor,
+    weights: Tensor,
+    loss: str,
+    gamma: float,
+    steps: int,
+    tol: float | None = None,
+    compiled: bool = False,
+) -> Learned:
+    """Feed-forward pass, inference from it, and d/dtheta of sum_n weights_n F_beta,n at the
+    relaxed nodes. `compiled`: all of it one torch.compile'd function (fixed steps; compiled
+    on first use, again per net, shapes and constants: torch.compile's cache and guards)."""
+    if compiled:
+        return _compiled()(net, x, y, beta, weights, loss, gamma, steps)
+    return _learn(net, x, y, beta, weights, loss, gamma, steps, tol)
+
+
+def _learn(net: Layered, x: Tensor, y: Tensor, beta: Tensor, weights: Tensor, loss: str,
+           gamma: float, steps: int, tol: float | None = None) -> Learned:  # fmt: skip
+    with torch.no_grad():
+        feedforward = net.feedforward(x)
+        nodes, taken = infer(net, x, y, beta, loss, gamma, steps, tol, feedforward=feedforward)
+        clamped = net._replace(first=feedforward[0])
+        errors = prediction_errors(clamped, x, nodes, y, beta, loss)
+        gradients = stage_gradients(net, x, nodes, errors, weights)
+    return Learned(feedforward[-1], nodes, taken, errors, gradients)
 
 
 @functools.cache
 def _compiled() -> Callable:
-    """`_inference` compiled, made on first use (wrapping it imports the compiler, seconds
-    that every `import apical` would pay); then compiled once per net, shapes and constants
-    (torch.compile's own cache and guards)."""
-    return compile_step(_inference)
-
-
-def compiled_inference(*args):
-    return _compiled()(*args)
-
-
-def weight_gradients(
-    net: Layered,
-    x: Tensor,
-    nodes: States,
-    y: Tensor,
-    beta: Tensor,
-    loss: str,
-    params: list[Tensor],
-    weights: Tensor,
-) -> list[Tensor]:
-    """d/dtheta of sum_n weights_n F_beta,n at fixed nodes (every parameter in `params`)."""
-    nodes = [n.detach() for n in nodes]
-    with torch.enable_grad():
-        total = (weights * energy(net, x, nodes, y, beta, loss)).sum()
-        return list(torch.autograd.grad(total, params, allow_unused=True))
+    """`_learn` compiled, made on first use (wrapping it imports the compiler, seconds that
+    every `import apical` would pay)."""
+    return compile_step(_learn)
 
 
 def zero_divergence_gradients(
@@ -176,8 +276,6 @@ def zero_divergence_gradients(
             term = stage_energy(net, x, fixed, y, beta, loss, k).sum()
             out[k] = list(torch.autograd.grad(term, params_by_stage[k]))
         if t < net.depth - 1:
-            grads = state_gradient(
-                lambda s: energy(clamped, x, s, y, beta, loss).sum(), nodes, False
-            )
-            nodes = torch._foreach_sub(fixed, grads)
+            with torch.no_grad():
+                nodes = inference_step(clamped, x, fixed, y, beta, loss, 1.0)
     return out

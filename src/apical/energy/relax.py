@@ -34,6 +34,40 @@ def state_gradient(scalar: Callable[[States], Tensor], states: States, track: bo
         return list(torch.autograd.grad(scalar(states), states, create_graph=track))
 
 
+def slope(f: Callable[[Tensor], Tensor], u: Tensor) -> tuple[Tensor, Tensor]:
+    """f(u) and its elementwise derivative f'(u), for an elementwise f. Under torch.compile
+    by forward-mode differentiation (torch.func: traceable, and f and f' come out of one
+    pass over u); eagerly by autograd, since torch.func's wrappers cost more than the
+    arithmetic of a small layer there (both are the same derivative)."""
+    if torch.compiler.is_compiling():
+        return torch.func.jvp(f, (u,), (torch.ones_like(u),))
+    with torch.enable_grad():
+        v = u.detach().requires_grad_()
+        out = f(v)
+        (d,) = torch.autograd.grad(out, v, torch.ones_like(out))
+    return out.detach(), d
+
+
+def gradient(scalar: Callable[[Tensor], Tensor], t: Tensor) -> Tensor:
+    """d scalar(t) / dt (not differentiable itself): torch.func under torch.compile,
+    autograd eagerly (as `slope`)."""
+    if torch.compiler.is_compiling():
+        return torch.func.grad(scalar)(t)
+    return state_gradient(lambda s: scalar(s[0]), [t], False)[0]
+
+
+def vjp(f: Callable[[Tensor], Tensor], h: Tensor) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
+    """f(h) and the map e -> (df/dh)^T e at h (to be applied once), from one forward pass:
+    torch.func under torch.compile, autograd eagerly (as `slope`)."""
+    if torch.compiler.is_compiling():
+        out, pull = torch.func.vjp(f, h)
+        return out, lambda e: pull(e)[0]
+    with torch.enable_grad():
+        v = h.detach().requires_grad_()
+        out = f(v)
+    return out.detach(), lambda e: torch.autograd.grad(out, v, e)[0]
+
+
 def relax(step: StepFn, states: States, steps: int, tol: float | None = None) -> tuple[States, int]:
     """Apply `step` `steps` times (or until the largest change is below `tol`); returns the
     final states and the number of steps taken."""

@@ -2,15 +2,17 @@
 
 Equations: apical.energy.predictive_coding. Per step the value nodes relax from the
 feed-forward pass for `steps` inference steps of rate `rate` with the output energy
-beta * loss, then the directions are dF/dtheta / beta at the relaxed nodes. Convention:
+beta * loss, then the directions are dF/dtheta / beta at the relaxed nodes, each weight layer's the
+local product of its error signal with its input (no backward pass through the net). Convention:
 **batch means** (directions of the batch-mean energy, like backprop's of the batch-mean
 loss). `nudge`: "positive" (beta > 0: W&B's clamped output), "negative" (-beta) or
 "centred" (both, in one batch of 2B, the contrast divided by 2 beta), the three nudging
 variants of the pcx benchmark (Pinchetti et al. 2024). `schedule = "zil"`: Z-IL (rate 1,
 each stage's weights taken after L - l steps: backprop's gradient exactly; `steps`, `rate`,
-`beta`, `nudge` unused). `compiled`: the inference loop as one torch.compile'd function
-(compiled on the first step, again for each new batch shape; fastest on small nets, where
-per-operation overhead dominates). The model is the ordinary feed-forward net (its answer is the
+`beta`, `nudge` unused). `compiled`: the whole learning step (feed-forward pass, inference, error
+signals, weight gradients) as one torch.compile'd function (compiled on the first step,
+again for each new batch shape; fastest on small nets, where per-operation overhead
+dominates). The model is the ordinary feed-forward net (its answer is the
 feed-forward pass), so backprop and every other rule train the same net.
 
 Diagnostics per layer (probes): `energy`, the stage's mean energy term at the end of
@@ -53,7 +55,7 @@ class PredictiveCoding(Rule):
         super().__post_init__()
         if self.compiled and self.tol is not None:
             raise ConfigError(
-                "rule predictive_coding: the compiled inference runs a fixed number of steps; "
+                "rule predictive_coding: the compiled learning step runs a fixed number of steps; "
                 "set tol = none or compiled = false"
             )
 
@@ -82,31 +84,32 @@ class PredictiveCoding(Rule):
             return Step(loss.detach(), outputs, directions)
         signs = {"positive": [1.0], "negative": [-1.0], "centred": [1.0, -1.0]}[self.nudge]
         n = len(x)
-        xs, ys = torch.cat([x] * len(signs)), torch.cat([y] * len(signs))
+        xs, ys = (x, y) if len(signs) == 1 else (torch.cat([x, x]), torch.cat([y, y]))
         beta = torch.cat(
             [torch.full((n,), s * self.beta, dtype=x.dtype, device=x.device) for s in signs]
         )
-        with torch.no_grad():
-            feedforward = net.feedforward(xs)
-        outputs = net.act(net.depth - 1, feedforward[-1][:n])  # the model's own answer
-        loss = get_loss(self.loss)(outputs, y)
-        nodes, taken = pc.infer(net, xs, ys, beta, self.loss, self.rate, self.steps, self.tol,
-                                compiled=self.compiled, feedforward=feedforward)  # fmt: skip
         weights = 1 / (beta * n * len(signs))  # (1/beta) per example; centred: the mean
-        grads = pc.weight_gradients(
-            net, xs, nodes, ys, beta, self.loss, list(params.values()), weights
-        )
+        learned = pc.learn(net, xs, ys, beta, weights, self.loss, self.rate, self.steps,
+                           self.tol, self.compiled)  # fmt: skip
+        outputs = net.act(net.depth - 1, learned.output[:n])  # the model's own answer
+        loss = get_loss(self.loss)(outputs, y)
+        found = {
+            id(p): g
+            for stage, grads in zip(net.stages, learned.gradients, strict=True)
+            for name, p in stage.named_parameters()
+            if (g := grads.get(name)) is not None
+        }
+        grads = [found.get(id(p)) for p in params.values()]
         diagnostics, errors = {}, {}
         if diagnose:
             with torch.no_grad():
-                terms = pc.layer_energies(net, xs, nodes, ys, beta, self.loss)
+                terms = pc.layer_energies(net, xs, learned.nodes, ys, beta, self.loss)
             diagnostics = {name: {"energy": t.mean()} for name, t in zip(names, terms, strict=True)}
-            diagnostics[names[-1]]["inference_steps"] = torch.tensor(float(taken))
-            signals = pc.prediction_errors(net, xs, nodes, ys, beta, self.loss)
+            diagnostics[names[-1]]["inference_steps"] = torch.tensor(float(learned.taken))
             errors = {
                 name: (e / beta.view(-1, *[1] * (e.dim() - 1))).unflatten(0, (len(signs), n))
                 .mean(0)  # centred: the two nudges' signals averaged
-                for name, e in zip(names, signals, strict=True)
+                for name, e in zip(names, learned.errors, strict=True)
             }  # fmt: skip
         return Step(loss.detach(), outputs, named_directions(params, grads),
                     diagnostics=diagnostics, errors=errors)  # fmt: skip

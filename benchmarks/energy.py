@@ -61,6 +61,8 @@ CASES = {  # label: (net, rule, options, cost model in backprop steps)
     "CHL T-=T+=10": ("mlp sigmoid", "contrastive_hebbian",
                      {"minus_steps": 10, "plus_steps": 10}, (2 * 20 + 2) / 3 + 1 / 3),
     "PC T=8, conv": ("convnet", "predictive_coding", {"steps": 8}, (2 * 8 + 2) / 3),
+    "PC T=8, conv, compiled": ("convnet", "predictive_coding", {"steps": 8, "compiled": True},
+                               (2 * 8 + 2) / 3),
 }  # fmt: skip
 
 

@@ -4,16 +4,17 @@ process: seconds per training epoch of pcx's MNIST MLP protocol.
     pip install pcx   # a CPU JAX comes with it; not a dependency of apical
     python benchmarks/pcx_side_by_side.py [--epochs-of 60000] [--reps 3] [--json]
 
-Both train the pcx MLP (784-128-128-128-10, exact GELU, cross-entropy output energy) with T = 5
-inference steps per batch of 128 and AdamW on the weights, on the same synthetic inputs
-(the cost does not depend on the pixel values): pcx with its own training step (value
-nodes relaxed by SGD, momentum 0.35, rate 0.018; the step jit-compiled, as in pcx's
-experiment scripts), apical with its `predictive_coding` rule taking the trainer's step
-(directions, .grad, fused AdamW), eager and with its learning step compiled
+Both train the pcx MLP (784-128-128-128-10, exact GELU, cross-entropy output energy)
+with T = 5 inference steps per batch of 128 and AdamW on the weights, on the same
+synthetic inputs (the cost does not depend on the pixel values): pcx with its own training
+step (value nodes relaxed by SGD, momentum 0.35, rate 0.018; the step jit-compiled, as in
+pcx's experiment scripts), apical with its `predictive_coding` rule taking the trainer's
+step (directions, .grad, fused AdamW), eager and with its learning step compiled
 (`compiled`: feed-forward pass, inference, error signals and weight gradients in one
-torch.compile'd function; the optimiser step is the trainer's, outside it). The time of `--batches` steps is scaled to a 60,000-image
-epoch; medians over `--reps` interleaved repetitions after a warm-up (pcx's compilation is
-not counted). Skips with one line where pcx or JAX is absent.
+torch.compile'd function; the optimiser step is the trainer's, outside it). The time of
+`--batches` steps is scaled to a 60,000-image epoch; medians over `--reps` interleaved
+repetitions after a warm-up (pcx's compilation is not counted). Skips with one line where
+pcx or JAX is absent.
 """
 
 from __future__ import annotations

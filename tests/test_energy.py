@@ -292,7 +292,7 @@ def test_compiled_inference_equals_eager():
 
 
 def _small_task(data, hidden: int, lr: float, momentum: float, epochs: int, step: float,
-                seed: int) -> float:  # fmt: skip
+                seed: int, gamma: float = 1.0) -> float:  # fmt: skip
     """Test accuracy of CHL on a small task after `epochs` full-batch epochs (the settings of
     scripts/chl_small_tasks.py)."""
     from apical.train import TrainConfig, train
@@ -303,8 +303,8 @@ def _small_task(data, hidden: int, lr: float, momentum: float, epochs: int, step
                           "output_activation": "sigmoid"},
         "rule": "contrastive_hebbian", "loss": "mse", "lr": lr, "momentum": momentum,
         "batch_size": len(data.x_train),
-        "rule_options": {"gamma": 1.0, "minus_steps": 30, "plus_steps": 30,
-                         "scale_layers": False, "step_size": step},
+        "rule_options": {"gamma": gamma, "minus_steps": 30, "plus_steps": 30,
+                         "scale_layers": gamma != 1.0, "step_size": step},
         "epochs": epochs, "eval_every": epochs, "probe_every": 0,
     })  # fmt: skip
     return train(config, progress=False, data=data).history[-1]["test_accuracy"]
@@ -320,17 +320,15 @@ def test_contrastive_hebbian_learning_solves_xor():
         assert _small_task(load_dataset("xor"), 4, 1.0, 0.0, 500, 1.0, seed) == 1.0, seed
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError, reason="BUGS.md: CHL solves the 8-3-8 encoder in 2 of 10"
-)
 def test_contrastive_hebbian_learning_solves_the_encoder():
-    """The 8-3-8 encoder, seed 3 (unsolved, like 7 others of 10; backprop with the same
-    net and budget solves 9 of 10)."""
+    """The 8-3-8 encoder with scripts/chl_small_tasks.py's settings (feedback gain 0.5 with
+    Xie & Seung's layer-wise rates, momentum 0.5, 3,000 epochs; ten seeds: 10 of 10), on
+    seed 7, the one that full feedback leaves with two patterns merged."""
     torch.set_default_dtype(torch.float32)
     eye = torch.eye(8)
     data = Dataset("encoder-8", eye, torch.arange(8), eye, torch.arange(8), eye,
                    torch.arange(8), 8)  # fmt: skip
-    assert _small_task(data, 3, 1.0, 0.9, 1000, 0.5, seed=3) == 1.0
+    assert _small_task(data, 3, 1.0, 0.5, 3000, 0.5, seed=7, gamma=0.5) == 1.0
 
 
 def test_predictive_codings_error_signals_approach_backprops_as_the_nudge_shrinks():

@@ -2,18 +2,19 @@
 
 Equations: apical.energy.predictive_coding. Per step the value nodes relax from the
 feed-forward pass for `steps` inference steps of rate `rate` with the output energy
-beta * loss, then the directions are dF/dtheta / beta at the relaxed nodes, each weight layer's the
-local product of its error signal with its input (no backward pass through the net). Convention:
-**batch means** (directions of the batch-mean energy, like backprop's of the batch-mean
-loss). `nudge`: "positive" (beta > 0: W&B's clamped output), "negative" (-beta) or
-"centred" (both, in one batch of 2B, the contrast divided by 2 beta), the three nudging
-variants of the pcx benchmark (Pinchetti et al. 2024). `schedule = "zil"`: Z-IL (rate 1,
-each stage's weights taken after L - l steps: backprop's gradient exactly; `steps`, `rate`,
-`beta`, `nudge` unused). `compiled`: the whole learning step (feed-forward pass, inference, error
-signals, weight gradients) as one torch.compile'd function (compiled on the first step,
-again for each new batch shape; fastest on small nets, where per-operation overhead
-dominates). The model is the ordinary feed-forward net (its answer is the
-feed-forward pass), so backprop and every other rule train the same net.
+beta * loss, then the directions are dF/dtheta / beta at the relaxed nodes: each weight
+layer's the local product of its error signal with its input (no backward pass through
+the net). Convention: **batch means** (directions of the batch-mean energy, like
+backprop's of the batch-mean loss). `nudge`: "positive" (beta > 0: W&B's clamped output),
+"negative" (-beta) or "centred" (both, in one batch of 2B, the contrast divided by
+2 beta), the three nudging variants of the pcx benchmark (Pinchetti et al. 2024).
+`schedule = "zil"`: Z-IL (rate 1, each stage's weights taken after L - l steps:
+backprop's gradient exactly; `steps`, `rate`, `beta`, `nudge` unused). `compiled`: the
+whole learning step (feed-forward pass, inference, error signals, weight gradients) as
+one torch.compile'd function (compiled on the first step, again for each new batch shape;
+fastest where per-operation overhead or elementwise work dominates: small nets, conv
+nets). The model is the ordinary feed-forward net (its answer is the feed-forward pass),
+so backprop and every other rule train the same net.
 
 Diagnostics per layer (probes): `energy`, the stage's mean energy term at the end of
 inference (1/2 ||eps_l||^2, the output's beta * loss), and on the output layer

@@ -2,6 +2,8 @@
 
     python scripts/choose_lr.py fa-mnist --lrs 0.01,0.05,0.2 --epochs 3 [--json]
     python scripts/choose_lr.py fa-mnist --lrs 0.01,0.05,0.2 --epochs 10 --asha
+    python scripts/choose_lr.py burstprop-mnist --scales 0.3,1,3 --epochs 15 \
+        --set 'schedule="cosine"'
 
 Trains every run of the experiment at every learning rate for a few epochs and prints the
 validation error (the test set is not looked at); the best lr per run is marked. With
@@ -9,11 +11,18 @@ validation error (the test set is not looked at); the best lr per run is marked.
 allow; --asha also lets Tune's ASHA scheduler stop a pair whose validation error trails
 the others' at the same epoch (its row says where it stopped; the best lr is chosen
 among the pairs that ran every epoch).
+
+With --scales each run trains once, its learning rates (every layer's, output included)
+multiplied by each factor, the factors side by side as replicas of one network (the same
+seed: `seeds` and `lr_scales`, apical.replicas): a sweep that costs one batched run. Exact
+for sgd without weight decay and decoupled_sgd, where scaling the direction is scaling the
+rate; a replica that diverges alone counts as 100 % error while the others go on.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -49,6 +58,7 @@ def main() -> None:
     p.add_argument("--ray", action="store_true", help="train the pairs as Ray Tune trials")
     p.add_argument("--asha", action="store_true", help="stop poor pairs early (ASHA; --ray)")
     p.add_argument("--trial-cpus", type=float, default=1.0, help="CPUs of each Ray trial")
+    p.add_argument("--scales", help="comma-separated factors on each run's own rates, as replicas")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -57,6 +67,8 @@ def main() -> None:
         raise ApicalError(f"{exp.name} is a {exp.kind} experiment; choose_lr takes train ones")
     lrs = [float(s) for s in args.lrs.split(",")]
     extra = parse_assignments(args.set, "--set")
+    if args.scales:
+        return print_scales(exp, [float(s) for s in args.scales.split(",")], args, extra)
     results: dict[str, dict[str, float]] = {}
     stopped: dict[str, dict[str, int]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -103,6 +115,39 @@ def main() -> None:
     rows = [[label, *(cell(label, lr) for lr in lrs), best[label]] for label in results]
     print(f"{exp.name}: validation error (%) after {args.epochs} epochs")
     print(format_table(["run", *(f"lr={lr:g}" for lr in lrs), "best lr"], rows))
+
+
+def print_scales(exp, scales: list[float], args: argparse.Namespace, extra: dict) -> None:
+    """The --scales sweep: one replicated run per experiment run, a replica per factor."""
+    if args.ray or args.asha:
+        raise ApicalError("--scales trains each run as one batched run; leave out --ray/--asha")
+    results: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        overrides = dict(epochs=args.epochs, data_dir=args.data_dir, device=args.device,
+                         probe_every=0, **extra)  # fmt: skip
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        configs = RUNNER.configs(exp, Path(tmp) / exp.name, overrides)
+        configs = {label: dataclasses.replace(cfg, seeds=[cfg.seed] * len(scales),
+                                              lr_scales=scales)
+                   for label, cfg in configs.items()
+                   if not args.runs or label in args.runs.split(",")}  # fmt: skip
+        for label, cfg in configs.items():
+            run = train_all({label: cfg}, progress=False, echo=lambda s: None)[label]
+            last = {row["lr_scale"]: row for row in run.history if row["epoch"] == args.epochs}
+            results[label] = {
+                str(c): 100.0 if c not in last or "diverged_step" in last[c]
+                else 100 * (1 - last[c]["val_accuracy"])
+                for c in scales
+            }  # fmt: skip
+    best = {label: min(v, key=v.get) for label, v in results.items()}
+    if args.json:
+        print(json.dumps({"epochs": args.epochs, "scales": scales, "val_error": results,
+                          "best_scale": best}))  # fmt: skip
+        return
+    rows = [[label, *(f"{v[str(c)]:.2f}" for c in scales), best[label]]
+            for label, v in results.items()]  # fmt: skip
+    print(f"{exp.name}: validation error (%) after {args.epochs} epochs, rates x scale")
+    print(format_table(["run", *(f"x{c:g}" for c in scales), "best scale"], rows))
 
 
 if __name__ == "__main__":

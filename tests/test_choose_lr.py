@@ -1,0 +1,73 @@
+"""scripts/choose_lr.py --scales: a learning-rate sweep as one replicated run gives each
+factor the validation error of the run trained alone at its scaled rates."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from apical.train import TrainConfig, train
+
+SCRIPT = Path(__file__).parents[1] / "scripts" / "choose_lr.py"
+EXPERIMENT = """kind = "train"
+name = "sweep-check"
+title = "t"
+source = "s"
+claim = "c"
+
+[base]
+dataset = "digits"
+model = "burstprop_mlp"
+model_options = { hidden = [24] }
+loss = "mse"
+batch_size = 32
+epochs = 5
+probe_every = 0
+seed = 3
+
+[[runs]]
+label = "burstprop"
+rule = "burstprop"
+rule_options = { learn_feedback = true }
+optimizer = "decoupled_sgd"
+lr = 0.05
+output_lr = 0.02
+weight_decay = 1e-6
+"""
+
+
+def _choose(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True)
+
+
+def test_each_scale_gets_the_validation_error_of_its_run_alone(tmp_path):
+    path = tmp_path / "sweep-check.toml"
+    path.write_text(EXPERIMENT)
+    done = _choose(str(path), "--scales", "0.5,4", "--epochs", "2", "--json")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["scales"] == [0.5, 4.0] and set(out["val_error"]) == {"burstprop"}
+    for scale in (0.5, 4.0):
+        alone = train(TrainConfig(
+            dataset="digits", model="burstprop_mlp", model_options={"hidden": [24]},
+            loss="mse", rule="burstprop", rule_options={"learn_feedback": True},
+            optimizer="decoupled_sgd", lr=0.05 * scale, output_lr=0.02 * scale,
+            weight_decay=1e-6, batch_size=32, epochs=2, probe_every=0, seed=3,
+        ), progress=False)  # fmt: skip
+        want = 100 * (1 - alone.history[-1]["val_accuracy"])
+        assert out["val_error"]["burstprop"][str(scale)] == pytest.approx(want, abs=1e-9)
+    errors = out["val_error"]["burstprop"]
+    assert out["best_scale"]["burstprop"] == min(errors, key=errors.get)
+    assert errors["0.5"] != errors["4.0"]  # the two rates did train differently
+
+
+def test_scales_with_asha_is_one_error_line(tmp_path):
+    path = tmp_path / "sweep-check.toml"
+    path.write_text(EXPERIMENT)
+    done = _choose(str(path), "--scales", "0.5,4", "--asha")
+    assert done.returncode == 1 and done.stderr.strip().startswith("error:"), done.stderr
+    assert "leave out --ray/--asha" in done.stderr and len(done.stderr.strip().splitlines()) == 1

@@ -163,6 +163,25 @@ def test_the_report_covers_every_run_from_its_folder_and_never_passes_by_default
     assert report.run("never").verdict == "not checked: no bound declared"
 
 
+def test_replicas_are_reported_by_their_mean_and_spread_and_judged_on_the_mean(tmp_path):
+    path = _experiment_file(tmp_path)
+    name = str(path)
+    path.write_text(path.read_text().replace("epochs = 3\n", "epochs = 3\nseeds = [0, 1, 2]\n"))
+    out = tmp_path / "runs"
+    folder = out / "x" / "ref"
+    _fake_folder(folder, [], seeds=[0, 1, 2])
+    rows = [{"epoch": e, "replica": r, "seed": r, "test_accuracy": 1 - err / 100,
+             "val_accuracy": 0.9 + r / 100, "seconds": 1.0, "mean_hidden_angle": None}
+            for e, errs in [(2, [50.0, 50.0, 50.0]), (3, [8.0, 9.0, 13.0])]
+            for r, err in enumerate(errs)]  # fmt: skip
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ref = apical.reproduce(name, out=out, runs=["ref"], resume=True).run("ref")
+    assert ref.values["test_error"] == pytest.approx(10.0)  # not the last replica's 13
+    assert ref.values["test_error_sd"] == pytest.approx(7**0.5)  # s.d. of 8, 9, 13
+    assert ref.values["seeds"] == 3 and ref.values["val_error"] == pytest.approx(9.0)
+    assert ref.verdict == "pass"  # the mean meets max_error 10, though one replica does not
+
+
 def test_reproduce_trains_into_run_folders_and_refuses_to_overwrite_them(tmp_path):
     name = str(_experiment_file(tmp_path))
     out = tmp_path / "runs"

@@ -159,7 +159,7 @@ class TrainRuns:
                 continue
             last = [r for r in rows[label] if r.get("epoch") == cfg.epochs]
             if last:
-                final[label] = _measured(last[-1])
+                final[label] = _measured(last[-(cfg.replicas or 1) :])
         shortened = "epochs" in overrides
         reports = []
         for r in spec.runs:
@@ -212,18 +212,27 @@ class TrainRuns:
         return judge(checks, missing)
 
 
-def _measured(row: dict[str, Any]) -> dict[str, Any]:
-    """The report's values from a final metrics row (None where the row has none)."""
+def _measured(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The report's values from the final metrics rows, one per replica: their means (None
+    where a row has none), and for replicas the test error's s.d. over them and their
+    number. The checks judge the mean."""
 
-    def error(key: str) -> float | None:
-        v = row.get(key)
-        return None if v is None or (isinstance(v, float) and math.isnan(v)) else 100 * (1 - v)
+    def mean(key: str, error: bool = False) -> float | None:
+        vs = [r.get(key) for r in rows]
+        if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in vs):
+            return None
+        return sum(100 * (1 - v) if error else v for v in vs) / len(vs)
 
-    angle = row.get("mean_hidden_angle")
-    angle = None if angle is None or (isinstance(angle, float) and math.isnan(angle)) else angle
-    return {"test_error": error("test_accuracy"), "test_top5_error": error("test_top5_accuracy"),
-            "val_error": error("val_accuracy"), "angle": angle,
-            "seconds": row.get("seconds")}  # fmt: skip
+    m = mean("test_accuracy", True)
+    values: dict[str, Any] = {"test_error": m}
+    if len(rows) > 1:  # the spread over replicas beside their mean
+        sd = None if m is None else math.sqrt(
+            sum((100 * (1 - r["test_accuracy"]) - m) ** 2 for r in rows) / (len(rows) - 1)
+        )  # fmt: skip
+        values |= {"test_error_sd": sd, "seeds": len(rows)}
+    return values | {"test_top5_error": mean("test_top5_accuracy", True),
+                     "val_error": mean("val_accuracy", True), "angle": mean("mean_hidden_angle"),
+                     "seconds": rows[-1].get("seconds")}  # fmt: skip
 
 
 def _status(label: str, cfg: TrainConfig, rows: list[dict], trained: dict[str, Run]) -> str | None:

@@ -215,3 +215,12 @@ def test_an_adam_run_saved_before_adam_was_fused_resumes(tmp_path):
     torch.save(state, path)
     run = train(TrainConfig(**{**cfg, "epochs": 2}), resume=True, progress=False)
     assert [r["epoch"] for r in run.history] == [1, 2]
+
+
+def test_cpu_denormals_read_as_zero_while_training_and_not_after():
+    tiny = 1e-40  # below float32's normal range (1.18e-38)
+    seen = []
+    train(_cfg(epochs=1), progress=False,
+          on_epoch=lambda row: seen.append(torch.tensor([tiny]).item()))  # fmt: skip
+    assert seen == [0.0]
+    assert torch.tensor([tiny]).item() == pytest.approx(tiny, rel=0.01)

@@ -19,7 +19,8 @@ def plot_runs(
     """Test error (%) per epoch; mean hidden-layer angle to backprop (degrees) per step; and,
     where a rule reports them, the mean absolute apical potential per hidden layer
     (burstprop) or Theorem 1's eigenvalue and the hidden/output loss correlation
-    (segregated dendrites). `runs` maps a label to (history rows, probe rows)."""
+    (segregated dendrites). `runs` maps a label to (history rows, probe rows); a run of
+    replicas (rows tagged "replica") draws one line per replica, in the run's colour."""
 
     def having(key: str) -> dict[str, list[dict[str, Any]]]:
         return {
@@ -36,13 +37,14 @@ def plot_runs(
     extra = bool(apical_runs or theorem_runs)
     fig, axes = plt.subplots(1, 3 if extra else 2, figsize=(15 if extra else 10, 4))
     ax_err, ax_ang = axes[0], axes[1]
-    for label, (history, probes) in runs.items():
-        epochs = [h["epoch"] for h in history]
-        errors = [100 * (1 - _num(h.get("test_accuracy"))) for h in history]
-        ax_err.plot(epochs, errors, marker="o", ms=3, label=label)
-        if probes:
-            angles = [_num(p.get("mean_hidden_angle")) for p in probes]
-            ax_ang.plot([p[x_key] for p in probes], angles, label=label)
+    for i, (label, (history, probes)) in enumerate(runs.items()):
+        for named, rows in _replicas(label, history):
+            errors = [100 * (1 - _num(h.get("test_accuracy"))) for h in rows]
+            ax_err.plot([h["epoch"] for h in rows], errors, marker="o", ms=3, label=named,
+                        color=f"C{i}")  # fmt: skip
+        for named, rows in _replicas(label, probes):
+            angles = [_num(p.get("mean_hidden_angle")) for p in rows]
+            ax_ang.plot([p[x_key] for p in rows], angles, label=named, color=f"C{i}")
     ax_err.set(xlabel="epoch", ylabel="test error (%)", title="learning curves")
     x_label = "training images" if x_key == "images" else "training step"
     ax_ang.set(
@@ -70,12 +72,28 @@ def plot_runs(
 def _layer_curves(
     ax, runs: dict[str, list[dict]], key: str, suffix: str, x_key: str, **style
 ) -> None:
-    """One curve per run and layer of a per-layer probe value, against `x_key`."""
+    """One curve per run and layer (and replica) of a per-layer probe value, against
+    `x_key`."""
+    colour = 0
     for label, probes in runs.items():
         for n in [n for n, row in probes[-1]["layers"].items() if key in row]:
-            rows = [p for p in probes if key in p["layers"].get(n, {})]
-            ax.plot([p[x_key] for p in rows], [_num(p["layers"][n][key]) for p in rows],
-                    label=f"{label} {n}{suffix}", **style)  # fmt: skip
+            for named, rows in _replicas(f"{label} {n}{suffix}", probes):
+                rows = [p for p in rows if key in p["layers"].get(n, {})]
+                ax.plot([p[x_key] for p in rows], [_num(p["layers"][n][key]) for p in rows],
+                        label=named, color=f"C{colour % 10}", **style)  # fmt: skip
+            colour += 1
+
+
+def _replicas(label: str, rows: list[dict[str, Any]]) -> list[tuple[str | None, list[dict]]]:
+    """The rows of each replica (all rows when untagged), the first labelled for the legend
+    ("LABEL (R seeds)"), the others unlabelled."""
+    groups: dict[Any, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(row.get("replica"), []).append(row)
+    if len(groups) <= 1:
+        return [(label, rows)]
+    named = f"{label} ({len(groups)} seeds)"
+    return [(named if i == 0 else None, g) for i, g in enumerate(groups.values())]
 
 
 def load_runs(path: Path) -> tuple[dict[str, tuple[list[dict], list[dict]]], list[str]]:

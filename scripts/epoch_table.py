@@ -2,7 +2,8 @@
 
     python scripts/epoch_table.py BASE_DIR RUN_DIR [RUN_DIR ...] [--epochs 1,2,5,10]
 
-Reads each folder's metrics.jsonl (test error = 100 (1 - test_accuracy)). Prints the table
+Reads each folder's metrics.jsonl (test error = 100 (1 - test_accuracy); for a run of
+replicas, the mean over them at each epoch). Prints the table
 at the given epochs (default 1, 2, 5, then every 5th) and, per run over the epochs it shares
 with the baseline: the mean difference to the baseline (all epochs and the last 5), the
 number of epochs where it is worse, and both means.
@@ -19,7 +20,7 @@ from apical.run_folder import RunFolder
 
 
 def test_errors(run_dir: Path) -> dict[int, float]:
-    """Test error (%) by epoch from a run folder's metrics.jsonl."""
+    """Test error (%) by epoch from a run folder's metrics.jsonl (mean over replicas)."""
     folder = RunFolder(run_dir)
     if not folder.has_rows():
         sys.exit(f"error: no metrics.jsonl in {run_dir}; name a run folder (runs/EXPERIMENT/LABEL)")
@@ -27,8 +28,11 @@ def test_errors(run_dir: Path) -> dict[int, float]:
         rows = folder.rows()
     except ApicalError as e:
         sys.exit(f"error: {e}")
-    return {r["epoch"]: 100 * (1 - r["test_accuracy"]) for r in rows
-            if r.get("test_accuracy") is not None}  # fmt: skip
+    by_epoch: dict[int, list[float]] = {}
+    for r in rows:
+        if r.get("test_accuracy") is not None:
+            by_epoch.setdefault(r["epoch"], []).append(100 * (1 - r["test_accuracy"]))
+    return {e: sum(v) / len(v) for e, v in by_epoch.items()}
 
 
 def compare(base: dict[int, float], run: dict[int, float]) -> dict[str, float]:

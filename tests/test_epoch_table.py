@@ -35,6 +35,16 @@ def test_errors_and_comparison_equal_hand_values(tmp_path):
     assert s["mean"] == pytest.approx(10 + 2 / 6) and s["base_mean"] == pytest.approx(10.0)
 
 
+def test_a_run_of_replicas_gives_their_mean_per_epoch(tmp_path):
+    folder = tmp_path / "replicas"
+    folder.mkdir()
+    rows = [{"epoch": e, "replica": r, "test_accuracy": a}
+            for e, accs in [(1, [0.90, 0.80, 0.85]), (2, [0.95, 0.91, 0.93])]
+            for r, a in enumerate(accs)]  # fmt: skip
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert epoch_table.test_errors(folder) == pytest.approx({1: 15.0, 2: 7.0})
+
+
 def test_compare_uses_only_shared_epochs():
     s = epoch_table.compare({1: 5.0, 2: 4.0, 3: 3.0}, {1: 6.0, 2: 4.0})
     assert s["epochs"] == 2 and s["mean_diff"] == pytest.approx(0.5) and s["worse"] == 1

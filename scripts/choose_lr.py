@@ -96,9 +96,7 @@ def main() -> None:
             runs = train_all(named, progress=False, echo=lambda s: None)
         for (label, lr), name in zip(configs, named, strict=True):
             run = runs[name]
-            # a diverged run (NaN loss) counts as 100 % error
-            val = 0.0 if run.diverged or not run.history else run.history[-1]["val_accuracy"]
-            results.setdefault(label, {})[lr] = 100 * (1 - val)
+            results.setdefault(label, {})[lr] = final_val_error(run)
             if run.history and run.history[-1]["epoch"] < args.epochs and not run.diverged:
                 stopped.setdefault(label, {})[lr] = run.history[-1]["epoch"]
     best = {label: min((lr for lr in v if lr not in stopped.get(label, {})), key=v.get)
@@ -115,6 +113,16 @@ def main() -> None:
     rows = [[label, *(cell(label, lr) for lr in lrs), best[label]] for label in results]
     print(f"{exp.name}: validation error (%) after {args.epochs} epochs")
     print(format_table(["run", *(f"lr={lr:g}" for lr in lrs), "best lr"], rows))
+
+
+def final_val_error(run) -> float:
+    """Validation error (%) at the run's last epoch: the mean over its replicas (a run of
+    `seeds`); a diverged run or replica (NaN loss) counts as 100 %."""
+    if run.diverged or not run.history:
+        return 100.0
+    last = [r for r in run.history if r["epoch"] == run.history[-1]["epoch"]]
+    errors = [100.0 if "diverged_step" in r else 100 * (1 - r["val_accuracy"]) for r in last]
+    return sum(errors) / len(errors)
 
 
 def print_scales(exp, scales: list[float], args: argparse.Namespace, extra: dict) -> None:

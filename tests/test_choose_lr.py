@@ -3,16 +3,21 @@ factor the validation error of the run trained alone at its scaled rates."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from apical.train import TrainConfig, train
 
 SCRIPT = Path(__file__).parents[1] / "scripts" / "choose_lr.py"
+spec = importlib.util.spec_from_file_location("choose_lr", SCRIPT)
+choose_lr = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(choose_lr)
 EXPERIMENT = """kind = "train"
 name = "sweep-check"
 title = "t"
@@ -71,3 +76,15 @@ def test_scales_with_asha_is_one_error_line(tmp_path):
     done = _choose(str(path), "--scales", "0.5,4", "--asha")
     assert done.returncode == 1 and done.stderr.strip().startswith("error:"), done.stderr
     assert "leave out --ray/--asha" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_run_of_replicas_is_judged_by_their_mean_at_the_last_epoch():
+    rows = [{"epoch": 1, "replica": r, "val_accuracy": 0.5} for r in range(3)]
+    rows += [{"epoch": 2, "replica": 0, "val_accuracy": 0.96},
+             {"epoch": 2, "replica": 1, "val_accuracy": 0.92},
+             {"epoch": 2, "replica": 2, "val_accuracy": 0.2, "diverged_step": 7}]  # fmt: skip
+    run = SimpleNamespace(diverged=None, history=rows)
+    assert choose_lr.final_val_error(run) == pytest.approx((4 + 8 + 100) / 3)
+    assert choose_lr.final_val_error(SimpleNamespace(diverged="nan", history=rows)) == 100.0
+    one = SimpleNamespace(diverged=None, history=[{"epoch": 1, "val_accuracy": 0.9}])
+    assert choose_lr.final_val_error(one) == pytest.approx(10.0)

@@ -41,10 +41,10 @@ def plot_runs(
         for named, rows in _replicas(label, history):
             errors = [100 * (1 - _num(h.get("test_accuracy"))) for h in rows]
             ax_err.plot([h["epoch"] for h in rows], errors, marker="o", ms=3, label=named,
-                        color=f"C{i}")  # fmt: skip
+                        color=f"C{i % 10}")  # fmt: skip
         for named, rows in _replicas(label, probes):
             angles = [_num(p.get("mean_hidden_angle")) for p in rows]
-            ax_ang.plot([p[x_key] for p in rows], angles, label=named, color=f"C{i}")
+            ax_ang.plot([p[x_key] for p in rows], angles, label=named, color=f"C{i % 10}")
     ax_err.set(xlabel="epoch", ylabel="test error (%)", title="learning curves")
     x_label = "training images" if x_key == "images" else "training step"
     ax_ang.set(

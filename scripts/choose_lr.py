@@ -74,14 +74,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         configs = {}
         for lr in lrs:
-            overrides = dict(epochs=args.epochs, lr=lr, data_dir=args.data_dir,
-                             device=args.device, probe_every=0, **extra)  # fmt: skip
-            overrides = {k: v for k, v in overrides.items() if v is not None}
-            for label, cfg in RUNNER.configs(
-                exp, Path(tmp) / str(lr) / exp.name, overrides
-            ).items():
-                if not args.runs or label in args.runs.split(","):
-                    configs[(label, str(lr))] = cfg
+            for label, cfg in picked_configs(exp, Path(tmp) / str(lr), args, extra, lr=lr).items():
+                configs[(label, str(lr))] = cfg
         named = {f"{label}@lr={lr}": cfg for (label, lr), cfg in configs.items()}
         if args.ray or args.asha:
             scheduler = None
@@ -115,6 +109,17 @@ def main() -> None:
     print(format_table(["run", *(f"lr={lr:g}" for lr in lrs), "best lr"], rows))
 
 
+def picked_configs(exp, folder: Path, args: argparse.Namespace, extra: dict, **more) -> dict:
+    """The configs of the runs picked by --runs (all by default), shortened to --epochs,
+    without probes, with the --set fields and `more`, training under folder/NAME."""
+    overrides = dict(epochs=args.epochs, data_dir=args.data_dir, device=args.device,
+                     probe_every=0, **extra, **more)  # fmt: skip
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    configs = RUNNER.configs(exp, folder / exp.name, overrides)
+    return {label: cfg for label, cfg in configs.items()
+            if not args.runs or label in args.runs.split(",")}  # fmt: skip
+
+
 def final_val_error(run) -> float:
     """Validation error (%) at the run's last epoch: the mean over its replicas (a run of
     `seeds`); a diverged run or replica (NaN loss) counts as 100 %."""
@@ -131,14 +136,10 @@ def print_scales(exp, scales: list[float], args: argparse.Namespace, extra: dict
         raise ApicalError("--scales trains each run as one batched run; leave out --ray/--asha")
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        overrides = dict(epochs=args.epochs, data_dir=args.data_dir, device=args.device,
-                         probe_every=0, **extra)  # fmt: skip
-        overrides = {k: v for k, v in overrides.items() if v is not None}
-        configs = RUNNER.configs(exp, Path(tmp) / exp.name, overrides)
+        configs = picked_configs(exp, Path(tmp), args, extra)
         configs = {label: dataclasses.replace(cfg, seeds=[cfg.seed] * len(scales),
                                               lr_scales=scales)
-                   for label, cfg in configs.items()
-                   if not args.runs or label in args.runs.split(",")}  # fmt: skip
+                   for label, cfg in configs.items()}  # fmt: skip
         for label, cfg in configs.items():
             run = train_all({label: cfg}, progress=False, echo=lambda s: None)[label]
             last = {row["lr_scale"]: row for row in run.history if row["epoch"] == args.epochs}

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -224,3 +226,14 @@ def test_cpu_denormals_read_as_zero_while_training_and_not_after():
           on_epoch=lambda row: seen.append(torch.tensor([tiny]).item()))  # fmt: skip
     assert seen == [0.0]
     assert torch.tensor([tiny]).item() == pytest.approx(tiny, rel=0.01)
+
+
+def test_a_fresh_process_trains_without_numpy_warning_of_flushed_limits():
+    """Modules imported while denormals are flushed (scikit-learn's, for the digits) would
+    warn that NumPy's smallest subnormal is zero unless its limits were read before."""
+    code = ("from apical.train import TrainConfig, train; train(TrainConfig(dataset='digits', "
+            "model='mlp', rule='fa', epochs=1, probe_every=0), progress=False)")  # fmt: skip
+    done = subprocess.run([sys.executable, "-W", "error::UserWarning", "-c", code],
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "subnormal" not in done.stderr

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm import tqdm
@@ -84,11 +85,7 @@ def train(
     if resume and folder is None:
         raise ApicalError("--resume needs --run-dir, the folder of the run to continue")
     writes = folder if group is None or group.lead else None  # only the lead writes
-    with (
-        writes.writer() if writes else contextlib.nullcontext(),
-        stop_signals() as stop,
-        _denormals_flushed(),
-    ):
+    with writes.writer() if writes else contextlib.nullcontext(), stop_signals() as stop:
         resuming = _begin(writes, config, resume, group)
         trainer = Trainer(config, data, group)
         if resuming:
@@ -101,19 +98,20 @@ def train(
             board = Board(writes.tensorboard_folder(), trainer.step + 1 if resuming else None)
             board.probes([] if resuming else trainer.probes)
         try:
-            while trainer.epoch < config.epochs:
-                probed = len(trainer.probes)
-                finished = trainer.run_epoch(stop, progress)
-                rows = trainer.end_epoch() if finished else []
-                if writes is not None:
-                    writes.save(trainer.state(), trainer.streams())
-                if board is not None:
-                    board.probes(trainer.probes[probed:])
-                    board.epoch(rows, trainer.model)
-                for row in rows if on_epoch is not None else ():
-                    on_epoch(row)
-                if trainer.agree(stop.requested) and trainer.epoch < config.epochs:
-                    raise Interrupted(trainer.interrupted_message(stop.signal, config.run_dir))
+            with _denormals_flushed():
+                while trainer.epoch < config.epochs:
+                    probed = len(trainer.probes)
+                    finished = trainer.run_epoch(stop, progress)
+                    rows = trainer.end_epoch() if finished else []
+                    if writes is not None:
+                        writes.save(trainer.state(), trainer.streams())
+                    if board is not None:
+                        board.probes(trainer.probes[probed:])
+                        board.epoch(rows, trainer.model)
+                    for row in rows if on_epoch is not None else ():
+                        on_epoch(row)
+                    if trainer.agree(stop.requested) and trainer.epoch < config.epochs:
+                        raise Interrupted(trainer.interrupted_message(stop.signal, config.run_dir))
         except Exception as e:
             if group is None or not distributed.peer_gone(e):
                 raise
@@ -126,10 +124,13 @@ def train(
 
 @contextlib.contextmanager
 def _denormals_flushed() -> Iterator[None]:
-    """CPU floats below the normal range (|x| < 1.2e-38 in float32) read as zero while
-    training: x86 cores compute on them many times slower, and a saturating logistic net's
-    error signals reach them. A process-wide CPU setting, switched off again after; no effect
-    on CUDA."""
+    """CPU floats below the normal range (|x| < 1.2e-38 in float32) read as zero in the
+    epoch loop: x86 cores compute on them many times slower, and a saturating logistic net's
+    error signals reach them. A process-wide CPU setting (NumPy's too: its float limits are
+    read first, or a module imported meanwhile would warn that they are zero), switched off
+    again after; no effect on CUDA."""
+    for dtype in (np.float16, np.float32, np.float64):
+        np.finfo(dtype)  # cached from now on
     torch.set_flush_denormal(True)
     try:
         yield

@@ -65,10 +65,10 @@ def main() -> None:
     exp = load(args.experiment)
     if exp.kind != "train":
         raise ApicalError(f"{exp.name} is a {exp.kind} experiment; choose_lr takes train ones")
-    lrs = [float(s) for s in args.lrs.split(",")]
+    lrs = positive_numbers(args.lrs, "--lrs")
     extra = parse_assignments(args.set, "--set")
     if args.scales:
-        return print_scales(exp, [float(s) for s in args.scales.split(",")], args, extra)
+        return print_scales(exp, positive_numbers(args.scales, "--scales"), args, extra)
     results: dict[str, dict[str, float]] = {}
     stopped: dict[str, dict[str, int]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -107,6 +107,17 @@ def main() -> None:
     rows = [[label, *(cell(label, lr) for lr in lrs), best[label]] for label in results]
     print(f"{exp.name}: validation error (%) after {args.epochs} epochs")
     print(format_table(["run", *(f"lr={lr:g}" for lr in lrs), "best lr"], rows))
+
+
+def positive_numbers(text: str, flag: str) -> list[float]:
+    """Comma-separated positive numbers (ApicalError naming the flag otherwise)."""
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or not all(v > 0 for v in values):
+        raise ApicalError(f"{flag} {text!r}: give comma-separated positive numbers, e.g. 0.5,1,2")
+    return values
 
 
 def picked_configs(exp, folder: Path, args: argparse.Namespace, extra: dict, **more) -> dict:

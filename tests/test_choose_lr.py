@@ -70,12 +70,17 @@ def test_each_scale_gets_the_validation_error_of_its_run_alone(tmp_path):
     assert errors["0.5"] != errors["4.0"]  # the two rates did train differently
 
 
-def test_scales_with_asha_is_one_error_line(tmp_path):
+@pytest.mark.parametrize(("args", "message"), [
+    (["--scales", "0.5,4", "--asha"], "leave out --ray/--asha"),
+    (["--scales", "1,x"], "--scales '1,x': give comma-separated positive numbers"),
+    (["--lrs", "0.1,-1"], "--lrs '0.1,-1': give comma-separated positive numbers"),
+])  # fmt: skip
+def test_bad_sweeps_are_one_error_line(tmp_path, args, message):
     path = tmp_path / "sweep-check.toml"
     path.write_text(EXPERIMENT)
-    done = _choose(str(path), "--scales", "0.5,4", "--asha")
+    done = _choose(str(path), *args)
     assert done.returncode == 1 and done.stderr.strip().startswith("error:"), done.stderr
-    assert "leave out --ray/--asha" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
 def test_a_run_of_replicas_is_judged_by_their_mean_at_the_last_epoch():

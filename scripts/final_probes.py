@@ -12,7 +12,7 @@ replicas where there are several.
 from __future__ import annotations
 
 import argparse
-import math
+import statistics
 import sys
 from pathlib import Path
 
@@ -45,9 +45,8 @@ def summary(probes: list[dict]) -> dict[str, dict[str, tuple[float, float | None
             vs = [p["layers"][layer].get(key) for p in probes]
             if any(v is None for v in vs):
                 continue
-            m = sum(vs) / len(vs)
-            sd = math.sqrt(sum((v - m) ** 2 for v in vs) / (len(vs) - 1)) if len(vs) > 1 else None
-            out.setdefault(layer, {})[key] = (m, sd)
+            sd = statistics.stdev(vs) if len(vs) > 1 else None  # over replicas (n - 1)
+            out.setdefault(layer, {})[key] = (statistics.fmean(vs), sd)
     return out
 
 

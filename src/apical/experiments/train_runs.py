@@ -19,6 +19,7 @@ its folder, whichever were trained now.
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -226,9 +227,7 @@ def _measured(rows: list[dict[str, Any]]) -> dict[str, Any]:
     m = mean("test_accuracy", True)
     values: dict[str, Any] = {"test_error": m}
     if len(rows) > 1:  # the spread over replicas beside their mean
-        sd = None if m is None else math.sqrt(
-            sum((100 * (1 - r["test_accuracy"]) - m) ** 2 for r in rows) / (len(rows) - 1)
-        )  # fmt: skip
+        sd = None if m is None else statistics.stdev(100 * (1 - r["test_accuracy"]) for r in rows)
         values |= {"test_error_sd": sd, "seeds": len(rows)}
     return values | {"test_top5_error": mean("test_top5_accuracy", True),
                      "val_error": mean("val_accuracy", True), "angle": mean("mean_hidden_angle"),

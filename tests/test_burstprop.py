@@ -22,13 +22,6 @@ def _layers(net):
     return [m for m in net.modules() if isinstance(m, FeedbackLayer)]
 
 
-def _symmetric(net):
-    for layer in _layers(net):
-        if layer.feedback is not None:
-            layer.feedback.copy_(layer.weight)
-    return net
-
-
 def _summed_sq_error_grads(net, x, t):
     """Autograd gradient of sum_n 1/2 ||e_L - t||^2 (outside a rule: exact layers)."""
     params = dict(net.named_parameters())
@@ -63,8 +56,10 @@ def test_linearised_burstprop_with_symmetric_feedback_is_scaled_backprop(
 ):
     x = torch.randn(9, *shape, dtype=torch.float64)
     y = torch.randint(0, 3, (9,))
-    rule = apical.make_rule("burstprop", linearize=True, beta=beta, recurrent_conv=True)
-    net = _symmetric(apical.convert(build(), rule, x))
+    rule = apical.make_rule(
+        "burstprop", linearize=True, beta=beta, recurrent_conv=True, symmetric=True
+    )
+    net = apical.convert(build(), rule, x)
     for layer in _layers(net):  # any Z: large, random
         if layer.recurrent is not None:
             layer.recurrent.normal_(0, 3.0)
@@ -118,8 +113,8 @@ def test_sigmoid_burstprop_approaches_scaled_backprop_for_a_small_teacher():
     """One example (so Z can cancel u exactly), Z trained until u ~ 0, target a tiny step
     from the output: the sigmoid's slope at 0 is 1/4, so the linearised identity holds."""
     x = torch.rand(1, 6, dtype=torch.float64)
-    rule = apical.make_rule("burstprop", recurrent_lr=2.0)
-    net = _symmetric(apical.convert(_mlp(), rule, x))
+    rule = apical.make_rule("burstprop", recurrent_lr=2.0, symmetric=True)
+    net = apical.convert(_mlp(), rule, x)
     e = net(x).detach()
     t = e + 1e-4 * (nn.functional.one_hot(torch.tensor([1]), 3).double() - e)
     history = _train_z(rule, net, x, t, 300)
@@ -271,6 +266,32 @@ def test_learned_feedback_gets_the_weight_direction_and_decays_towards_it():
             params[k].grad = v
         opt.step()
     torch.testing.assert_close(net[3].weight - net[3].feedback, gap * 0.99**10)
+
+
+@pytest.mark.parametrize(("build", "shape"), [(_mlp, (6,)), (_convnet, (2, 8, 8))])
+def test_symmetric_feedback_starts_at_w_and_stays_there_when_learned(build, shape):
+    x, y = torch.randn(8, *shape, dtype=torch.float64), torch.randint(0, 3, (8,))
+    rule = apical.make_rule("burstprop", learn_feedback=True, symmetric=True)
+    net = apical.convert(build(), rule, x)
+    with_feedback = [m for m in _layers(net) if m.feedback is not None]
+    assert len(with_feedback) == len(_layers(net)) - 1  # all but the first layer
+    opt = DecoupledMomentumSGD(apical.param_groups(net, 0.1, 0.01), lr=0.1, momentum=0.8,
+                               weight_decay=0.01)  # fmt: skip
+    params = dict(net.named_parameters())
+    start = with_feedback[0].weight.detach().clone()
+    for _ in range(5):
+        for m in with_feedback:
+            assert torch.equal(m.feedback, m.weight)
+        for k, v in rule.directions(net, x, y).directions.items():
+            params[k].grad = v
+        opt.step()
+    assert float((with_feedback[0].weight.detach() - start).abs().max()) > 1e-4  # it learned
+    for m in with_feedback:
+        assert torch.equal(m.feedback, m.weight)
+    # the default draws Y on its own
+    net = apical.convert(build(), apical.make_rule("burstprop"), x)
+    drawn = [m for m in _layers(net) if m.feedback is not None]
+    assert not any(torch.equal(m.feedback, m.weight) for m in drawn)
 
 
 def test_decoupled_sgd_by_hand():

@@ -12,7 +12,7 @@ from torch import nn
 import apical
 from apical.metrics import alignment, example_angles
 from apical.replicas import replica, replicate
-from tests.test_burstprop import _convnet, _layers, _mlp, _symmetric
+from tests.test_burstprop import _convnet, _layers, _mlp
 
 
 def test_example_angles_on_hand_made_signals():
@@ -48,8 +48,10 @@ def test_linearised_burstprop_with_symmetric_feedback_sends_backprops_errors(bui
     """Its error signal at layer l is p_b (beta/4)^(L-l) times backprop's for any Z
     (test_burstprop): the angle is 0 at every layer."""
     x, y = torch.randn(9, *shape, dtype=torch.float64), torch.randint(0, 3, (9,))
-    rule = apical.make_rule("burstprop", linearize=True, beta=2.5, recurrent_conv=True)
-    net = _symmetric(apical.convert(build(), rule, x))
+    rule = apical.make_rule(
+        "burstprop", linearize=True, beta=2.5, recurrent_conv=True, symmetric=True
+    )
+    net = apical.convert(build(), rule, x)
     for layer in _layers(net):
         if layer.recurrent is not None:
             layer.recurrent.normal_(0, 3.0)

@@ -27,7 +27,9 @@ Per layer l (L = output), following NN Methods and the authors' rate-network cod
                           the optional conv Z, a C x C 1x1 convolution, averaged over
                           positions);
 - learned feedback:       Y receives W's increment (same direction, same optimizer
-                          group: momentum and weight decay alike), as in the paper.
+                          group: momentum and weight decay alike), as in the paper;
+- `symmetric`:            Y = W at the start (the "symmetric feedback" of the CCN 2022
+                          re-run; with learned feedback Y then stays equal to W).
 
 Near u = 0, sigmoid' = 1/4, so b_l^t - b_l ≈ (beta/4) f'(v_l) Y_l (b_{l+1}^t - b_{l+1}):
 with Y = W^T the update is p_b (beta/4)^(L-l) times the backprop gradient. With
@@ -49,7 +51,7 @@ import torch
 from torch import Tensor, nn
 
 from apical.errors import ApicalError, ConfigError
-from apical.layers import FeedbackConv2d, FeedbackInit, FeedbackSpec
+from apical.layers import FeedbackConv2d, FeedbackInit, FeedbackLayer, FeedbackSpec
 from apical.losses import get_loss
 from apical.rules.base import LowRank, Rule, Step, require_feedback, weight_direction
 from apical.rules.chain import (
@@ -125,6 +127,7 @@ class Burstprop(Rule):
     feedback: FeedbackInit = field(
         default_factory=lambda: FeedbackInit(distribution="normal", scale=1.0)
     )
+    symmetric: bool = False
     recurrent: bool = True
     recurrent_conv: bool = False
     recurrent_lr: float = 1e-4
@@ -148,6 +151,15 @@ class Burstprop(Rule):
         n = weight_shape[0]
         init = FeedbackInit("uniform", scale=self.recurrent_init / math.sqrt(3))
         return FeedbackSpec(init, (n, n))
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """Y = W at the start where `symmetric`."""
+        if self.symmetric:
+            with torch.no_grad():
+                for layer in model.modules():
+                    if isinstance(layer, FeedbackLayer) and layer.feedback is not None:
+                        layer.feedback.copy_(layer.weight)
+        return model
 
     def feedback_matrix(self, layer, generator=None) -> Tensor | None:
         return layer.feedback

@@ -10,7 +10,7 @@ feedback and Z. One step = the rule's directions,
 `.grad`, an SGD-with-momentum step and after_step, on synthetic inputs. Reported per rule
 and R: seconds per step of the replicated model divided by R times the seconds per step of
 one ordinary network (below 1: replicas pay); medians of interleaved repetitions in a
-shuffled order.
+shuffled order. CPU denormals are flushed to zero, as in the trainer's epoch loop.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from rules_vs_backprop import (  # this folder's helpers
 import apical
 from apical.models import burstprop_convnet, burstprop_mlp
 from apical.replicas import replicate
+from apical.train import denormals_flushed
 
 RULES = {
     "backprop": {"loss": "mse"},
@@ -79,14 +80,15 @@ def main() -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args()
     counts = [int(v) for v in args.replicas.split(",")]
-    result = {
-        **machine(),
-        "net": args.net,
-        "time per replica-step / single network": {
-            d: bench(torch.device(d), counts, args.reps, args.steps, args.net)
-            for d in devices(args.device)
-        },
-    }
+    with denormals_flushed():  # as in the trainer's epoch loop
+        result = {
+            **machine(),
+            "net": args.net,
+            "time per replica-step / single network": {
+                d: bench(torch.device(d), counts, args.reps, args.steps, args.net)
+                for d in devices(args.device)
+            },
+        }
     if args.json:
         print(json.dumps(result, indent=2))
         return

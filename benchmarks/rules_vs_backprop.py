@@ -13,7 +13,7 @@ forward, the rule's directions (autograd for plain backprop), writing `.grad`, a
 SGD-with-momentum step, and the rule's after_step (burstprop's Z).
 Inputs are synthetic (random normal). Repetitions are interleaved across rules
 (in a shuffled order) and the median time of each is reported, divided by plain
-backprop's median.
+backprop's median. CPU denormals are flushed to zero, as in the trainer's epoch loop.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from apical.layers import constrain
 from apical.losses import get_loss
 from apical.models import burstprop_convnet, burstprop_mlp, convnet, mlp
 from apical.optim import SparseRowsAdam
+from apical.train import denormals_flushed
 
 FA_FAMILY = {
     "backprop (apical)": ("backprop", {}),
@@ -237,13 +238,14 @@ def main() -> None:
             "burstprop learned feedback + Z, CIFAR-10 net": 1.6,
         },
     }
-    for dev in devices(args.device):
-        device = torch.device(dev)
-        result["ratios"][dev] = {
-            name: bench_model(case, device, args.reps, args.steps)
-            for name, case in MODELS.items()
-            if not args.only or args.only in name
-        }
+    with denormals_flushed():  # as in the trainer's epoch loop
+        for dev in devices(args.device):
+            device = torch.device(dev)
+            result["ratios"][dev] = {
+                name: bench_model(case, device, args.reps, args.steps)
+                for name, case in MODELS.items()
+                if not args.only or args.only in name
+            }
     if args.json:
         print(json.dumps(result, indent=2))
         return

@@ -98,7 +98,7 @@ def train(
             board = Board(writes.tensorboard_folder(), trainer.step + 1 if resuming else None)
             board.probes([] if resuming else trainer.probes)
         try:
-            with _denormals_flushed():
+            with denormals_flushed():
                 while trainer.epoch < config.epochs:
                     probed = len(trainer.probes)
                     finished = trainer.run_epoch(stop, progress)
@@ -123,7 +123,7 @@ def train(
 
 
 @contextlib.contextmanager
-def _denormals_flushed() -> Iterator[None]:
+def denormals_flushed() -> Iterator[None]:
     """CPU floats below the normal range (|x| < 1.2e-38 in float32) read as zero in the
     epoch loop: x86 cores compute on them many times slower, and a saturating logistic net's
     error signals reach them. A process-wide CPU setting (NumPy's too: its float limits are

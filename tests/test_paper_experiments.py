@@ -8,10 +8,12 @@ import math
 import subprocess
 import sys
 
+import pytest
 import torch
 
 import apical
 from apical.augment import crop_flip
+from apical.errors import ApicalError
 from apical.experiments import load
 from apical.experiments.train_runs import RUNNER
 from apical.train import train_all
@@ -77,6 +79,17 @@ def test_crop_flip_is_a_shifted_and_flipped_window():
         if flip[n]:
             ref = ref.flip(-1)
         assert torch.equal(out[n], ref)
+
+
+def test_crop_flip_of_replicas_draws_each_from_its_own_generator():
+    x = torch.randn(3, 4, 2, 6, 6)  # (R, N, C, H, W)
+    gens = [torch.Generator().manual_seed(s) for s in (5, 6, 5)]
+    out = crop_flip(x, gens, pad=2)
+    assert out.shape == x.shape
+    for r, s in enumerate((5, 6, 5)):
+        assert torch.equal(out[r], crop_flip(x[r], torch.Generator().manual_seed(s), pad=2))
+    with pytest.raises(ApicalError, match=r"got 2 generators .* one per replica"):
+        crop_flip(x, gens[:2])
 
 
 def test_imagenet_experiment_end_to_end_on_a_tiny_jpeg_tree(tmp_path):

@@ -164,6 +164,21 @@ def test_conv_seeds_train_side_by_side_as_they_train_alone():
             assert got[k] == pytest.approx(v, rel=1e-4, abs=1e-9), k
 
 
+def test_augmented_conv_seeds_train_side_by_side_as_they_train_alone():
+    """Each replica draws its crops and flips from its own seed's generator."""
+    kw = dict(model="convnet", model_options={"channels": [4, 6], "hidden": 16},
+              rule="fa", rule_options={}, optimizer="sgd", loss="cross_entropy", lr=0.05,
+              weight_decay=0.0, epochs=1, augment="crop_flip")  # fmt: skip
+    together = train(_cfg(seeds=[3, 4], **kw), progress=False)
+    for seed in (3, 4):
+        alone = train(_cfg(seeds=[seed], **kw), progress=False)
+        got = _strip(next(h for h in together.history if h["seed"] == seed))
+        for k, v in _strip(alone.history[-1]).items():
+            assert got[k] == pytest.approx(v, rel=1e-4, abs=1e-9), k
+    plain = train(_cfg(seeds=[3, 4], **{**kw, "augment": "none"}), progress=False)
+    assert plain.history[0]["train_loss"] != together.history[0]["train_loss"]
+
+
 def _cfg(**kw) -> TrainConfig:
     base = dict(
         dataset="digits", model="burstprop_mlp", model_options={"hidden": [24, 24]},

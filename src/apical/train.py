@@ -309,6 +309,11 @@ class Trainer:
         self.shuffles = [f"shuffle{r}" if self.replicated else "shuffle" for r in range(len(seeds))]
         for key, s in zip(self.shuffles, seeds, strict=True):
             self.generators[key] = torch.Generator().manual_seed(s + 3)
+        self.augments = ["augment"]  # replicas draw their own crops, as each does alone
+        if self.replicated and config.augment != "none":
+            self.augments = [f"augment{r}" for r in range(len(seeds))]
+            for key, s in zip(self.augments, seeds, strict=True):
+                self.generators[key] = torch.Generator(self.device).manual_seed(s + 6)
         n = len(self.data.x_train)
         picks = [
             torch.randperm(n, generator=torch.Generator().manual_seed(s + 4))[: config.probe_size]
@@ -495,8 +500,8 @@ class Trainer:
         if rule.keyed:
             extra["keys"] = example_keys(cfg.seed, self.epoch, idx)
         if self.group is None:
-            return training_batch(cfg.augment, data.x_train, idx, self.generators), \
-                data.y_train[idx], extra  # fmt: skip
+            x = training_batch(cfg.augment, data.x_train, idx, self.generators, self.augments)
+            return x, data.y_train[idx], extra
         part = self.group.shard(idx.shape[-1])
         if rule.carries_examples:
             extra["first"] = part.start
@@ -507,7 +512,7 @@ class Trainer:
         if cfg.augment == "none":  # nothing drawn: the shard's examples only
             idx = idx[..., part]
             return data.x_train[idx], data.y_train[idx], extra
-        x = training_batch(cfg.augment, data.x_train, idx, self.generators)
+        x = training_batch(cfg.augment, data.x_train, idx, self.generators, self.augments)
         x = x.narrow(idx.dim() - 1, part.start, part.stop - part.start)  # after replicas
         return x, data.y_train[idx[..., part]], extra
 

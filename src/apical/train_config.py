@@ -68,7 +68,7 @@ class TrainConfig:
     batch_size: Annotated[int, AT_LEAST_ONE] = 64
     seed: Seed = 0
     # replicas (apical.replicas): one network per entry of `seeds` (its initialisation, data
-    # order and probe batch), trained side by side; `seed` then keys only the validation
+    # order, crops and probe batch), trained side by side; `seed` then keys only the validation
     # split. `lr_scales` multiplies each replica's learning rates (sgd without weight decay
     # or decoupled_sgd, where scaling the direction is exactly scaling the lr).
     seeds: list[Seed] | None = None
@@ -142,8 +142,11 @@ class TrainConfig:
             raise ConfigError(
                 f"lr_scales has {len(scales)} entries for {len(seeds)} seeds; give one per seed"
             )
-        if self.augment != "none" or self.grad_clip:
-            raise ConfigError("replicas (seeds) train without augmentation and grad_clip")
+        if self.augment == "resized_crop_flip" or self.grad_clip:
+            raise ConfigError(
+                "replicas (seeds) train without grad_clip and resized_crop_flip (images decoded "
+                "per batch); train those runs one seed at a time"
+            )
         scaled = scales is not None and any(v != 1 for v in scales)
         plain_sgd = self.optimizer == "sgd" and self.weight_decay == 0
         if scaled and not (plain_sgd or self.optimizer == "decoupled_sgd"):

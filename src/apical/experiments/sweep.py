@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import math
+import statistics
 from dataclasses import dataclass, field
 from itertools import product
 from pathlib import Path
@@ -240,14 +241,11 @@ def summarize(results: list[dict], layers: list[dict], axes: list[str]) -> list[
 
 
 def _mean(values: list[float]) -> float:
-    return sum(values) / len(values) if values else math.nan
+    return statistics.fmean(values) if values else math.nan
 
 
 def _sd(values: list[float]) -> float:
-    if len(values) < 2:
-        return math.nan
-    m = _mean(values)
-    return math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
+    return statistics.stdev(values) if len(values) >= 2 else math.nan
 
 
 RUNNER = SweepRunner()

@@ -27,13 +27,13 @@ def crop_flip(
     1/2. x: (N, C, H, W) with one generator, or replicas' batches (R, N, C, H, W) with one
     generator per replica, each replica's draws from its own (as its run alone draws them)."""
     gens = [generator] if isinstance(generator, torch.Generator) else list(generator)
-    n = x.shape[-4]
-    draws = [_draw(n, g, pad, x.device) for g in gens]
-    dy, dx, flip = (torch.cat(d) for d in zip(*draws, strict=True))
     flat = x.reshape(-1, *x.shape[-3:])
-    if len(dy) != len(flat):
+    n = x.shape[-4]
+    if len(gens) * n != len(flat):  # checked before any generator is drawn from
         raise ApicalError(f"crop_flip got {len(gens)} generators for a batch of shape "
                           f"{tuple(x.shape)}: give one per replica")  # fmt: skip
+    draws = [_draw(n, g, pad, x.device) for g in gens]
+    dy, dx, flip = (torch.cat(d) for d in zip(*draws, strict=True))
     return _window(flat, dy, dx, flip, pad).reshape(x.shape)
 
 

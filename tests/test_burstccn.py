@@ -61,10 +61,13 @@ def _sigmoid(z):
     return 1 / (1 + np.exp(-z))
 
 
-def test_one_step_equals_an_independent_numpy_computation():
+@pytest.mark.parametrize("q", ["independent", "cancel"])
+def test_one_step_equals_an_independent_numpy_computation(q):
+    # the reference always sends bursts through Y and events through Q, two products;
+    # under "cancel" the rule sums the pathways first (one product)
     torch.manual_seed(2)
     x, y = torch.randn(5, 6, dtype=torch.float64), torch.randint(0, 3, (5,))
-    rule = apical.make_rule("burstccn", q="independent")  # Y and Q both in play
+    rule = apical.make_rule("burstccn", q=q)
     net = apical.convert(_mlp(), rule, x)
     step = rule.directions(net, x, y)
     layers = [net[1], net[3], net[5]]

@@ -24,7 +24,10 @@ the batch-mean squared error, exactly.
 
 Options: `feedback`, how Y is drawn (`symmetric`: Y = W at the start instead); `q`:
 "cancel" (Q = p_b Y, the paper's symmetric initialisation, fixed) or "independent" (Q drawn
-as Y is, which breaks the cancellation: for tests and ablations). Y and Q are fixed (the
+as Y is, which breaks the cancellation: for tests and ablations). Under "cancel" the two
+pathways are summed before the feedback product, u_l = Y_l [(p_{l+1} - p_b) e_{l+1}]
+(one product per layer instead of two; the same u up to rounding, tested against the
+two-pathway form). Y and Q are fixed (the
 paper's optional learning of Y and Q is not implemented). Both are kept in the layer's
 feedback tensor, stacked: (2, *W.shape) = [Y; Q].
 
@@ -116,9 +119,13 @@ class BurstCCN(Rule):
             above, rec = stages[i + 1], records[i]
             require_feedback(above.layer, self.name)
             fb_y, fb_q = _pathways(above.layer)
-            bursts, events = p * records[i + 1].e, records[i + 1].e
-            u = above.layer.through(fb_y, records[i + 1].x)(bursts)
-            u.sub_(above.layer.through(fb_q, records[i + 1].x)(events))
+            send = above.layer.through(fb_y, records[i + 1].x)
+            if self.q == "cancel":  # Y b - Q e = Y (p - p_b) e: one product, not two
+                u = send(signals[i + 1])
+            else:
+                events = records[i + 1].e
+                u = send(p * events)
+                u.sub_(above.layer.through(fb_q, records[i + 1].x)(events))
             u = u.reshape(rec.e.shape)  # the layer above may read a flattened view
             bdim = 1 if above.layer.replicas else 0
             diagnostics[stages[i].name] = {"apical": u.abs().mean(tuple(range(bdim, u.dim())))}

@@ -106,6 +106,33 @@ def test_probes_see_backprops_errors_in_the_linear_symmetric_limit():
     assert "apical" in rows["1"] and "apical" in rows["3"]  # the hidden layers' |u|
 
 
+@pytest.mark.parametrize(("build", "shape"), [(_mlp, (6,)), (_convnet, (2, 8, 8))])
+def test_tied_feedback_follows_the_weights_and_symmetric_only_starts_there(build, shape):
+    torch.manual_seed(3)
+    x, y = torch.randn(9, *shape, dtype=torch.float64), torch.randint(0, 3, (9,))
+    nets = {}
+    for opt in ("tied", "symmetric"):
+        rule = apical.make_rule("burstccn", **{opt: True})
+        torch.manual_seed(4)
+        net = apical.convert(build(), rule, x)
+        sgd = torch.optim.SGD(net.parameters(), lr=0.5, momentum=0.9)
+        for _ in range(3):
+            step = rule.directions(net, x, y)
+            for name, p in net.named_parameters():
+                p.grad = step.directions[name]
+            sgd.step()
+            rule.after_step(net, step)
+        nets[opt] = net
+    for tied, sym in zip(_fed_back(nets["tied"]), _fed_back(nets["symmetric"]), strict=True):
+        torch.testing.assert_close(tied.feedback[0], tied.weight, rtol=0, atol=0)  # Y = W
+        torch.testing.assert_close(tied.feedback[1], 0.5 * tied.weight, rtol=0, atol=0)
+        assert float((sym.feedback[0] - sym.weight.detach()).abs().max()) > 1e-4  # Y stayed at W_0
+
+
+def _fed_back(net):
+    return [m for m in net.modules() if getattr(m, "feedback", None) is not None]
+
+
 def test_what_burstccn_refuses():
     with pytest.raises(ConfigError, match="set loss = mse"):
         apical.make_rule("burstccn", loss="cross_entropy")

@@ -131,7 +131,7 @@ def test_ep_cifar10_experiment_end_to_end(tmp_path):
 
 def test_burstccn_cifar10_experiment_end_to_end(tmp_path):
     """Both feedback variants through the real reader on the NN 2021 conv net (narrow
-    channels): symmetric feedback starts as W itself, random feedback far from it."""
+    channels): symmetric (tied) feedback is W itself throughout, random feedback far from it."""
     write_cifar(tmp_path / "cifar-10" / "cifar-10-batches-py", n=40)
     _, runs = _run(
         "burstccn-cifar10", tmp_path, val_size=40, epochs=1, batch_size=16, probe_every=2,
@@ -144,3 +144,5 @@ def test_burstccn_cifar10_experiment_end_to_end(tmp_path):
     first = {k: runs[k].probes[0]["layers"]["2"] for k in runs}  # second conv layer
     assert first["symmetric-feedback"]["feedback_angle"] < 1e-3
     assert first["random-feedback"]["feedback_angle"] > 60
+    last = runs["symmetric-feedback"].probes[-1]["layers"]["2"]  # tied: still W after steps
+    assert len(runs["symmetric-feedback"].probes) > 1 and last["feedback_angle"] < 1e-3

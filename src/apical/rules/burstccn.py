@@ -22,14 +22,16 @@ Near u = 0, sigmoid(4 z) = 1/2 + z, so (p_l - p_b) e_l ≈ e_l (1 - e_l) u_l = f
 with Y = W^T (`symmetric`) and `linearize` the update is p_b times backprop's gradient of
 the batch-mean squared error, exactly.
 
-Options: `feedback`, how Y is drawn (`symmetric`: Y = W at the start instead); `q`:
+Options: `feedback`, how Y is drawn (`symmetric`: Y = W at the start instead; `tied`:
+Y = W at the start and after every step, the code's "tied" mode, weight-symmetric
+feedback as the CCN paper compares with backprop); `q`:
 "cancel" (Q = p_b Y, the paper's symmetric initialisation, fixed) or "independent" (Q drawn
 as Y is, which breaks the cancellation: for tests and ablations). Under "cancel" the two
 pathways are summed before the feedback product, u_l = Y_l [(p_{l+1} - p_b) e_{l+1}]
 (one product per layer instead of two; the same u up to rounding, tested against the
-two-pathway form). Y and Q are fixed (the
-paper's optional learning of Y and Q is not implemented). Both are kept in the layer's
-feedback tensor, stacked: (2, *W.shape) = [Y; Q].
+two-pathway form). Apart from `tied`, Y and Q are fixed (the paper's optional learning
+of Y and Q is not implemented). Both are kept in the layer's feedback tensor, stacked:
+(2, *W.shape) = [Y; Q].
 
 Diagnostics per hidden layer: `apical`, the mean |u_l|; with `diagnose`, the error signals
 -(p_l - p_b) e_l for the probes' delta angles.
@@ -64,6 +66,7 @@ class BurstCCN(Rule):
         default_factory=lambda: FeedbackInit(distribution="normal", scale=1.0)
     )
     symmetric: bool = False
+    tied: bool = False
     q: Literal["cancel", "independent"] = "cancel"
     linearize: bool = False
 
@@ -81,16 +84,21 @@ class BurstCCN(Rule):
         return FeedbackSpec(self.feedback, (2, *weight_shape))
 
     def wrap(self, model: nn.Module) -> nn.Module:
-        """Y = W where `symmetric`; Q = p_b Y where `q` is "cancel"."""
+        """Y = W where `symmetric` or `tied`; Q = p_b Y where `q` is "cancel"."""
         with torch.no_grad():
             for layer in model.modules():
                 if isinstance(layer, FeedbackLayer) and layer.feedback is not None:
                     y, q = _pathways(layer)
-                    if self.symmetric:
+                    if self.symmetric or self.tied:
                         y.copy_(layer.weight)
                     if self.q == "cancel":
                         q.copy_(y).mul_(P_BASELINE)
         return model
+
+    def after_step(self, model: nn.Module, step: Step) -> None:
+        super().after_step(model, step)
+        if self.tied:  # Y follows W (and Q = p_b Y)
+            self.wrap(model)
 
     def feedback_matrix(self, layer, generator=None) -> Tensor | None:
         return None if layer.feedback is None else _pathways(layer)[0]

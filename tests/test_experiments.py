@@ -158,7 +158,9 @@ def test_the_report_covers_every_run_from_its_folder_and_never_passes_by_default
     (out / "x" / "ref" / "config.json").unlink()
     report = apical.reproduce(name, out=out, runs=["half"], resume=True, epochs=1)
     assert report.run("near").verdict == "not checked: shortened to 1 epochs (declared 3)"
-    report = apical.reproduce(name, out=out, runs=["never"], resume=True)
+    assert report.notes == ["shortened to 1 epochs: not the published protocol"]
+    report = apical.reproduce(name, out=out, runs=["never"], resume=True, epochs=3)
+    assert report.notes == []  # the declared length, named: not shortened
     assert report.run("near").verdict == "not checked: reference ref not run"
     assert report.run("never").verdict == "not checked: no bound declared"
 

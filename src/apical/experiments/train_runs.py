@@ -161,7 +161,7 @@ class TrainRuns:
             last = [r for r in rows[label] if r.get("epoch") == cfg.epochs]
             if last:
                 final[label] = _measured(last[-(cfg.replicas or 1) :])
-        shortened = "epochs" in overrides
+        shortened = any(cfg.epochs != declared[label] for label, cfg in configs.items())
         reports = []
         for r in spec.runs:
             cfg = configs[r.label]

@@ -16,6 +16,7 @@ from apical.data import Dataset
 from apical.energy import equilibrium as ep
 from apical.energy import layered
 from apical.energy import predictive_coding as pc
+from apical.energy.curvature import node_rates, operator_norm
 from apical.energy.network import Relaxing
 from apical.metrics import angle
 from apical.rules.backprop import Backprop
@@ -119,6 +120,103 @@ def test_inference_steps_and_weight_gradients_equal_autograd_of_the_energy(build
         theirs = torch.autograd.grad(weighted, list(params.values()), retain_graph=True)
         for name, want in zip(params, theirs, strict=True):
             torch.testing.assert_close(grads[name], want, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize(
+    "conv, size",
+    [(nn.Conv2d(3, 4, 3, padding=1), 6), (nn.Conv2d(3, 5, 1), 5),
+     (nn.Conv2d(2, 4, 3, stride=2, padding=2, dilation=2, groups=2), 7),
+     (nn.Conv2d(2, 3, 3, padding="same"), 5)],
+    ids=["padded", "1x1", "strided-dilated-grouped", "same"],
+)  # fmt: skip
+def test_operator_norms_of_weight_layers(conv, size):
+    """Exact for a linear layer; for a convolution an upper bound of the norm of its dense
+    matrix (built column by column), equal for a 1x1 convolution."""
+    torch.manual_seed(0)
+    linear = nn.Linear(7, 5)
+    torch.testing.assert_close(operator_norm(linear, torch.Size([7])),
+                               torch.linalg.matrix_norm(linear.weight.detach(), 2), rtol=1e-12,
+                               atol=0)  # fmt: skip
+    conv = conv.double()
+    n = conv.in_channels * size * size
+    basis = torch.eye(n).view(n, conv.in_channels, size, size)
+    with torch.no_grad():
+        columns = nn.functional.conv2d(basis, conv.weight, None, conv.stride, conv.padding,
+                                       conv.dilation, conv.groups)  # fmt: skip
+    exact = torch.linalg.matrix_norm(columns.flatten(1), 2)
+    bound = operator_norm(conv, basis.shape[1:])
+    if conv.kernel_size == (1, 1):
+        torch.testing.assert_close(bound, exact, rtol=1e-12, atol=0)
+    assert exact * (1 - 1e-12) <= bound <= 1.5 * exact, (float(bound), float(exact))
+
+
+def _quadratic_nets():
+    """Nets whose energy is quadratic in the nodes (identity activations, average pooling),
+    or piecewise quadratic (ReLU, max-pooling), with weights large enough that inference
+    at one rate of 0.4 diverges."""
+    torch.manual_seed(3)
+    mlp = _mlp((5, 8, 6, 3), nn.Identity)
+    conv = nn.Sequential(
+        nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(3, 4, 3), nn.Identity(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(4, 3),
+    )  # fmt: skip
+    for net, scale in ((mlp, 3.0), (conv, 5.0)):
+        with torch.no_grad():
+            for p in net.parameters():
+                p.mul_(scale)
+    return {"mlp": (mlp, torch.rand(4, 5)), "conv": (conv, torch.rand(4, 1, 8, 8))}
+
+
+@pytest.mark.parametrize("which", ["mlp", "conv"])
+@pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
+def test_bounded_rates_bound_the_energys_curvature(which, loss):
+    """curvature.node_rates: with D = diag(rate per node), D^(1/2) H D^(1/2) <= I for the
+    Hessian H of F in the nodes (autograd, one example at a time); inference at those rates
+    never raises a quadratic energy, where one rate of 0.4 makes it grow a thousandfold."""
+    model, x = _quadratic_nets()[which]
+    net, y, beta = layered(model), torch.randint(0, 3, (len(x),)), torch.full((len(x),), 2.0)
+    rates = node_rates(net, x, 1e9, beta, loss)
+    feedforward = net.feedforward(x)[:-1]
+    for i in range(len(x)):
+        shapes = [n[i : i + 1].shape for n in feedforward]
+        sizes = [s.numel() for s in shapes]
+
+        def f(flat, i=i, shapes=shapes, sizes=sizes):
+            nodes = [p.view(s) for p, s in zip(flat.split(sizes), shapes, strict=True)]
+            return pc.energy(net, x[i : i + 1], nodes, y[i : i + 1], beta[i : i + 1], loss).sum()
+
+        start = torch.cat([n[i].flatten() for n in feedforward]) + 0.1 * torch.randn(sum(sizes))
+        hessian = torch.autograd.functional.hessian(f, start)
+        scale = torch.cat([r.expand(s) for r, s in zip(rates, sizes, strict=True)]).sqrt()
+        top = torch.linalg.eigvalsh(scale[:, None] * hessian * scale[None, :])[-1]
+        assert top <= 1 + 1e-10, float(top)
+    energies = {}
+    for label, rate in (("bounded", rates.clamp(max=0.4)), ("one rate", 0.4)):
+        nodes, trace = feedforward, []
+        for _ in range(30):
+            nodes, _ = pc.infer(net, x, y, beta, loss, rate, 1, nodes=nodes)
+            trace.append(pc.energy(net, x, nodes, y, beta, loss).sum().item())
+        energies[label] = trace
+    assert energies["one rate"][-1] > 1e3 * energies["one rate"][0]
+    if which == "mlp":  # quadratic: never up
+        assert all(b <= a * (1 + 1e-12) for a, b in itertools.pairwise(energies["bounded"]))
+    assert energies["bounded"][-1] < energies["bounded"][0]
+
+
+def test_bounded_rate_changes_nothing_where_the_bound_does_not_bind():
+    """Small weights: every node's cap lies above the rate, and the rule's directions equal
+    those of the one rate; the probes report the rates."""
+    model = _mlp((5, 7, 6, 3), nn.Tanh)
+    x, y = torch.rand(8, 5), torch.randint(0, 3, (8,))
+    plain = apical.make_rule("predictive_coding", steps=6, rate=0.05)
+    bounded = apical.make_rule("predictive_coding", steps=6, rate=0.05, bounded_rate=True)
+    net = apical.convert(model, plain, x)
+    theirs = plain.directions(net, x, y).directions
+    step = bounded.directions(net, x, y, diagnose=True)
+    for k in theirs:
+        torch.testing.assert_close(step.directions[k], theirs[k], rtol=1e-12, atol=1e-15)
+    rates = [d["inference_rate"] for d in step.diagnostics.values() if "inference_rate" in d]
+    assert len(rates) == 2 and all(float(r) == 0.05 for r in rates)
 
 
 @pytest.mark.parametrize("nudge", ["positive", "negative", "centred"])
@@ -271,6 +369,8 @@ def test_energy_rules_refuse_what_they_cannot_relax():
         apical.make_rule("predictive_coding").directions(nn.Linear(4, 2), x, torch.tensor([0, 1]))
     with pytest.raises(apical.ApicalError, match="set tol = none or compiled = false"):
         apical.make_rule("predictive_coding", compiled=True, tol=1e-4)
+    with pytest.raises(apical.ApicalError, match="set bounded_rate = false"):
+        apical.make_rule("predictive_coding", schedule="zil", bounded_rate=True)
     with pytest.raises(apical.ApicalError, match='set loss = "mse"'):
         apical.make_rule("contrastive_hebbian", loss="cross_entropy")
     plain = apical.convert(_mlp((4, 3, 2)), apical.make_rule("backprop"), x)
@@ -278,14 +378,22 @@ def test_energy_rules_refuse_what_they_cannot_relax():
         apical.make_rule("equilibrium_propagation").directions(plain, x, torch.tensor([0, 1]))
 
 
-def test_compiled_inference_equals_eager():
+@pytest.mark.parametrize("bounded", [False, True], ids=["one-rate", "bounded-rate"])
+def test_compiled_inference_equals_eager(bounded):
     """The fixed-step loop compiled as one function (torch.compile) computes what the eager
-    loop computes."""
+    loop computes (with the bound binding: weights tripled, rate 0.4)."""
     model = _mlp((5, 7, 6, 3), nn.Tanh)
+    if bounded:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(3.0)
     x, y = torch.rand(8, 5), torch.randint(0, 3, (8,))
-    eager = apical.make_rule("predictive_coding", steps=6, rate=0.2)
+    options = dict(steps=6, rate=0.4 if bounded else 0.2, bounded_rate=bounded)
+    eager = apical.make_rule("predictive_coding", **options)
     net = apical.convert(model, eager, x)
-    compiled = apical.make_rule("predictive_coding", steps=6, rate=0.2, compiled=True)
+    if bounded:
+        assert node_rates(layered(net), x, 0.4, torch.ones(8), eager.loss).amax() < 0.4
+    compiled = apical.make_rule("predictive_coding", compiled=True, **options)
     ours, theirs = (r.directions(net, x, y).directions for r in (compiled, eager))
     for k in theirs:
         torch.testing.assert_close(ours[k], theirs[k], rtol=1e-10, atol=1e-12)

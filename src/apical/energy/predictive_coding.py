@@ -15,7 +15,9 @@ descent on F with rate gamma from the feed-forward pass (eps = 0 below the outpu
 
     x_l <- x_l - gamma dF/dx_l = x_l - gamma (eps_l - J_{l+1}^T eps_{l+1}),
 
-J_{l+1} the Jacobian of mu_{l+1} in x_l (a'(x_l) W^T for a linear stage). Learning (Eq.
+J_{l+1} the Jacobian of mu_{l+1} in x_l (a'(x_l) W^T for a linear stage); gamma may differ
+per node (apical.energy.curvature: capped where the energy's curvature would make one rate
+diverge as the weights grow). Learning (Eq.
 2.10) descends F in the weights at the end of inference: dF/dW_l = -eps_l a(x_{l-1})^T, a
 local Hebbian product. Both are computed as written (each stage's transposed product and
 its layer's local product; autograd only inside a stage where pooling follows the weight
@@ -120,15 +122,16 @@ def inference_step(
     y: Tensor,
     beta: Tensor,
     loss: str,
-    gamma: float,
+    gamma: float | Tensor,
     mus: States | None = None,
 ) -> States:
     """W&B 2017 Eq. 2.9 written out, every node from the same previous state:
 
-        x_l <- x_l - gamma (-e_l + a_l'(x_l) * J_{l+1}^T e_{l+1}),  e_l = dF/dmu_l,
+        x_l <- x_l - gamma_l (-e_l + a_l'(x_l) * J_{l+1}^T e_{l+1}),  e_l = dF/dmu_l,
 
     the prediction errors e of `prediction_errors` (`mus`: the predictions at `nodes` where
-    known, as at the feed-forward pass) sent down by each stage's transposed map."""
+    known, as at the feed-forward pass) sent down by each stage's transposed map. `gamma`:
+    one rate, or a tensor of one per node (apical.energy.curvature.node_rates)."""
     new_mus, sends = [net.stage(0, x)], []
     for k in range(1, net.depth):
         a, slope = act_and_slope(net, k - 1, nodes[k - 1])
@@ -136,10 +139,9 @@ def inference_step(
         new_mus.append(mu)
         sends.append((slope, send))
     errors = prediction_errors(net, x, nodes, y, beta, loss, new_mus if mus is None else mus)
-    return [
-        n - gamma * (slope * send(above) - e)
-        for n, e, above, (slope, send) in zip(nodes, errors[:-1], errors[1:], sends, strict=True)
-    ]
+    rates = gamma.unbind() if isinstance(gamma, Tensor) else [gamma] * len(nodes)
+    per_node = zip(nodes, rates, errors[:-1], errors[1:], sends, strict=True)
+    return [n - rate * (slope * send(above) - e) for n, rate, e, above, (slope, send) in per_node]
 
 
 def stage_gradients(
@@ -181,7 +183,7 @@ def infer(
     y: Tensor,
     beta: Tensor,
     loss: str,
-    gamma: float,
+    gamma: float | Tensor,
     steps: int,
     tol: float | None = None,
     nodes: States | None = None,
@@ -189,7 +191,8 @@ def infer(
 ) -> tuple[States, int]:
     """Value nodes after inference from `nodes` (else from the feed-forward pass, computed
     here unless given as `feedforward`, its pre-activations u_1..u_L), and the steps taken:
-    `steps` inference steps of rate gamma, or fewer where no node moved by more than `tol`."""
+    `steps` inference steps of rate gamma (one, or one per node), or fewer where no node
+    moved by more than `tol`."""
     with torch.no_grad():
         mus = None
         if nodes is None:
@@ -229,7 +232,7 @@ def learn(
     beta: Tensor,
     weights: Tensor,
     loss: str,
-    gamma: float,
+    gamma: float | Tensor,
     steps: int,
     tol: float | None = None,
     compiled: bool = False,
@@ -243,7 +246,7 @@ def learn(
 
 
 def _learn(net: Layered, x: Tensor, y: Tensor, beta: Tensor, weights: Tensor, loss: str,
-           gamma: float, steps: int, tol: float | None = None) -> Learned:  # fmt: skip
+           gamma: float | Tensor, steps: int, tol: float | None = None) -> Learned:  # fmt: skip
     with torch.no_grad():
         feedforward = net.feedforward(x)
         nodes, taken = infer(net, x, y, beta, loss, gamma, steps, tol, feedforward=feedforward)

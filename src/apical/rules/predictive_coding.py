@@ -9,7 +9,10 @@ backprop's of the batch-mean loss). `nudge`: "positive" (beta > 0: W&B's clamped
 "negative" (-beta) or "centred" (both, in one batch of 2B, the contrast divided by
 2 beta), the three nudging variants of the pcx benchmark (Pinchetti et al. 2024).
 `schedule = "zil"`: Z-IL (rate 1, each stage's weights taken after L - l steps:
-backprop's gradient exactly; `steps`, `rate`, `beta`, `nudge` unused). `compiled`: the
+backprop's gradient exactly; `steps`, `rate`, `beta`, `nudge` unused). `bounded_rate`: each
+value node's rate capped at 1 / B_l, the bound of the energy's curvature in that node from
+the current weights (apical.energy.curvature), so that inference cannot diverge as the
+weights grow; recomputed every learning step, outside the compiled function. `compiled`: the
 whole learning step (feed-forward pass, inference, error signals, weight gradients) as
 one torch.compile'd function (compiled on the first step, again for each new batch shape;
 fastest where per-operation overhead or elementwise work dominates: small nets, conv
@@ -17,7 +20,8 @@ nets). The model is the ordinary feed-forward net (its answer is the feed-forwar
 so backprop and every other rule train the same net.
 
 Diagnostics per layer (probes): `energy`, the stage's mean energy term at the end of
-inference (1/2 ||eps_l||^2, the output's beta * loss), and on the output layer
+inference (1/2 ||eps_l||^2, the output's beta * loss), `inference_rate` on the hidden layers
+with `bounded_rate`, and on the output layer
 `inference_steps` (fewer than `steps` only with `tol`); the error signals dF/dmu_l / beta
 at the relaxed nodes (-eps_l, the output's dloss/dmu_L) for the probes' delta angles.
 """
@@ -32,6 +36,7 @@ from torch import Tensor, nn
 
 from apical.config import AT_LEAST_ONE, POSITIVE
 from apical.energy import predictive_coding as pc
+from apical.energy.curvature import node_rates
 from apical.energy.layered import layered
 from apical.energy.network import named_directions, trainable, weight_layer_names
 from apical.errors import ConfigError
@@ -50,10 +55,16 @@ class PredictiveCoding(Rule):
     nudge: Literal["positive", "negative", "centred"] = "positive"
     schedule: Literal["end", "zil"] = "end"
     tol: Annotated[float, POSITIVE] | None = None
+    bounded_rate: bool = False
     compiled: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.bounded_rate and self.schedule == "zil":
+            raise ConfigError(
+                "rule predictive_coding: Z-IL's schedule fixes the rate at 1; "
+                'set bounded_rate = false or schedule = "end"'
+            )
         if self.compiled and self.tol is not None:
             raise ConfigError(
                 "rule predictive_coding: the compiled learning step runs a fixed number of steps; "
@@ -90,8 +101,9 @@ class PredictiveCoding(Rule):
             [torch.full((n,), s * self.beta, dtype=x.dtype, device=x.device) for s in signs]
         )
         weights = 1 / (beta * n * len(signs))  # (1/beta) per example; centred: the mean
-        learned = pc.learn(net, xs, ys, beta, weights, self.loss, self.rate, self.steps,
-                           self.tol, self.compiled)  # fmt: skip
+        rate = node_rates(net, x, self.rate, beta, self.loss) if self.bounded_rate else self.rate
+        learned = pc.learn(net, xs, ys, beta, weights, self.loss, rate, self.steps, self.tol,
+                           self.compiled)  # fmt: skip
         outputs = net.act(net.depth - 1, learned.output[:n])  # the model's own answer
         loss = get_loss(self.loss)(outputs, y)
         found = {
@@ -107,6 +119,9 @@ class PredictiveCoding(Rule):
                 terms = pc.layer_energies(net, xs, learned.nodes, ys, beta, self.loss)
             diagnostics = {name: {"energy": t.mean()} for name, t in zip(names, terms, strict=True)}
             diagnostics[names[-1]]["inference_steps"] = torch.tensor(float(learned.taken))
+            if self.bounded_rate:
+                for name, r in zip(names, rate, strict=False):  # the hidden layers' nodes
+                    diagnostics[name]["inference_rate"] = r
             errors = {
                 name: (e / beta.view(-1, *[1] * (e.dim() - 1))).unflatten(0, (len(signs), n))
                 .mean(0)  # centred: the two nudges' signals averaged

@@ -33,7 +33,8 @@ def test_replicas_are_drawn_one_line_each_in_their_runs_colour(tmp_path, monkeyp
     history = [{"epoch": e, "replica": r, "test_accuracy": 0.9 - e / 100 - r / 10}
                for e in (1, 2, 3) for r in (0, 1)]  # fmt: skip
     probes = [{"step": s, "images": s, "replica": r, "mean_hidden_angle": 40.0 + r,
-               "layers": {"1": {"apical": 1.0 + r}}} for s in (0, 10) for r in (0, 1)]  # fmt: skip
+               "layers": {"1": {"apical": 1.0 + r}, "3": {"apical": 5.0 + r}}}
+              for s in (0, 10) for r in (0, 1)]  # fmt: skip
     plot_runs({"bp": (history, probes), "alone": (history[::2], [])}, tmp_path / "c.png")
     err, angle, apical = drawn[0].axes[:3]
     lines = {ax: [(ln.get_label(), ln.get_color(), list(ln.get_ydata())) for ln in ax.lines]
@@ -43,4 +44,7 @@ def test_replicas_are_drawn_one_line_each_in_their_runs_colour(tmp_path, monkeyp
     assert lines[err][0][2] == pytest.approx([11.0, 12.0, 13.0])  # replica 0 alone, by epoch
     assert lines[err][1][2] == pytest.approx([21.0, 22.0, 23.0])
     assert [y for _, _, y in lines[angle][:2]] == [[40.0, 40.0], [41.0, 41.0]]  # then 90
-    assert [y for _, _, y in lines[apical]] == [[1.0, 1.0], [2.0, 2.0]]
+    assert [y for _, _, y in lines[apical]] == [[1.0, 1.0], [2.0, 2.0], [5.0, 5.0], [6.0, 6.0]]
+    # per-layer curves: the run's colour, a line style per layer
+    assert [(col, ln.get_linestyle()) for (_, col, _), ln in zip(lines[apical], apical.lines,
+            strict=True)] == [("C0", "-"), ("C0", "-"), ("C0", "--"), ("C0", "--")]  # fmt: skip

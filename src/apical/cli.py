@@ -277,7 +277,8 @@ def rules() -> None:
     help="Fewer epochs for a quick check (reported, not judged).",
 )
 @click.option("--resume", is_flag=True,
-              help="Continue runs that have a checkpoint; report finished ones.")  # fmt: skip
+              help="Continue runs that have a checkpoint, report finished ones and start "
+                   "those not yet run (limit it with --run).")  # fmt: skip
 @click.option("--preset", help="A shorter protocol of the experiment (e.g. cpu, tiny).")
 @click.option(
     "--run",

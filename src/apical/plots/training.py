@@ -52,13 +52,15 @@ def plot_runs(
         title="hidden-layer update vs backprop",
     )  # fmt: skip
     ax_ang.axhline(90, color="grey", lw=0.5, ls="--")
+    colours = {label: f"C{i % 10}" for i, label in enumerate(runs)}
     if apical_runs:
-        _layer_curves(axes[2], apical_runs, "apical", "", x_key)
+        _layer_curves(axes[2], apical_runs, "apical", "", x_key, colours)
         axes[2].set(xlabel=x_label, ylabel="mean |apical potential|", yscale="log",
                     title="apical potential (Z at work)")  # fmt: skip
     elif theorem_runs:  # segregated dendrites (eLife Fig. 5 and its suppl. 1)
-        _layer_curves(axes[2], theorem_runs, "eigenvalue", " eigenvalue", x_key)
-        _layer_curves(axes[2], theorem_runs, "loss_correlation", " loss corr.", x_key, ls=":")
+        _layer_curves(axes[2], theorem_runs, "eigenvalue", " eigenvalue", x_key, colours, ls="-")
+        _layer_curves(axes[2], theorem_runs, "loss_correlation", " loss corr.", x_key, colours,
+                      ls=":")  # fmt: skip
         axes[2].axhline(1, color="grey", lw=0.5, ls="--")
         axes[2].set(xlabel=x_label, ylabel="value",
                     title="Theorem 1 eigenvalue (< 1 wanted),\ncorr(L_hidden, L_out)")  # fmt: skip
@@ -69,19 +71,23 @@ def plot_runs(
     return save(fig, path, title)
 
 
-def _layer_curves(
-    ax, runs: dict[str, list[dict]], key: str, suffix: str, x_key: str, **style
-) -> None:
+# one line style per layer (the run's colour is the run's in every panel)
+LAYER_STYLES = [dict(ls=ls, marker=m, ms=3, markevery=0.1) for m in (None, "o", "s")
+                for ls in ("-", "--", ":", "-.")]  # fmt: skip
+
+
+def _layer_curves(ax, runs: dict[str, list[dict]], key: str, suffix: str, x_key: str,
+                  colours: dict[str, str], **style) -> None:  # fmt: skip
     """One curve per run and layer (and replica) of a per-layer probe value, against
-    `x_key`."""
-    colour = 0
+    `x_key`: in the run's colour, a line style per layer (`style` overrides it)."""
     for label, probes in runs.items():
-        for n in [n for n, row in probes[-1]["layers"].items() if key in row]:
+        layers = [n for n, row in probes[-1]["layers"].items() if key in row]
+        for j, n in enumerate(layers):
             for named, rows in _replicas(f"{label} {n}{suffix}", probes):
                 rows = [p for p in rows if key in p["layers"].get(n, {})]
                 ax.plot([p[x_key] for p in rows], [_num(p["layers"][n][key]) for p in rows],
-                        label=named, color=f"C{colour % 10}", **style)  # fmt: skip
-            colour += 1
+                        label=named, color=colours[label],
+                        **(LAYER_STYLES[j % len(LAYER_STYLES)] | style))  # fmt: skip
 
 
 def _replicas(label: str, rows: list[dict[str, Any]]) -> list[tuple[str | None, list[dict]]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -37,8 +38,9 @@ def save(fig, path: Path, title: str = "", fontsize: int = 10) -> Path:
     if Path(path).suffix.lstrip(".").lower() not in FORMATS:
         plt.close(fig)
         check_figure_path(path)
-    if title:
-        fig.suptitle(title, fontsize=fontsize)
+    if title:  # wrapped to the figure's width (about 0.6 em per character)
+        width = int(fig.get_figwidth() * 72 / (0.6 * fontsize))
+        fig.suptitle(textwrap.fill(title, width), fontsize=fontsize)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, dpi=120, format=Path(path).suffix.lstrip(".") or "png")

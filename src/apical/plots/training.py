@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from matplotlib.ticker import MaxNLocator
+
 from apical.errors import ApicalError
 from apical.plots.base import plt, save
 from apical.run_folder import RunFolder
@@ -68,6 +70,9 @@ def plot_runs(
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
+    for ax in axes[1:]:  # counts of images: few ticks, in scientific notation past 10^4
+        ax.xaxis.set_major_locator(MaxNLocator(5))
+        ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))
     return save(fig, path, title)
 
 

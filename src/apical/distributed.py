@@ -26,6 +26,7 @@ stop flag rides in the step's all-reduce). Backends: NCCL on CUDA, gloo on the C
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import logging
 import os
@@ -108,7 +109,16 @@ def join(device: torch.device) -> Group:
         backend = "nccl" if device.type == "cuda" else "gloo"
         kwargs = {"device_id": device} if device.type == "cuda" else {}
         dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30), **kwargs)
+        atexit.register(leave)
     return Group(rank, world, local, device)
+
+
+def leave() -> None:
+    """Destroy the process group while the interpreter is whole: left to interpreter
+    shutdown, gloo's worker threads are torn down unjoined and the process aborts now and
+    then ("terminate called without an active exception", SIGABRT; pytorch#190489)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def check_batches(group: Group, n_train: int, batch_size: int) -> None:

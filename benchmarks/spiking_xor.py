@@ -6,11 +6,14 @@ which is not a measurement on this machine). The side-by-side comparison with a 
 simulator is `benchmarks/brian2_side_by_side.py`.
 
     python benchmarks/spiking_xor.py [--device cpu|cuda|all] [--dt 1.0,0.1] [--replicas 1,5]
-                                     [--seconds 2] [--n 500] [--no-compile] [--json]
+                                     [--seconds 2] [--n 500] [--no-compile] [--per-step] [--json]
 
-One timed unit is a training example in miniature: 90 % of the simulated time with
-plasticity off (prediction window) and 10 % with it on (teaching window), after a warm-up
-example (compilation, the onset transient). Medians over --reps repetitions.
+One timed unit is a training example in miniature, run as `apical.spiking.xor.run_xor` runs
+it: 90 % of the simulated time with plasticity off (prediction window: a 50-ms bin per
+compiled call, `apical.compiled.compile_loop`) and 10 % with it on (teaching window: one
+call per step, the weights written in place), after a warm-up example (compilation, the
+onset transient). Medians over --reps repetitions. `--per-step` also times the engine of
+one compiled call per step (what compile_loop replaced), in the same process.
 """
 
 from __future__ import annotations
@@ -22,41 +25,48 @@ import time
 import torch
 from rules_vs_backprop import devices, machine  # this folder's helpers
 
-from apical.compiled import compile_step
 from apical.spiking import xor_net
 from apical.spiking.config import XorConfig
-from apical.spiking.xor import input_current
+from apical.spiking.xor import input_current, run_segment
 
 
-def example(step, state, weights, consts, keys, cfg, steps: int):
+def example(engine: xor_net.Engine, state, weights, consts, keys, cfg, steps: int):
     i_s = input_current((1, 0), cfg, len(cfg.seeds), keys.device)
-    zero = torch.zeros_like(i_s)
-    teach = steps // 10
+    args = (weights, consts, i_s, torch.zeros_like(i_s), keys, cfg)
+    teach, bin_steps = steps // 10, cfg.steps(50.0)
     with torch.no_grad():  # as run_xor runs it
-        for t in range(steps):
-            state = step(state, weights, consts, i_s, zero, keys, cfg, t >= steps - teach)
+        state, _ = run_segment(state, args, engine, steps - teach, False, bin_steps)
+        state, _ = run_segment(state, args, engine, teach, True, bin_steps)
     return state
 
 
 def bench(device: torch.device, dt: float, replicas: int, seconds: float, compiled: bool,
-          reps: int, n: int = 500) -> float:  # fmt: skip
+          reps: int, n: int = 500, per_step: bool = False) -> float:  # fmt: skip
     cfg = XorConfig(n=n, p=min(1.0, 100 / n), dt=dt, seeds=tuple(range(1, replicas + 1)),
                     compile=compiled)  # fmt: skip
     keys = xor_net.replica_keys(cfg.seeds, device)
     weights, consts = xor_net.build(cfg, keys), xor_net.constants(cfg, device)
     state = xor_net.initial_state(cfg, replicas, device)
-    step = compile_step(xor_net.step) if compiled else xor_net.step
+    engine = xor_net.engine(compiled)
+    if per_step:  # every step its own call: the loop is the step, called n times
+        engine = engine._replace(loop=lambda s, n, *a: _steps(engine.step, s, n, *a))
     steps = cfg.steps(seconds * 1000)
-    state = example(step, state, weights, consts, keys, cfg, steps)  # warm-up
+    state = example(engine, state, weights, consts, keys, cfg, steps)  # warm-up
     times = []
     for _ in range(reps):
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        state = example(step, state, weights, consts, keys, cfg, steps)
+        state = example(engine, state, weights, consts, keys, cfg, steps)
         state.t.item()  # wait for the device
         times.append(time.perf_counter() - t0)
     return seconds / sorted(times)[len(times) // 2]
+
+
+def _steps(step, state, n: int, *args):
+    for _ in range(n):
+        state = step(state, *args)
+    return state
 
 
 def main() -> None:
@@ -73,6 +83,11 @@ def main() -> None:
         help="neurons per ensemble (p = 100/n: 100 synapses per source, as N = 500)",
     )
     p.add_argument("--no-compile", action="store_true")
+    p.add_argument(
+        "--per-step",
+        action="store_true",
+        help="also time one compiled call per step (the engine before compile_loop)",
+    )
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     if args.n < 1:
@@ -83,16 +98,19 @@ def main() -> None:
         name = torch.cuda.get_device_name() if dev == "cuda" else f"cpu x{torch.get_num_threads()}"
         for dt in (float(x) for x in args.dt.split(",")):
             for r in (int(x) for x in args.replicas.split(",")):
-                rate = bench(device, dt, r, args.seconds, not args.no_compile, args.reps, args.n)
-                key = f"{dev} dt={dt:g}ms R={r}" + (f" n={args.n}" if args.n != 500 else "")
-                out["results"][key] = {
-                    "device": name,
-                    "simulated s per s (all replicas advance together)": rate,
-                    "seed-seconds per s": rate * r,
-                }
-                if not args.json:
-                    print(f"{key}: {rate:.3f} simulated s per s, {rate * r:.3f} seed-s per s "
-                          f"({name})")  # fmt: skip
+                for per_step in (False, True) if args.per_step else (False,):
+                    rate = bench(device, dt, r, args.seconds, not args.no_compile, args.reps,
+                                 args.n, per_step)  # fmt: skip
+                    key = f"{dev} dt={dt:g}ms R={r}" + (f" n={args.n}" if args.n != 500 else "")
+                    key += " (one call per step)" if per_step else ""
+                    out["results"][key] = {
+                        "device": name,
+                        "simulated s per s (all replicas advance together)": rate,
+                        "seed-seconds per s": rate * r,
+                    }
+                    if not args.json:
+                        print(f"{key}: {rate:.3f} simulated s per s, {rate * r:.3f} seed-s per "
+                              f"s ({name})")  # fmt: skip
     if args.json:
         print(json.dumps(out, indent=2))
 

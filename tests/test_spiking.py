@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from apical.compiled import compile_loop, compile_step
 from apical.config import replace as configured
 from apical.errors import ApicalError
-from apical.keyed import mix, uniform
+from apical.keyed import mix, salts, step_keys, uniform
 from apical.spiking import neurons, plasticity, population, protocols, raster, synapses, xor_net
 from apical.spiking.config import BurstNeuron, BurstRule, XorConfig
 from apical.spiking.multiplex import MultiplexConfig
-from apical.spiking.xor import cost, input_current, run_xor, teacher
+from apical.spiking.xor import cost, input_current, run_segment, run_xor, teacher
 
 
 def test_burst_fraction_follows_the_dendritic_sigmoid():
@@ -423,3 +424,40 @@ def test_the_dt_check_script_reports_each_setting_against_the_paper_codes_step()
                          text=True)  # fmt: skip
     assert bad.returncode == 2 and bad.stderr.strip().endswith("'x' is not a number")
     assert "Traceback" not in bad.stderr
+
+
+def test_precomputed_salts_give_the_same_draws():
+    keys = step_keys(mix(torch.tensor([3, 4])), 1, torch.tensor(17))
+    assert torch.equal(uniform(keys, salts(1000)), uniform(keys, 1000))
+
+
+def test_many_steps_in_one_compiled_call_equal_the_compiled_step_bit_for_bit():
+    """`compile_loop` (a while loop over the step graph, C++ wrapper) and `compile_step`
+    called once per step give the same state to the last bit on the XOR network (2
+    replicas, 300 steps of 1 ms with input on: spikes, delivery, late spikes), and
+    `run_segment` bins what a per-step loop bins."""
+    cfg = XorConfig(n=40, p=0.5, dt=1.0, seeds=(1, 2), spike_capacity=1)
+    keys = xor_net.replica_keys(cfg.seeds, "cpu")
+    w, c = xor_net.build(cfg, keys), xor_net.constants(cfg, "cpu")
+    i_s = input_current((1, 1), cfg, 2, "cpu")
+    args = (w, c, i_s, torch.zeros_like(i_s), keys, cfg, False)
+    s0 = xor_net.initial_state(cfg, 2, "cpu")
+    step = compile_step(xor_net.step)
+    with torch.no_grad():
+        looped = compile_loop(xor_net.step)(s0, 300, *args)
+        s = s0
+        for _ in range(300):
+            s = step(s, *args)
+        assert s.counts.sum() > 0 and s.late.sum() > 0  # spikes, some a step late
+        for a, b in zip(torch.utils._pytree.tree_leaves(looped),
+                        torch.utils._pytree.tree_leaves(s), strict=True):  # fmt: skip
+            assert torch.equal(a, b)
+        engine = xor_net.engine(compile=False)
+        _, bins = run_segment(s0, args[:-1], engine, 250, False, 100)
+        s, ref = s0, []
+        for t in range(250):
+            s = xor_net.step(s, *args)
+            if (t + 1) % 100 == 0 or t == 249:
+                ref.append(s.counts / (cfg.n * ((t % 100) + 1) * cfg.dt / 1000.0))
+                s = s._replace(counts=torch.zeros_like(s.counts))
+    assert len(bins) == 3 and all(torch.equal(a, b) for a, b in zip(bins, ref, strict=True))

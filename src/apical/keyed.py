@@ -45,9 +45,16 @@ def step_keys(keys: Tensor, stream: int, t: Tensor | int) -> Tensor:
     return mix(keys ^ mix(torch.as_tensor(t, device=keys.device) + (stream << 20)))
 
 
-def uniform(keys: Tensor, n: int) -> Tensor:
-    """(B, n) uniforms in (0, 1) from step keys (B,): 24 random bits, centred in their bin."""
-    salt = mix((torch.arange(n, device=keys.device) * _GOLDEN) & _MASK)
+def salts(n: int, device: torch.device | str = "cpu") -> Tensor:
+    """The per-index salts of `uniform` (n,): the same at every step, so a time-step loop
+    computes them once and passes them in (half the hashing of a draw)."""
+    return mix((torch.arange(n, device=device) * _GOLDEN) & _MASK)
+
+
+def uniform(keys: Tensor, n: int | Tensor) -> Tensor:
+    """(B, n) uniforms in (0, 1) from step keys (B,): 24 random bits, centred in their bin.
+    `n` may be `salts(n)` computed beforehand; the draws are the same."""
+    salt = salts(n, keys.device) if isinstance(n, int) else n
     bits = mix(keys[:, None] ^ salt) >> 8
     return bits.float() * (1.0 / 2**24) + 2.0**-25
 

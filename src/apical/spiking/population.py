@@ -19,8 +19,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from apical.compiled import compile_step
-from apical.keyed import normal, step_keys, uniform
+from apical.compiled import compile_loop
+from apical.keyed import normal, salts, step_keys, uniform
 from apical.spiking import neurons
 from apical.spiking.config import Background, BurstNeuron, check_background, check_positive
 from apical.spiking.synapses import background_spikes
@@ -68,10 +68,11 @@ def background_means(cfg: PopulationConfig, device) -> tuple[Tensor, Tensor]:
     return mean, weight
 
 
-def step(s: State, keys: Tensor, mean: Tensor, weight: Tensor, cfg: PopulationConfig) -> State:
-    """One dt of the population (module docstring)."""
+def step(s: State, keys: Tensor, mean: Tensor, weight: Tensor, salt: Tensor,
+         cfg: PopulationConfig) -> State:  # fmt: skip
+    """One dt of the population (module docstring); salt = keyed.salts(6 n)."""
     r, n = s.neurons.v_s.shape
-    u = uniform(step_keys(keys, NOISE_STREAM, s.t), 6 * n).view(r, 6, n)
+    u = uniform(step_keys(keys, NOISE_STREAM, s.t), salt).view(r, 6, n)
     bg = background_spikes(u[:, :4], mean, cfg.background) * weight
     i_s, i_d = torch.full_like(u[:, 4], cfg.i_s), torch.full_like(u[:, 4], cfg.i_d)
     nrn, first, second = neurons.step(s.neurons, cfg.neuron, cfg.dt, i_s, i_d, u[:, 4], u[:, 5])
@@ -84,20 +85,19 @@ def step(s: State, keys: Tensor, mean: Tensor, weight: Tensor, cfg: PopulationCo
 def simulate(cfg: PopulationConfig, seeds: tuple[int, ...], seconds: float,
              compile: bool = True, warm: int = 200) -> dict:  # fmt: skip
     """Simulate `seconds` for every seed at once (after `warm` untimed steps, which compile
-    the step); event rate (Hz, first spikes), burst probability (second / first spikes)
-    per seed and the wall-clock seconds of the timed part."""
+    the loop); event rate (Hz, first spikes), burst probability (second / first spikes)
+    per seed and the wall-clock seconds of the timed part. Compiled, all steps run in one
+    call (`apical.compiled.compile_loop`)."""
     keys = replica_keys(seeds, "cpu")
-    mean, weight = background_means(cfg, "cpu")
-    fn = compile_step(step) if compile else step
+    args = (keys, *background_means(cfg, "cpu"), salts(6 * cfg.n), cfg)
+    loop = compile_loop(step, compile)
     s = initial_state(cfg, keys)
     steps = round(seconds * 1000 / cfg.dt)
     with torch.inference_mode():
-        for _ in range(warm):
-            s = fn(s, keys, mean, weight, cfg)
+        s = loop(s, warm, *args)
         s = s._replace(counts=torch.zeros_like(s.counts))
         t0 = time.perf_counter()
-        for _ in range(steps):
-            s = fn(s, keys, mean, weight, cfg)
+        s = loop(s, steps, *args)
         s.counts.sum().item()
         wall = time.perf_counter() - t0
     first, second = s.counts[:, 0], s.counts[:, 1]

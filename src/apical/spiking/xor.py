@@ -21,7 +21,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from apical.compiled import compile_step
 from apical.errors import Interrupted
 from apical.interrupts import stop_signals
 from apical.run_folder import SUMMARY, RunFolder, jsonable
@@ -117,7 +116,7 @@ def _run(cfg: XorConfig, folder: RunFolder, resuming: bool, dev: torch.device, s
     else:
         state, weights = xor_net.initial_state(cfg, r, dev), xor_net.build(cfg, keys)
         start, seconds, metrics, rasters = 0, 0.0, [], []
-    step = compile_step(xor_net.step) if cfg.compile else xor_net.step
+    engine = xor_net.engine(cfg.compile)
     bin_steps = cfg.steps(cfg.bin or cfg.example / 20)
     zero_d = torch.zeros(r, 5 * cfg.n, device=dev)
     watched = (torch.arange(5, device=dev)[:, None] * cfg.n
@@ -130,15 +129,10 @@ def _run(cfg: XorConfig, folder: RunFolder, resuming: bool, dev: torch.device, s
         if seg["kind"] == "teach":
             rate = plasticity.event_rate(state.traces, cfg.rule)[:, 4 * cfg.n :]
             i_d = torch.cat([zero_d[:, : 4 * cfg.n], teacher(rate, target(seg["pattern"]), cfg)], 1)
-        bins = []
         raster = Recorder(watched, seg["steps"], cfg.dt) if seg["kind"].endswith("test") else None
-        for t in range(seg["steps"]):
-            state = step(state, weights, consts, i_s, i_d, keys, cfg, seg["kind"] == "teach")
-            if raster is not None:
-                raster(neurons.spiked(state.neurons, cfg.neuron, cfg.dt))
-            if (t + 1) % bin_steps == 0 or t + 1 == seg["steps"]:
-                bins.append(state.counts / (cfg.n * ((t % bin_steps) + 1) * cfg.dt / 1000.0))
-                state = state._replace(counts=torch.zeros_like(state.counts))
+        args = (weights, consts, i_s, i_d, keys, cfg)
+        plastic = seg["kind"] == "teach"
+        state, bins = run_segment(state, args, engine, seg["steps"], plastic, bin_steps, raster)
         rates = torch.stack(bins, 1).cpu()  # (R, bins, 2, 5): one host copy per segment
         last = seg.get("example", -1) >= cfg.examples - 4  # full bins: tests, last 4 examples
         kept = rates if last or seg["kind"] not in ("predict", "teach") else rates.mean(1, True)
@@ -177,6 +171,30 @@ def _run(cfg: XorConfig, folder: RunFolder, resuming: bool, dev: torch.device, s
     out["missed_updates"] = state.missed.tolist()
     folder.write_json(SUMMARY, out)
     return out
+
+
+def run_segment(
+    state: xor_net.State, args: tuple, engine: xor_net.Engine, steps: int, plastic: bool,
+    bin_steps: int, raster: Recorder | None = None,
+) -> tuple[xor_net.State, list[Tensor]]:  # fmt: skip
+    """`steps` steps of `xor_net.step` with args (weights, constants, i_s, i_d, keys, cfg)
+    and the event and burst rates (Hz, (R, 2, 5)) of every bin of `bin_steps` steps (the
+    last one may be shorter). A bin is one compiled call (`engine.loop`) unless the
+    weights learn (written in place at every step) or a raster records every step."""
+    cfg, bins, t = args[-1], [], 0
+    while t < steps:
+        n = min(bin_steps - t % bin_steps, steps - t)
+        if plastic or raster is not None:
+            for _ in range(n):
+                state = engine.step(state, *args, plastic)
+                if raster is not None:
+                    raster(neurons.spiked(state.neurons, cfg.neuron, cfg.dt))
+        else:
+            state = engine.loop(state, n, *args, False)
+        t += n
+        bins.append(state.counts / (cfg.n * ((t - 1) % bin_steps + 1) * cfg.dt / 1000.0))
+        state = state._replace(counts=torch.zeros_like(state.counts))
+    return state, bins
 
 
 def summarize(rows: list[dict[str, Any]], cfg: XorConfig, seconds: float) -> dict[str, Any]:

@@ -26,13 +26,15 @@ Section numbers (§) refer to docs/models/spiking-burst-ensembles.md.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
+from apical.compiled import compile_loop, compile_step
 from apical.errors import ApicalError
-from apical.keyed import mix, normal, step_keys, uniform
+from apical.keyed import mix, normal, salts, step_keys, uniform
 from apical.spiking import neurons, plasticity
 from apical.spiking.config import Background, XorConfig
 from apical.spiking.synapses import Selected, background_spikes, deliver, select, select_signed
@@ -58,6 +60,7 @@ class Constants(NamedTuple):
     noise_mean: Tensor  # (4, 5n) expected background spikes per step
     noise_weight: Tensor  # (4, 5n)
     i_d: Tensor  # (5n,) pA
+    salts: Tensor  # (6 * 5n,) of the step's uniforms (keyed.salts)
 
 
 class State(NamedTuple):
@@ -71,6 +74,18 @@ class State(NamedTuple):
     deferred: Tensor  # (R, 3n) weight updates of hidden/output spikes waiting a step
     late_updates: Tensor  # (R,) updates applied a step late (beyond the capacity)
     missed: Tensor  # (R,) updates still waiting when the teaching window closed
+
+
+class Engine(NamedTuple):
+    """The step, one call per step, and the loop of many steps in one call
+    (`apical.compiled`): both compiled, or both eager."""
+
+    step: Callable[..., State]
+    loop: Callable[..., State]
+
+
+def engine(compile: bool) -> Engine:
+    return Engine(compile_step(step) if compile else step, compile_loop(step, compile))
 
 
 def replica_keys(seeds: tuple[int, ...] | list[int], device: torch.device | str) -> Tensor:
@@ -110,7 +125,7 @@ def constants(cfg: XorConfig, device: torch.device | str) -> Constants:
     weight = per_neuron(lambda b, t: getattr(b, t)[1])
     i_d = [0.0] * 2 * cfg.n + [cfg.i_hidden1_d] * cfg.n + [cfg.i_hidden2_d] * cfg.n
     i_d += [cfg.i_output_d] * cfg.n
-    return Constants(mean, weight, torch.tensor(i_d, device=device))
+    return Constants(mean, weight, torch.tensor(i_d, device=device), salts(30 * cfg.n, device))
 
 
 def initial_state(cfg: XorConfig, r: int, device: torch.device | str) -> State:
@@ -140,7 +155,7 @@ def step(
     i_s, i_d: injected currents (R, 5n) in pA (input patterns; teacher on the output).
     """
     n, rule, total = cfg.n, cfg.rule, 5 * cfg.n
-    u = uniform(step_keys(keys, NOISE_STREAM, s.t), 6 * total).view(-1, 6, total)
+    u = uniform(step_keys(keys, NOISE_STREAM, s.t), c.salts).view(-1, 6, total)
     bg = background_spikes(u[:, :4], c.noise_mean, cfg.background) * c.noise_weight  # (R, 4, 5n)
     nrn, first, second = neurons.step(s.neurons, cfg.neuron, cfg.dt, i_s, c.i_d + i_d, u[:, 4],
                                       u[:, 5])  # fmt: skip

@@ -8,8 +8,9 @@ per step, constant somatic and dendritic currents), the same size, step and simu
 
 Brian2 (`pip install "apical[brian2]"`: Brian2 and a NumPy it supports) runs its C++
 standalone device (code generated and compiled by the system compiler; its `run` timed by
-its own clock, compilation excluded), one thread. apical runs its compiled step (the
-compilation excluded too) for one seed and for R seeds batched. The built Brian2 program
+its own clock, compilation excluded), one thread. apical runs its compiled loop (every
+step in one call, `apical.compiled.compile_loop`; the compilation excluded too) for one
+seed and for R seeds batched. The built Brian2 program
 and apical's runs alternate --reps times; medians. Brian2's model is written
 here from the same equations (docs/models/spiking-burst-ensembles.md §1): custom events
 for the second spike of a burst and the refractory countdown, PoissonInput with N = 1 for

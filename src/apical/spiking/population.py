@@ -91,9 +91,9 @@ def simulate(cfg: PopulationConfig, seeds: tuple[int, ...], seconds: float,
     keys = replica_keys(seeds, "cpu")
     args = (keys, *background_means(cfg, "cpu"), salts(6 * cfg.n), cfg)
     loop = compile_loop(step, compile)
-    s = initial_state(cfg, keys)
     steps = round(seconds * 1000 / cfg.dt)
-    with torch.inference_mode():
+    with torch.inference_mode():  # the state too: a state made outside would recompile
+        s = initial_state(cfg, keys)
         s = loop(s, warm, *args)
         s = s._replace(counts=torch.zeros_like(s.counts))
         t0 = time.perf_counter()

@@ -3,13 +3,16 @@
 compiled kernels profiled one by one.
 
     python benchmarks/spiking_profile.py [--dt 0.1] [--replicas 1,5] [--n 500] [--steps 500]
-                                         [--json]
+                                         [--modes loop,step] [--json]
 
 Per step, after a warm-up of 2,000 steps (the input pattern (1,0), plasticity off: the
 prediction window, 90 % of a training example): the wall time, and the profiler's split
 into the kernels inductor generated (count and time), the ATen kernels the graph calls
-(topk), the dynamo guard check of each call, and the rest (the compiled graph's Python
-wrapper: output allocation, argument checks; the loop). One CPU thread.
+(topk), the dynamo guard check of each call, and the rest. Two modes: `loop`, every step
+in one call (`apical.compiled.compile_loop`, as run_xor runs a prediction window; the
+rest is the while loop's C++ wrapper), and `step`, one compiled call per step (as the
+teaching window runs; the rest is the compiled graph's Python wrapper: output
+allocation, argument checks, the Python loop). One CPU thread.
 """
 
 from __future__ import annotations
@@ -23,30 +26,33 @@ import torch._inductor.config as inductor_config
 from rules_vs_backprop import machine, positive, positive_list  # this folder's helpers
 from torch.profiler import ProfilerActivity, profile
 
-from apical.compiled import compile_step
 from apical.spiking import xor_net
 from apical.spiking.config import XorConfig
 from apical.spiking.xor import input_current
 
 
-def split(dt: float, replicas: int, n: int, steps: int) -> dict:
+def split(dt: float, replicas: int, n: int, steps: int, mode: str) -> dict:
     cfg = XorConfig(n=n, p=min(1.0, 100 / n), dt=dt, seeds=tuple(range(1, replicas + 1)))
     keys = xor_net.replica_keys(cfg.seeds, "cpu")
     w, c = xor_net.build(cfg, keys), xor_net.constants(cfg, "cpu")
-    s = xor_net.initial_state(cfg, replicas, "cpu")
-    step = compile_step(xor_net.step)
     i_s = input_current((1, 0), cfg, replicas, "cpu")
-    zero = torch.zeros_like(i_s)
-    with torch.inference_mode():
-        for _ in range(2000):
-            s = step(s, w, c, i_s, zero, keys, cfg, False)
+    args = (w, c, i_s, torch.zeros_like(i_s), keys, cfg, False)
+    engine = xor_net.engine(compile=True)
+
+    def run(s: xor_net.State, k: int) -> xor_net.State:
+        if mode == "loop":
+            return engine.loop(s, k, *args)
+        for _ in range(k):
+            s = engine.step(s, *args)
+        return s
+
+    with torch.inference_mode():  # the state too (one compiled variant)
+        s = run(xor_net.initial_state(cfg, replicas, "cpu"), 2000)
         t0 = time.perf_counter()
-        for _ in range(steps):
-            s = step(s, w, c, i_s, zero, keys, cfg, False)
+        s = run(s, steps)
         wall = (time.perf_counter() - t0) / steps
         with profile(activities=[ProfilerActivity.CPU]) as prof:
-            for _ in range(steps):
-                s = step(s, w, c, i_s, zero, keys, cfg, False)
+            s = run(s, steps)
     generated, aten, guards, counts = 0.0, {}, 0.0, 0
     for e in prof.key_averages():
         us = e.self_cpu_time_total / steps
@@ -68,6 +74,7 @@ def split(dt: float, replicas: int, n: int, steps: int) -> dict:
         "aten kernels": aten,
         "dynamo guard check us": guards,
         "rest us (wrapper, loop)": profiled - generated - aten_us - guards,
+        "mode": mode,
         "simulated s per s (unprofiled)": dt / 1000 / wall,
     }
 
@@ -79,15 +86,20 @@ def main() -> None:
                    help="seeds batched, comma-separated (default 1,5)")  # fmt: skip
     p.add_argument("--n", type=positive(int), default=500, help="neurons per ensemble (p = 100/n)")
     p.add_argument("--steps", type=positive(int), default=500, help="profiled steps")
+    p.add_argument("--modes", default="loop,step", help="loop, step or both (default)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args()
+    modes = args.modes.split(",")
+    if not modes or any(m not in ("loop", "step") for m in modes):
+        p.error(f"--modes takes loop, step or loop,step, got {args.modes!r}")
     torch.set_num_threads(1)
     inductor_config.cpp.enable_kernel_profile = True  # each generated kernel as a record
     out = {**machine(), "dt_ms": args.dt, "n": args.n, "results": {}}
     if args.dt > 1:
         p.error(f"--dt {args.dt} ms is coarser than the engine allows; use at most 1")
     for r in args.replicas:
-        out["results"][f"R={r}"] = split(args.dt, r, args.n, args.steps)
+        for mode in modes:
+            out["results"][f"R={r} {mode}"] = split(args.dt, r, args.n, args.steps, mode)
     if args.json:
         print(json.dumps(out, indent=2))
         return

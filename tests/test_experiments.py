@@ -247,3 +247,24 @@ lr = 0.1
     assert any(s.startswith("[blows-up] diverged: the loss became NaN or inf") for s in said)
     kept = (tmp_path / "runs" / "d" / "blows-up" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(r)["epoch"] for r in kept] == [1]  # the last good epoch stays
+
+
+def test_export_copies_the_report_figure_and_every_runs_rows_and_probes(tmp_path):
+    """What docs keep of an experiment: report.json, the figure, and per run its metrics
+    rows and, where it probed, its probe rows (the figure's angle panels are drawn from
+    them), equal to the run folder's."""
+    path = _experiment_file(tmp_path)
+    path.write_text(
+        path.read_text().replace("probe_every = 0\n", "probe_every = 0\nprobe_epochs = true\n")
+    )
+    out, docs = tmp_path / "runs", tmp_path / "docs"
+    apical.reproduce(str(path), out=out, runs=["ref", "angle"], export=docs)
+    kept = docs / "x"
+    assert json.loads((kept / "report.json").read_text())["name"] == "x"
+    assert (kept / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    for label in ("ref", "angle"):
+        for stream in ("metrics", "probes"):
+            exported = (kept / label / f"{stream}.jsonl").read_text()
+            assert exported == (out / "x" / label / f"{stream}.jsonl").read_text()
+            assert len(exported.splitlines()) == (3 if stream == "metrics" else 4)
+    assert sorted(p.name for p in kept.iterdir()) == ["angle", "curves.png", "ref", "report.json"]

@@ -183,8 +183,11 @@ class TrainRuns:
         files = {}
         if runs_with_rows:
             files["curves.png"] = plot_runs(runs_with_rows, folder / "curves.png", exp.title)
-        for label in runs_with_rows:
-            files[f"{label}/metrics.jsonl"] = RunFolder(configs[label].run_dir).rows_file()
+        for label, (_, probes) in runs_with_rows.items():  # the rows the figure is drawn from
+            run = RunFolder(configs[label].run_dir)
+            files[f"{label}/metrics.jsonl"] = run.rows_file()
+            if probes:
+                files[f"{label}/probes.jsonl"] = run.rows_file("probes")
         notes = []
         if shortened:
             notes.append(f"shortened to {overrides['epochs']} epochs: not the published protocol")

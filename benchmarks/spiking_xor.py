@@ -13,7 +13,8 @@ it: 90 % of the simulated time with plasticity off (prediction window: a 50-ms b
 compiled call, `apical.compiled.compile_loop`) and 10 % with it on (teaching window: one
 call per step, the weights written in place), after a warm-up example (compilation, the
 onset transient). Medians over --reps repetitions. `--per-step` also times the engine of
-one compiled call per step (what compile_loop replaced), in the same process.
+one compiled call per step (what compile_loop replaced), in the same process, the two
+engines' repetitions interleaved.
 """
 
 from __future__ import annotations
@@ -41,26 +42,32 @@ def example(engine: xor_net.Engine, state, weights, consts, keys, cfg, steps: in
 
 
 def bench(device: torch.device, dt: float, replicas: int, seconds: float, compiled: bool,
-          reps: int, n: int = 500, per_step: bool = False) -> float:  # fmt: skip
+          reps: int, n: int = 500, per_step: bool = False) -> dict[bool, float]:  # fmt: skip
+    """Simulated s per s by engine (False: the protocol's; True: one call per step, when
+    `per_step`), each on its own network, the engines' repetitions interleaved so that the
+    machine's drift reaches both alike."""
     cfg = XorConfig(n=n, p=min(1.0, 100 / n), dt=dt, seeds=tuple(range(1, replicas + 1)),
                     compile=compiled)  # fmt: skip
     keys = xor_net.replica_keys(cfg.seeds, device)
-    weights, consts = xor_net.build(cfg, keys), xor_net.constants(cfg, device)
-    state = xor_net.initial_state(cfg, replicas, device)
-    engine = xor_net.engine(compiled)
-    if per_step:  # every step its own call: the loop is the step, called n times
-        engine = engine._replace(loop=lambda s, n, *a: _steps(engine.step, s, n, *a))
-    steps = cfg.steps(seconds * 1000)
-    state = example(engine, state, weights, consts, keys, cfg, steps)  # warm-up
-    times = []
+    consts, steps = xor_net.constants(cfg, device), cfg.steps(seconds * 1000)
+    runs = {}
+    for mode in (False, True) if per_step else (False,):
+        engine = xor_net.engine(compiled)
+        if mode:  # every step its own call: the loop is the step, called n times
+            engine = engine._replace(loop=lambda s, k, *a, e=engine: _steps(e.step, s, k, *a))
+        weights, state = xor_net.build(cfg, keys), xor_net.initial_state(cfg, replicas, device)
+        state = example(engine, state, weights, consts, keys, cfg, steps)  # warm-up
+        runs[mode] = [engine, state, weights, []]
     for _ in range(reps):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        state = example(engine, state, weights, consts, keys, cfg, steps)
-        state.t.item()  # wait for the device
-        times.append(time.perf_counter() - t0)
-    return seconds / sorted(times)[len(times) // 2]
+        for run in runs.values():
+            engine, state, weights, times = run
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            run[1] = example(engine, state, weights, consts, keys, cfg, steps)
+            run[1].t.item()  # wait for the device
+            times.append(time.perf_counter() - t0)
+    return {mode: seconds / sorted(r[3])[len(r[3]) // 2] for mode, r in runs.items()}
 
 
 def _steps(step, state, n: int, *args):
@@ -98,9 +105,9 @@ def main() -> None:
         name = torch.cuda.get_device_name() if dev == "cuda" else f"cpu x{torch.get_num_threads()}"
         for dt in (float(x) for x in args.dt.split(",")):
             for r in (int(x) for x in args.replicas.split(",")):
-                for per_step in (False, True) if args.per_step else (False,):
-                    rate = bench(device, dt, r, args.seconds, not args.no_compile, args.reps,
-                                 args.n, per_step)  # fmt: skip
+                rates = bench(device, dt, r, args.seconds, not args.no_compile, args.reps,
+                              args.n, args.per_step)  # fmt: skip
+                for per_step, rate in rates.items():
                     key = f"{dev} dt={dt:g}ms R={r}" + (f" n={args.n}" if args.n != 500 else "")
                     key += " (one call per step)" if per_step else ""
                     out["results"][key] = {

@@ -315,7 +315,8 @@ def test_reproduce_spiking_commands(tmp_path):
     r = apical("reproduce", "spiking-xor", "--preset", "tiny", "--out", str(tmp_path), "--resume")
     assert r.returncode == 0 and "solved" in r.stdout, r.stderr
     r = apical("reproduce", "spiking-xor", "--preset", "nope", "--out", str(tmp_path))
-    assert r.returncode != 0 and r.stderr.strip().endswith("presets: cpu, cpu-dt0.1, cpu-4s, paper-seed-1, tiny")
+    presets = "presets: cpu, cpu-dt0.1, cpu-4s, paper-seed-1, tiny"
+    assert r.returncode != 0 and r.stderr.strip().endswith(presets)
     r = apical("reproduce", "spiking-xor", "--epochs", "3", "--out", str(tmp_path))
     assert r.returncode != 0 and r.stderr.strip().startswith("error: --epochs does not apply")
     assert "Traceback" not in r.stderr

@@ -26,6 +26,7 @@ import time
 import torch
 from rules_vs_backprop import devices, machine  # this folder's helpers
 
+from apical.compiled import compile_loop
 from apical.spiking import xor_net
 from apical.spiking.config import XorConfig
 from apical.spiking.xor import input_current, run_segment
@@ -54,7 +55,7 @@ def bench(device: torch.device, dt: float, replicas: int, seconds: float, compil
     for mode in (False, True) if per_step else (False,):
         engine = xor_net.engine(compiled)
         if mode:  # every step its own call: the loop is the step, called n times
-            engine = engine._replace(loop=lambda s, k, *a, e=engine: _steps(e.step, s, k, *a))
+            engine = engine._replace(loop=compile_loop(engine.step, compile=False))
         weights, state = xor_net.build(cfg, keys), xor_net.initial_state(cfg, replicas, device)
         state = example(engine, state, weights, consts, keys, cfg, steps)  # warm-up
         runs[mode] = [engine, state, weights, []]
@@ -68,12 +69,6 @@ def bench(device: torch.device, dt: float, replicas: int, seconds: float, compil
             run[1].t.item()  # wait for the device
             times.append(time.perf_counter() - t0)
     return {mode: seconds / sorted(r[3])[len(r[3]) // 2] for mode, r in runs.items()}
-
-
-def _steps(step, state, n: int, *args):
-    for _ in range(n):
-        state = step(state, *args)
-    return state
 
 
 def main() -> None:

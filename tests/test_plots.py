@@ -44,7 +44,13 @@ def test_replicas_are_drawn_one_line_each_in_their_runs_colour(tmp_path, monkeyp
     assert lines[err][0][2] == pytest.approx([11.0, 12.0, 13.0])  # replica 0 alone, by epoch
     assert lines[err][1][2] == pytest.approx([21.0, 22.0, 23.0])
     assert [y for _, _, y in lines[angle][:2]] == [[40.0, 40.0], [41.0, 41.0]]  # then 90
+    assert [t.get_text() for t in angle.get_legend().get_texts()] == ["bp (2 seeds)"]
     assert [y for _, _, y in lines[apical]] == [[1.0, 1.0], [2.0, 2.0], [5.0, 5.0], [6.0, 6.0]]
     # per-layer curves: the run's colour, a line style per layer
     assert [(col, ln.get_linestyle()) for (_, col, _), ln in zip(lines[apical], apical.lines,
             strict=True)] == [("C0", "-"), ("C0", "-"), ("C0", "--"), ("C0", "--")]  # fmt: skip
+    # ... keyed by a run per colour and a layer per line style, not run x layer
+    key = apical.get_legend()
+    assert [t.get_text() for t in key.get_texts()] == ["bp", "layer 1", "layer 3"]
+    assert [(h.get_color(), h.get_linestyle()) for h in key.legend_handles] == [
+        ("C0", "-"), ("grey", "-"), ("grey", "--")]  # fmt: skip

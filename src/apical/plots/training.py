@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from apical.errors import ApicalError
@@ -44,7 +45,7 @@ def plot_runs(
             errors = [100 * (1 - _num(h.get("test_accuracy"))) for h in rows]
             ax_err.plot([h["epoch"] for h in rows], errors, marker="o", ms=3, label=named,
                         color=f"C{i % 10}")  # fmt: skip
-        for named, rows in _replicas(label, probes):
+        for named, rows in _replicas(label, probes) if probes else []:  # none: no entry
             angles = [_num(p.get("mean_hidden_angle")) for p in rows]
             ax_ang.plot([p[x_key] for p in rows], angles, label=named, color=f"C{i % 10}")
     ax_err.set(xlabel="epoch", ylabel="test error (%)", title="learning curves")
@@ -56,7 +57,8 @@ def plot_runs(
     ax_ang.axhline(90, color="grey", lw=0.5, ls="--")
     colours = {label: f"C{i % 10}" for i, label in enumerate(runs)}
     if apical_runs:
-        _layer_curves(axes[2], apical_runs, "apical", "", x_key, colours)
+        _layer_curves(axes[2], apical_runs, "apical", "", x_key, colours, labelled=False)
+        _layer_key(axes[2], apical_runs, "apical", colours)
         axes[2].set(xlabel=x_label, ylabel="mean |apical potential|", yscale="log",
                     title="apical potential (Z at work)")  # fmt: skip
     elif theorem_runs:  # segregated dendrites (eLife Fig. 5 and its suppl. 1)
@@ -81,18 +83,36 @@ LAYER_STYLES = [dict(ls=ls, marker=m, ms=3, markevery=0.1) for m in (None, "o", 
                 for ls in ("-", "--", ":", "-.")]  # fmt: skip
 
 
+def _layers(probes: list[dict], key: str) -> list[str]:
+    return [n for n, row in probes[-1]["layers"].items() if key in row]
+
+
 def _layer_curves(ax, runs: dict[str, list[dict]], key: str, suffix: str, x_key: str,
-                  colours: dict[str, str], **style) -> None:  # fmt: skip
+                  colours: dict[str, str], labelled: bool = True, **style) -> None:  # fmt: skip
     """One curve per run and layer (and replica) of a per-layer probe value, against
-    `x_key`: in the run's colour, a line style per layer (`style` overrides it)."""
+    `x_key`: in the run's colour, a line style per layer (`style` overrides it); labelled
+    "RUN LAYER{suffix}" for the legend, or unlabelled (see `_layer_key`)."""
     for label, probes in runs.items():
-        layers = [n for n, row in probes[-1]["layers"].items() if key in row]
-        for j, n in enumerate(layers):
+        for j, n in enumerate(_layers(probes, key)):
             for named, rows in _replicas(f"{label} {n}{suffix}", probes):
                 rows = [p for p in rows if key in p["layers"].get(n, {})]
                 ax.plot([p[x_key] for p in rows], [_num(p["layers"][n][key]) for p in rows],
-                        label=named, color=colours[label],
+                        label=named if labelled else None, color=colours[label],
                         **(LAYER_STYLES[j % len(LAYER_STYLES)] | style))  # fmt: skip
+
+
+def _layer_key(ax, runs: dict[str, list[dict]], key: str, colours: dict[str, str]) -> None:
+    """The legend of unlabelled per-layer curves as two keys, a colour per run and a line
+    style per layer (a run x layer legend does not fit beside eight runs of four layers)."""
+    names: dict[int, list[str]] = {}
+    for probes in runs.values():
+        for j, n in enumerate(_layers(probes, key)):
+            if n not in names.setdefault(j, []):
+                names[j].append(n)
+    handles = [Line2D([], [], color=colours[label], label=label) for label in runs]
+    handles += [Line2D([], [], color="grey", label="layer " + " / ".join(ns),
+                       **LAYER_STYLES[j % len(LAYER_STYLES)]) for j, ns in names.items()]  # fmt: skip
+    ax.legend(handles=handles, fontsize=7, ncol=2 if len(handles) > 6 else 1)
 
 
 def _replicas(label: str, rows: list[dict[str, Any]]) -> list[tuple[str | None, list[dict]]]:

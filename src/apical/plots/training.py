@@ -83,6 +83,10 @@ LAYER_STYLES = [dict(ls=ls, marker=m, ms=3, markevery=0.1) for m in (None, "o", 
                 for ls in ("-", "--", ":", "-.")]  # fmt: skip
 
 
+def _layer_style(j: int) -> dict[str, Any]:
+    return LAYER_STYLES[j % len(LAYER_STYLES)]
+
+
 def _layers(probes: list[dict], key: str) -> list[str]:
     return [n for n, row in probes[-1]["layers"].items() if key in row]
 
@@ -98,7 +102,7 @@ def _layer_curves(ax, runs: dict[str, list[dict]], key: str, suffix: str, x_key:
                 rows = [p for p in rows if key in p["layers"].get(n, {})]
                 ax.plot([p[x_key] for p in rows], [_num(p["layers"][n][key]) for p in rows],
                         label=named if labelled else None, color=colours[label],
-                        **(LAYER_STYLES[j % len(LAYER_STYLES)] | style))  # fmt: skip
+                        **(_layer_style(j) | style))  # fmt: skip
 
 
 def _layer_key(ax, runs: dict[str, list[dict]], key: str, colours: dict[str, str]) -> None:
@@ -110,8 +114,10 @@ def _layer_key(ax, runs: dict[str, list[dict]], key: str, colours: dict[str, str
             if n not in names.setdefault(j, []):
                 names[j].append(n)
     handles = [Line2D([], [], color=colours[label], label=label) for label in runs]
-    handles += [Line2D([], [], color="grey", label="layer " + " / ".join(ns),
-                       **LAYER_STYLES[j % len(LAYER_STYLES)]) for j, ns in names.items()]  # fmt: skip
+    handles += [
+        Line2D([], [], color="grey", label="layer " + " / ".join(ns), **_layer_style(j))
+        for j, ns in names.items()
+    ]
     ax.legend(handles=handles, fontsize=7, ncol=2 if len(handles) > 6 else 1)
 
 

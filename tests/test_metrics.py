@@ -10,7 +10,14 @@ import torch
 from torch import nn
 
 import apical
-from apical.metrics import accuracy, alignment, angle, evaluate, sign_agreement
+from apical.metrics import (
+    accuracy,
+    alignment,
+    angle,
+    evaluate,
+    predicted_classes,
+    sign_agreement,
+)
 
 
 def test_angle_on_hand_made_vectors():
@@ -43,6 +50,22 @@ def test_accuracy_and_evaluate():
     assert res["accuracy"] == pytest.approx(2 / 3)
     ref = nn.functional.cross_entropy(out, torch.tensor([0, 1, 1])).item()
     assert res["loss"] == pytest.approx(ref, rel=1e-6)
+    assert res["classes_predicted"] == 2
+
+
+def test_classes_predicted_counts_the_output_units_that_ever_win():
+    # 4 classes; the rows' winners are 0, 2, 2 (and 1 only in the second batch)
+    out = torch.tensor([[5.0, 0, 1, 0], [0, 0, 3, 1], [0, 1, 2, 0], [0, 4, 0, 0]])
+    y = torch.tensor([0, 1, 2, 3])
+    assert predicted_classes(out[:3]).tolist() == [True, False, True, False]
+    model = nn.Identity()
+    assert evaluate(model, out[:3], y[:3], batch_size=2)["classes_predicted"] == 2
+    assert evaluate(model, out, y, batch_size=3)["classes_predicted"] == 3  # across batches
+    # per replica: (R, N, C) outputs give one count each
+    two = torch.stack([out, out.flip(-1)])
+    assert predicted_classes(two).sum(-1).tolist() == [3, 3]
+    assert predicted_classes(two[:, :1]).tolist() == [[True, False, False, False],
+                                                      [False, False, False, True]]  # fmt: skip
 
 
 def _net():

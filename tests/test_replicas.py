@@ -81,6 +81,7 @@ def test_replica_round_trip_and_evaluation():
             assert torch.equal(a, b), k
         alone = evaluate(model, x, y, batch_size=7)
         assert together["accuracy"][r] == alone["accuracy"]
+        assert together["classes_predicted"][r] == alone["classes_predicted"]
         assert together["loss"][r] == pytest.approx(alone["loss"], rel=1e-6)
 
 

@@ -80,12 +80,24 @@ def output_gradients(model: nn.Module) -> Iterator[dict[str, Tensor]]:
             h.remove()
 
 
+def predicted_classes(outputs: Tensor) -> Tensor:
+    """Which classes are the arg-max of at least one row: a bool mask over classes (per
+    replica if (R, N, C)). A class never predicted has an output unit that never wins,
+    the plateaus of top-5 accuracy in a net whose output units come alive one by one."""
+    wins = torch.zeros_like(outputs, dtype=torch.bool)
+    wins.scatter_(-1, outputs.argmax(-1, keepdim=True), True)
+    return wins.any(-2)
+
+
 def accuracy(outputs: Tensor, y: Tensor, k: int = 1) -> Tensor:
     """Fraction of rows whose label is among the k largest outputs (labels, or one-hot /
     float targets, whose arg-max is the label)."""
     target = y.argmax(-1) if y.dtype.is_floating_point else y
     top = outputs.topk(min(k, outputs.shape[-1]), dim=-1).indices
     return (top == target[..., None]).any(-1).double().mean(-1)  # per replica if (R, N, C)
+
+
+EVALUATED = ("loss", "accuracy", "top5_accuracy", "classes_predicted")  # evaluate's keys
 
 
 @torch.no_grad()
@@ -97,18 +109,20 @@ def evaluate(
     batch_size: int = 2048,
     replicas: int | None = None,
 ) -> dict[str, float | list[float]]:
-    """Mean loss, accuracy and top-5 accuracy over (x, y) in eval mode, in batches (one host
-    sync at the end). For a replicated model (`replicas` = R) every replica sees the same
-    (x, y) and each value is a list of R. An empty split gives None for every value."""
+    """Mean loss, accuracy, top-5 accuracy and the number of classes predicted at all over
+    (x, y) in eval mode, in batches (one host sync at the end). For a replicated model
+    (`replicas` = R) every replica sees the same (x, y) and each value is a list of R. An
+    empty split gives None for every value."""
     if len(x) == 0:  # no such split (val_size = 0): nothing measured, not zero
         empty = None if replicas is None else [None] * replicas
-        return {"loss": empty, "accuracy": empty, "top5_accuracy": empty}
+        return dict.fromkeys(EVALUATED, empty)
     was_training = model.training
     model.eval()
     loss_fn = get_loss(loss)
     shape = () if replicas is None else (replicas,)
     total_loss = torch.zeros(shape, dtype=torch.float64, device=x.device)
     correct = torch.zeros(2, *shape, dtype=torch.float64, device=x.device)
+    predicted = None
     for i in range(0, len(x), batch_size):
         xb, yb = x[i : i + batch_size], y[i : i + batch_size]
         n_b = len(xb)
@@ -117,9 +131,12 @@ def evaluate(
         out = model(xb)
         total_loss += loss_fn(out, yb).double() * n_b
         correct += torch.stack([accuracy(out, yb), accuracy(out, yb, k=5)]) * n_b
+        now = predicted_classes(out)
+        predicted = now if predicted is None else predicted | now
     model.train(was_training)
     n = len(x)
-    values = {"loss": total_loss / n, "accuracy": correct[0] / n, "top5_accuracy": correct[1] / n}
+    values = {"loss": total_loss / n, "accuracy": correct[0] / n, "top5_accuracy": correct[1] / n,
+              "classes_predicted": predicted.sum(-1)}  # fmt: skip
     return {k: v.tolist() for k, v in values.items()}
 
 

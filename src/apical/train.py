@@ -42,7 +42,7 @@ from apical.errors import ApicalError, DivergedError, Interrupted, PeerFailed
 from apical.interrupts import Stop, stop_signals
 from apical.keyed import example_keys
 from apical.layers import constrain
-from apical.metrics import alignment, evaluate, mean_hidden_angle
+from apical.metrics import EVALUATED, alignment, evaluate, mean_hidden_angle
 from apical.models import build_model
 from apical.optim import DecoupledMomentumSGD, SparseRowsAdam
 from apical.params import param_groups
@@ -555,7 +555,7 @@ class Trainer:
         } if self.epoch % cfg.eval_every == 0 or self.epoch >= cfg.epochs else {
             f"{split}_{k}": [None] * len(self.tags)  # not measured this epoch
             for split in splits
-            for k in ("loss", "accuracy", "top5_accuracy")
+            for k in EVALUATED
         }  # fmt: skip
         losses = _per_replica((self.loss_sum / len(data.x_train)).tolist())
         diverged = _per_replica(self.first_bad.tolist())

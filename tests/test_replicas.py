@@ -206,6 +206,7 @@ def test_seeds_train_side_by_side_as_they_train_alone():
             assert got.keys() == want.keys()
             for k, v in want.items():  # equal up to float rounding of batched kernels
                 assert got[k] == pytest.approx(v, rel=1e-4, abs=1e-9), k
+        assert together.probes[-2 + r]["classes_predicted"] == alone.probes[-1]["classes_predicted"]
         assert together.probes[-2 + r]["layers"]["1"]["apical"] == pytest.approx(
             alone.probes[-1]["layers"]["1"]["apical"], rel=1e-4
         )

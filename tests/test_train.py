@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from apical.errors import ApicalError
-from apical.train import TrainConfig, train
+from apical.train import TrainConfig, load_config_data, train
 
 
 def _cfg(tmp_path=None, **kw) -> TrainConfig:
@@ -80,6 +80,18 @@ def test_run_folder_contents(tmp_path):
     assert last["images"] == last["step"] * run.config.batch_size > 0
     assert 0 < last["mean_hidden_angle"] < 90
     assert not list(tmp_path.glob(".*"))  # no temporary files left behind
+
+
+def test_probe_rows_count_the_classes_predicted_on_the_probe_batch():
+    run = train(_cfg(epochs=1, probe_every=0, probe_epochs=True), progress=False)
+    data = load_config_data(run.config)
+    order = torch.randperm(len(data.x_train), generator=torch.Generator().manual_seed(0 + 4))
+    run.model.eval()
+    with torch.no_grad():
+        out = run.model(data.x_train[order[: run.config.probe_size]])
+    assert run.probes[-1]["step"] == run.history[-1]["step"]
+    assert run.probes[-1]["classes_predicted"] == len(out.argmax(-1).unique()) > 1
+    assert run.history[-1]["val_classes_predicted"] > 1
 
 
 def test_evaluating_every_other_epoch_trains_the_same_run(tmp_path):

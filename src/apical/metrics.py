@@ -97,6 +97,17 @@ def accuracy(outputs: Tensor, y: Tensor, k: int = 1) -> Tensor:
     return (top == target[..., None]).any(-1).double().mean(-1)  # per replica if (R, N, C)
 
 
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """The model in eval mode within the block, in the mode it had after it."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
 EVALUATED = ("loss", "accuracy", "top5_accuracy", "classes_predicted")  # evaluate's keys
 
 
@@ -116,24 +127,22 @@ def evaluate(
     if len(x) == 0:  # no such split (val_size = 0): nothing measured, not zero
         empty = None if replicas is None else [None] * replicas
         return dict.fromkeys(EVALUATED, empty)
-    was_training = model.training
-    model.eval()
     loss_fn = get_loss(loss)
     shape = () if replicas is None else (replicas,)
     total_loss = torch.zeros(shape, dtype=torch.float64, device=x.device)
     correct = torch.zeros(2, *shape, dtype=torch.float64, device=x.device)
     predicted = None
-    for i in range(0, len(x), batch_size):
-        xb, yb = x[i : i + batch_size], y[i : i + batch_size]
-        n_b = len(xb)
-        if replicas is not None:
-            xb, yb = xb.expand(replicas, *xb.shape), yb.expand(replicas, *yb.shape)
-        out = model(xb)
-        total_loss += loss_fn(out, yb).double() * n_b
-        correct += torch.stack([accuracy(out, yb), accuracy(out, yb, k=5)]) * n_b
-        now = predicted_classes(out)
-        predicted = now if predicted is None else predicted | now
-    model.train(was_training)
+    with eval_mode(model):
+        for i in range(0, len(x), batch_size):
+            xb, yb = x[i : i + batch_size], y[i : i + batch_size]
+            n_b = len(xb)
+            if replicas is not None:
+                xb, yb = xb.expand(replicas, *xb.shape), yb.expand(replicas, *yb.shape)
+            out = model(xb)
+            total_loss += loss_fn(out, yb).double() * n_b
+            correct += torch.stack([accuracy(out, yb), accuracy(out, yb, k=5)]) * n_b
+            now = predicted_classes(out)
+            predicted = now if predicted is None else predicted | now
     n = len(x)
     values = {"loss": total_loss / n, "accuracy": correct[0] / n, "top5_accuracy": correct[1] / n,
               "classes_predicted": predicted.sum(-1)}  # fmt: skip

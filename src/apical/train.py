@@ -42,7 +42,14 @@ from apical.errors import ApicalError, DivergedError, Interrupted, PeerFailed
 from apical.interrupts import Stop, stop_signals
 from apical.keyed import example_keys
 from apical.layers import constrain
-from apical.metrics import EVALUATED, alignment, evaluate, mean_hidden_angle
+from apical.metrics import (
+    EVALUATED,
+    alignment,
+    eval_mode,
+    evaluate,
+    mean_hidden_angle,
+    predicted_classes,
+)
 from apical.models import build_model
 from apical.optim import DecoupledMomentumSGD, SparseRowsAdam
 from apical.params import param_groups
@@ -588,11 +595,14 @@ class Trainer:
             return
         gen = torch.Generator(self.device).manual_seed(self.config.seed + 5)
         layers = alignment(self.model, self.rule, self.probe_x, self.probe_y, gen)
-        for tag, rows in zip(self.tags, layers if isinstance(layers, list) else [layers],
-                             strict=True):  # fmt: skip
+        with torch.no_grad(), eval_mode(self.model):  # each replica on its own probe batch
+            predicted = predicted_classes(self.model(self.probe_x)).sum(-1).tolist()
+        for r, (tag, rows) in enumerate(zip(self.tags, layers if isinstance(layers, list)
+                                            else [layers], strict=True)):  # fmt: skip
             self.probes.append(jsonable({
                 "epoch": epoch, "step": self.step, "images": self.step * self.config.batch_size,
                 **tag, "mean_hidden_angle": mean_hidden_angle(self.model, rows), "layers": rows,
+                "classes_predicted": _per_replica(predicted)[r],
             }))  # fmt: skip
 
     def _add_si_penalty(

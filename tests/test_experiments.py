@@ -23,7 +23,7 @@ def test_every_shipped_experiment_parses_under_its_declared_kind():
     kinds = {name: exp.kind for name, exp in found.items()}
     assert kinds["fa-mnist"] == "train" and kinds["sweep-depth"] == "sweep"
     assert kinds["spiking-xor"] == "spiking" and kinds["active-dendrites-pmnist"] == "continual"
-    assert len(found) == 26
+    assert len(found) == 27
     assert kinds["active-dendrites-pmnist-100"] == "continual"
     assert kinds["microcircuit-mnist"] == "train"
     for exp in found.values():

@@ -202,12 +202,15 @@ def plasticity(
     ip: Factors,
     pi: Factors,
     top_down: Factors,
+    pi_state: State | None = None,
 ) -> Updates:
     """The four rules of the module docstring on a settled state (batch means), each
     layer's change times its factor (forward: W_k and b_k; ip: W^IP_k and b^IP_k; pi; and
     top_down: B_k). The factor multiplies the error vector before the outer product, so a
-    change costs one matrix product and nothing is computed for a factor None."""
+    change costs one matrix product and nothing is computed for a factor None. The W^PI
+    rule reads `pi_state` where given (the presentation without target), else `state`."""
     batch, phi = state.pre[0].shape[0], rate_function(config)
+    pi_state = state if pi_state is None else pi_state
 
     def scaled(err: Tensor, f: float) -> Tensor:
         return err * (f / batch)
@@ -222,7 +225,11 @@ def plasticity(
         e = None if f_ip is None else scaled(r_i - phi(state.inter_pred[k]), f_ip)
         ip_w.append(None if e is None else e.T @ state.pre[k + 1])
         ip_b.append(None if e is None else e.sum(0))
-        pi_w.append(None if f_pi is None else scaled(-state.apical[k], f_pi).T @ r_i)
+        if f_pi is None:
+            pi_w.append(None)
+        else:
+            r_pi = r_i if pi_state is state else phi(pi_state.inter[k])
+            pi_w.append(scaled(-pi_state.apical[k], f_pi).T @ r_pi)
         if f_td is None:
             td.append(None)
         else:

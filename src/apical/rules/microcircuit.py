@@ -12,7 +12,10 @@ directions tend to backprop's gradient itself and learning rates compare with ba
 W^IP's is scaled so that the interneurons track the layer above (`interneuron_scales`).
 `ip_lr`, `pi_lr` and `top_down_lr` multiply the directions of W^IP, W^PI and B relative to
 their layer's learning rate. The learning rate is bounded by the W^IP rule's stability
-(docs/models/microcircuit.md §7).
+(docs/models/microcircuit.md §7). `pi_without_target`: the W^PI rule (paper Eq. 8) reads
+the presentation without target (one more sweep per step) instead of the one with it,
+where a W^PI fast enough to follow a learned B also cancels the target's error signal
+(docs/models/microcircuit.md §6).
 
 Diagnostics per layer (probes): `angle` and `sign_agreement` of the forward direction with
 backprop's gradient of the output loss (dynamics.output_error) through the bottom-up
@@ -51,6 +54,7 @@ class DendriticMicrocircuit(Rule):
     ip_lr: Ratio = 1.0
     pi_lr: Ratio = 1.0
     top_down_lr: Ratio = 1.0
+    pi_without_target: bool = False
 
     def directions(
         self,
@@ -66,6 +70,8 @@ class DendriticMicrocircuit(Rule):
         params = net.params()
         learns = {n for n, p in net.named_parameters() if p.requires_grad}
         inter = range(len(net.interneurons))
+        pi_learns = any(f"interneurons.{k}.pi_weight" in learns for k in inter)
+        free = net.settle(x, None, generator) if self.pi_without_target and pi_learns else None
 
         def factor(name: str, f: float) -> float | None:
             return -f if name in learns else None  # directions are -Delta W
@@ -80,6 +86,7 @@ class DendriticMicrocircuit(Rule):
             tuple(factor(f"interneurons.{k}.ip_weight", self.ip_lr * ip[k]) for k in inter),
             tuple(factor(f"interneurons.{k}.pi_weight", self.pi_lr) for k in inter),
             tuple(factor(f"interneurons.{k}.top_down", self.top_down_lr) for k in inter),
+            pi_state=free,
         )
         named = {}
         for k in range(len(net.layers)):

@@ -427,6 +427,32 @@ def test_the_dt_check_script_reports_each_setting_against_the_paper_codes_step()
     assert "Traceback" not in bad.stderr
 
 
+def _mix_reference(x: int) -> int:
+    """Wellons' 32-bit finaliser in Python integers (exact, no overflow)."""
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & 0xFFFFFFFF
+    x ^= x >> 15
+    x = (x * 0x31848BAB) & 0xFFFFFFFF
+    return x ^ (x >> 16)
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_the_int32_hash_equals_exact_integer_arithmetic(compiled):
+    """`mix` and `uniform` hash in int32 (wrapping multiplies, masked shifts): the values
+    of the finaliser in exact integers, for keys across [0, 2^32) (both halves of int32),
+    eager and compiled, on sizes off the vector width (the kernels' scalar tails)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.cat([torch.tensor([0, 1, 2**31 - 1, 2**31, 2**32 - 1]),
+                   torch.randint(0, 2**32, (1003,), generator=g)])  # fmt: skip
+    keys = x[:3]
+    mix_, uniform_ = (torch.compile(mix), torch.compile(uniform)) if compiled else (mix, uniform)
+    assert mix_(x).tolist() == [_mix_reference(v) for v in x.tolist()]
+    salt = [_mix_reference((i * 0x9E3779B9) & 0xFFFFFFFF) for i in range(37)]
+    bits = torch.tensor([[_mix_reference(k ^ s) >> 8 for s in salt] for k in keys.tolist()])
+    want = bits.float() * (1.0 / 2**24) + 2.0**-25  # (bits + 1/2) / 2^24 in float32
+    assert torch.equal(uniform_(keys, salts(37)), want)
+
+
 def test_precomputed_salts_give_the_same_draws():
     keys = step_keys(mix(torch.tensor([3, 4])), 1, torch.tensor(17))
     assert torch.equal(uniform(keys, salts(1000)), uniform(keys, 1000))

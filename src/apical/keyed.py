@@ -4,8 +4,12 @@ Every draw is a pure function of (key, stream, time step, neuron index), so an e
 (or a spiking replica's) draws do not depend on what else shares its batch: B examples at
 once equal B runs alone, and a resumed run continues the same draws with no generator
 state to save. The hash is the
-32-bit integer finaliser (xorshift-multiply) of C. Wellons' "hash prospector", computed in
-int64 with 31-bit multipliers so that no product overflows (identical on CPU and CUDA).
+32-bit integer finaliser (xorshift-multiply) of C. Wellons' "hash prospector". Keys are
+int64 tensors holding values in [0, 2^32); the hash itself runs on int32 tensors holding
+the same 32 bits (multiplies wrap modulo 2^32, shifts are masked to act as logical
+shifts): the same values as exact int64 arithmetic (tested against a pure-Python
+reference, eager and compiled), and several times faster in a compiled CPU kernel, where
+int64 vector multiplies are slow.
 """
 
 from __future__ import annotations
@@ -24,13 +28,19 @@ PHASE_STREAM = 100
 JITTER_STREAM = 101
 
 
+def mix32(x: Tensor) -> Tensor:
+    """The hash on an int32 tensor holding 32-bit values (two's complement): the bits of
+    `mix`. `(x >> k) & (2^(32-k) - 1)` is the logical shift of the 32 bits."""
+    x = x ^ ((x >> 16) & 0xFFFF)
+    x = x * 0x7FEB352D
+    x = x ^ ((x >> 15) & 0x1FFFF)
+    x = x * 0x31848BAB
+    return x ^ ((x >> 16) & 0xFFFF)
+
+
 def mix(x: Tensor) -> Tensor:
     """A 32-bit integer hash of each entry of an int64 tensor with values in [0, 2^32)."""
-    x = x ^ (x >> 16)
-    x = (x * 0x7FEB352D) & _MASK
-    x = x ^ (x >> 15)
-    x = (x * 0x31848BAB) & _MASK
-    return x ^ (x >> 16)
+    return mix32(x.to(torch.int32)).long() & _MASK
 
 
 def example_keys(seed: int, epoch: int, index: Tensor) -> Tensor:
@@ -46,16 +56,17 @@ def step_keys(keys: Tensor, stream: int, t: Tensor | int) -> Tensor:
 
 
 def salts(n: int, device: torch.device | str = "cpu") -> Tensor:
-    """The per-index salts of `uniform` (n,): the same at every step, so a time-step loop
-    computes them once and passes them in (half the hashing of a draw)."""
-    return mix((torch.arange(n, device=device) * _GOLDEN) & _MASK)
+    """The per-index salts of `uniform` (n,), int32 (the bits of `mix`'s values): the same
+    at every step, so a time-step loop computes them once and passes them in (half the
+    hashing of a draw)."""
+    return mix32(((torch.arange(n, device=device) * _GOLDEN) & _MASK).to(torch.int32))
 
 
 def uniform(keys: Tensor, n: int | Tensor) -> Tensor:
     """(B, n) uniforms in (0, 1) from step keys (B,): 24 random bits, centred in their bin.
     `n` may be `salts(n)` computed beforehand; the draws are the same."""
-    salt = salts(n, keys.device) if isinstance(n, int) else n
-    bits = mix(keys[:, None] ^ salt) >> 8
+    salt = salts(n, keys.device) if isinstance(n, int) else n.to(torch.int32)
+    bits = (mix32(keys.to(torch.int32)[:, None] ^ salt) >> 8) & 0xFFFFFF
     return bits.float() * (1.0 / 2**24) + 2.0**-25
 
 

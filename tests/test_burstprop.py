@@ -51,14 +51,17 @@ def _convnet():
     ],
 )
 @pytest.mark.parametrize("beta", [1.0, 2.5])
+@pytest.mark.parametrize("rescale", [False, True])
 def test_linearised_burstprop_with_symmetric_feedback_is_scaled_backprop(
-    build, shape, depths, beta
+    build, shape, depths, beta, rescale
 ):
+    """p_b (beta/4)^(L-l) times backprop's gradient; with `rescale`, p_b at every depth."""
     x = torch.randn(9, *shape, dtype=torch.float64)
     y = torch.randint(0, 3, (9,))
     rule = apical.make_rule(
-        "burstprop", linearize=True, beta=beta, recurrent_conv=True, symmetric=True
-    )
+        "burstprop", linearize=True, beta=beta, recurrent_conv=True, symmetric=True,
+        rescale=rescale,
+    )  # fmt: skip
     net = apical.convert(build(), rule, x)
     for layer in _layers(net):  # any Z: large, random
         if layer.recurrent is not None:
@@ -66,11 +69,12 @@ def test_linearised_burstprop_with_symmetric_feedback_is_scaled_backprop(
     step = rule.directions(net, x, y)
     exact = _summed_sq_error_grads(net, x, nn.functional.one_hot(y, 3).double())
     for name, depth in depths.items():
-        factor = 0.2 * (beta / 4) ** depth
+        undone = (4 / beta) ** depth if rescale else 1.0  # the rescale's gain
+        factor = 0.2 * (beta / 4) ** depth * undone
         for p in ("weight", "bias"):
             key = f"{name}.{p}"
-            torch.testing.assert_close(
-                step.directions[key], factor * exact[key], rtol=1e-10, atol=1e-14
+            torch.testing.assert_close(  # rounding scaled alike: atol times the gain
+                step.directions[key], factor * exact[key], rtol=1e-10, atol=1e-14 * undone
             )
 
 

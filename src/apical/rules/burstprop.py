@@ -34,7 +34,9 @@ Per layer l (L = output), following NN Methods and the authors' rate-network cod
 Near u = 0, sigmoid' = 1/4, so b_l^t - b_l ≈ (beta/4) f'(v_l) Y_l (b_{l+1}^t - b_{l+1}):
 with Y = W^T the update is p_b (beta/4)^(L-l) times the backprop gradient. With
 `linearize=True` the burst function is replaced by its linearisation 1/2 + beta u/4, and
-that identity is exact for any Z.
+that identity is exact for any Z. `rescale=True` (not in the paper, which has one rate for
+every hidden layer) divides layer l's direction by (beta/4)^(L-l), so that in that limit
+every layer's update is p_b times backprop's gradient; what travels down is unchanged.
 
 Batch reduction: **sum** over the batch (as in the authors' code since June 2021), so
 learning rates are not comparable with the batch-mean rules; the paper configs use the
@@ -132,6 +134,7 @@ class Burstprop(Rule):
     recurrent_conv: bool = False
     recurrent_lr: float = 1e-4
     recurrent_init: float = 0.01
+    rescale: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -233,7 +236,11 @@ class Burstprop(Rule):
             ps.mul_(e)  # (b, b^t - b)
             deltas[i] = ps.select(bdim, 1)
             stacked = ps.flatten(bdim, bdim + 1)
-        directions = local_directions(stages, records, [-deltas[i] for i in range(len(stages))])
+        last = len(stages) - 1
+        gain = (4 / self.beta) if self.rescale else 1.0  # undoes (beta/4)^(L-l)
+        signals = [-deltas[i] * gain ** (last - i) if gain != 1 else -deltas[i]
+                   for i in range(len(stages))]  # fmt: skip
+        directions = local_directions(stages, records, signals)
         for i, st in enumerate(stages):  # a gate's own parameters (dendritic segments)
             if st.gate is not None:
                 directions.update(st.gate.directions(deltas[i]))

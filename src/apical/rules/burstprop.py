@@ -243,7 +243,7 @@ class Burstprop(Rule):
         directions = local_directions(stages, records, signals)
         for i, st in enumerate(stages):  # a gate's own parameters (dendritic segments)
             if st.gate is not None:
-                directions.update(st.gate.directions(deltas[i]))
+                directions.update(st.gate.directions(-signals[i]))
         for st in stages:  # learned feedback (fixed feedback is a buffer)
             if st.layer.learns_feedback:
                 name = f"{st.name}.feedback"

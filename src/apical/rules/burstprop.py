@@ -236,10 +236,10 @@ class Burstprop(Rule):
             ps.mul_(e)  # (b, b^t - b)
             deltas[i] = ps.select(bdim, 1)
             stacked = ps.flatten(bdim, bdim + 1)
-        last = len(stages) - 1
-        gain = (4 / self.beta) if self.rescale else 1.0  # undoes (beta/4)^(L-l)
-        signals = [-deltas[i] * gain ** (last - i) if gain != 1 else -deltas[i]
-                   for i in range(len(stages))]  # fmt: skip
+        signals = [-deltas[i] for i in range(len(stages))]
+        if self.rescale:  # undo (beta/4)^(L-l), in place on the fresh negations
+            for i, signal in enumerate(signals):
+                signal.mul_((4 / self.beta) ** (len(stages) - 1 - i))
         directions = local_directions(stages, records, signals)
         for i, st in enumerate(stages):  # a gate's own parameters (dendritic segments)
             if st.gate is not None:

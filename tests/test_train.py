@@ -85,7 +85,8 @@ def test_run_folder_contents(tmp_path):
 def test_probe_rows_count_the_classes_predicted_on_the_probe_batch():
     run = train(_cfg(epochs=1, probe_every=0, probe_epochs=True), progress=False)
     data = load_config_data(run.config)
-    order = torch.randperm(len(data.x_train), generator=torch.Generator().manual_seed(0 + 4))
+    pick = torch.Generator().manual_seed(run.config.seed + 4)  # the trainer's probe draw
+    order = torch.randperm(len(data.x_train), generator=pick)
     run.model.eval()
     with torch.no_grad():
         out = run.model(data.x_train[order[: run.config.probe_size]])

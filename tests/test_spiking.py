@@ -162,6 +162,47 @@ def test_sparse_delivery_equals_dense_and_late_spikes_arrive_next_step():
     assert sel.value.sum() == 12 and late.value.sum() == spikes.sum() - 12
 
 
+def test_selection_pads_with_the_lowest_silent_indices():
+    """Fewer spikes than slots: every spike is selected, and the free slots take the
+    lowest indices of the silent neurons (the same few weight rows at every step)."""
+    spikes = torch.zeros(2, 10)
+    spikes[0, [7, 2]] = torch.tensor([1.0, 2.0])
+    spikes[1, 0] = 1.0
+    sel = synapses.select(spikes, 4)
+    assert sorted(sel.index[0].tolist()) == [0, 1, 2, 7]
+    assert sorted(sel.index[1].tolist()) == [0, 1, 2, 3]
+    assert torch.equal(sel.value.sum(1), torch.tensor([3.0, 1.0])) and sel.rest.sum() == 0
+    x = torch.zeros(1, 6).index_fill(1, torch.tensor([4]), -0.5)
+    signed = synapses.select_signed(x, 3)
+    assert sorted(signed.index[0].tolist()) == [0, 1, 4] and signed.value.sum() == -0.5
+
+
+def test_the_compiled_plastic_step_equals_eager():
+    """The compiled teaching step (weights written in place) gives the eager step's
+    weights and spikes (2 replicas, 300 steps of
+    1 ms with input and teacher on, some spikes and updates beyond the capacity)."""
+    cfg = XorConfig(n=40, p=0.5, dt=1.0, seeds=(1, 2), spike_capacity=1)
+    keys = xor_net.replica_keys(cfg.seeds, "cpu")
+    c = xor_net.constants(cfg, "cpu")
+    i_s = input_current((1, 1), cfg, 2, "cpu")
+    i_d = torch.zeros_like(i_s)
+    i_d[:, 4 * cfg.n :] = 800.0  # teacher on the output dendrites
+    runs = []
+    for step in (xor_net.step, compile_step(xor_net.step)):
+        w = xor_net.build(cfg, keys)
+        s = xor_net.initial_state(cfg, 2, "cpu")
+        with torch.no_grad():
+            for _ in range(300):
+                s = step(s, w, c, i_s, i_d, keys, cfg, True)
+        runs.append((w, s))
+    (w_eager, s_eager), (w_comp, s_comp) = runs
+    assert s_eager.late.sum() > 0 and s_eager.late_updates.sum() > 0
+    assert (w_eager.ih != xor_net.build(cfg, keys).ih).any()
+    for a, b in zip(torch.utils._pytree.tree_leaves((w_eager, s_eager)),
+                    torch.utils._pytree.tree_leaves((w_comp, s_comp)), strict=True):  # fmt: skip
+        torch.testing.assert_close(a, b)
+
+
 def test_plasticity_updates_equal_dense_reference():
     rule = BurstRule()
     gen = torch.Generator().manual_seed(1)

@@ -36,15 +36,25 @@ class Selected(NamedTuple):
     rest: Tensor  # (R, N) spikes that did not fit
 
 
+def _top(magnitude: Tensor, k: int) -> Tensor:
+    """Indices (R, k) of the k largest entries of (R, N) `magnitude` >= 0 per replica;
+    the slots left over (fewer than k nonzero entries) take the lowest indices of the zero
+    entries, -1 - index ranking them, so that every step's padding reads the same few
+    weight rows and columns (cache-resident) instead of arbitrary ones."""
+    order = torch.arange(magnitude.shape[1], device=magnitude.device, dtype=magnitude.dtype)
+    rank = torch.where(magnitude > 0, magnitude, -1.0 - order)
+    return rank.topk(min(k, magnitude.shape[1]), dim=1, sorted=False).indices
+
+
 def select(spikes: Tensor, k: int) -> Selected:
     """The spiking neurons of (R, N) `spikes` (counts), k slots per replica."""
-    value, index = spikes.topk(min(k, spikes.shape[1]), dim=1, sorted=False)
-    return Selected(index, value, spikes.scatter(1, index, 0.0))
+    index = _top(spikes, k)
+    return Selected(index, spikes.gather(1, index), spikes.scatter(1, index, 0.0))
 
 
 def select_signed(x: Tensor, k: int) -> Selected:
     """The k entries of largest magnitude of (R, N) `x` per replica, with their values."""
-    index = x.abs().topk(min(k, x.shape[1]), dim=1, sorted=False).indices
+    index = _top(x.abs(), k)
     return Selected(index, x.gather(1, index), x.scatter(1, index, 0.0))
 
 

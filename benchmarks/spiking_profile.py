@@ -3,16 +3,18 @@
 compiled kernels profiled one by one.
 
     python benchmarks/spiking_profile.py [--dt 0.1] [--replicas 1,5] [--n 500] [--steps 500]
-                                         [--modes loop,step] [--json]
+                                         [--modes loop,step,plastic] [--json]
 
 Per step, after a warm-up of 2,000 steps (the input pattern (1,0), plasticity off: the
 prediction window, 90 % of a training example): the wall time, and the profiler's split
 into the kernels inductor generated (count and time), the ATen kernels the graph calls
 (topk), the dynamo guard check of each call, and the rest. Two modes: `loop`, every step
 in one call (`apical.compiled.compile_loop`, as run_xor runs a prediction window; the
-rest is the while loop's C++ wrapper), and `step`, one compiled call per step (as the
-teaching window runs; the rest is the compiled graph's Python wrapper: output
-allocation, argument checks, the Python loop). One CPU thread.
+rest is the while loop's C++ wrapper), `step`, one compiled call per step (the engine
+before the loop; the rest is the compiled graph's Python wrapper: output allocation,
+argument checks, the Python loop), and `plastic`, one call per step with plasticity on
+(the teaching window, 10 % of a training example, as `run_xor` runs it: the weights
+written in place). One CPU thread.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ def split(dt: float, replicas: int, n: int, steps: int, mode: str) -> dict:
     keys = xor_net.replica_keys(cfg.seeds, "cpu")
     w, c = xor_net.build(cfg, keys), xor_net.constants(cfg, "cpu")
     i_s = input_current((1, 0), cfg, replicas, "cpu")
-    args = (w, c, i_s, torch.zeros_like(i_s), keys, cfg, False)
+    args = (w, c, i_s, torch.zeros_like(i_s), keys, cfg, mode == "plastic")
     engine = xor_net.engine(compile=True)
 
     def run(s: xor_net.State, k: int) -> xor_net.State:
@@ -86,12 +88,13 @@ def main() -> None:
                    help="seeds batched, comma-separated (default 1,5)")  # fmt: skip
     p.add_argument("--n", type=positive(int), default=500, help="neurons per ensemble (p = 100/n)")
     p.add_argument("--steps", type=positive(int), default=500, help="profiled steps")
-    p.add_argument("--modes", default="loop,step", help="loop, step or both (default)")
+    p.add_argument("--modes", default="loop,step,plastic",
+                   help="loop, step, plastic, comma-separated (default all three)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args()
     modes = args.modes.split(",")
-    if not modes or any(m not in ("loop", "step") for m in modes):
-        p.error(f"--modes takes loop, step or loop,step, got {args.modes!r}")
+    if not modes or any(m not in ("loop", "step", "plastic") for m in modes):
+        p.error(f"--modes takes loop, step and plastic, comma-separated, got {args.modes!r}")
     torch.set_num_threads(1)
     inductor_config.cpp.enable_kernel_profile = True  # each generated kernel as a record
     out = {**machine(), "dt_ms": args.dt, "n": args.n, "results": {}}

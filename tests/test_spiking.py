@@ -179,8 +179,8 @@ def test_selection_pads_with_the_lowest_silent_indices():
 
 def test_the_compiled_plastic_step_equals_eager():
     """The compiled teaching step (weights written in place) gives the eager step's
-    weights and spikes (2 replicas, 300 steps of
-    1 ms with input and teacher on, some spikes and updates beyond the capacity)."""
+    weights and spikes (2 replicas, 300 steps of 1 ms with input and teacher on, some
+    spikes and updates beyond the capacity)."""
     cfg = XorConfig(n=40, p=0.5, dt=1.0, seeds=(1, 2), spike_capacity=1)
     keys = xor_net.replica_keys(cfg.seeds, "cpu")
     c = xor_net.constants(cfg, "cpu")

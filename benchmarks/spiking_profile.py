@@ -5,10 +5,13 @@ compiled kernels profiled one by one.
     python benchmarks/spiking_profile.py [--dt 0.1] [--replicas 1,5] [--n 500] [--steps 500]
                                          [--modes loop,step,plastic] [--json]
 
-Per step, after a warm-up of 2,000 steps (the input pattern (1,0), plasticity off: the
-prediction window, 90 % of a training example): the wall time, and the profiler's split
-into the kernels inductor generated (count and time), the ATen kernels the graph calls
-(topk), the dynamo guard check of each call, and the rest. Two modes: `loop`, every step
+Per step, after a warm-up of 2,000 steps of the same mode (the input pattern (1,0)): the
+wall time, and the profiler's split into the kernels inductor generated (count and time),
+the ATen kernels called from the graphs or between them (topk; the weight writes), the
+dynamo guard check of each call, and the rest. The wall time is that of this
+instrumented build (every generated kernel timed), not of the plain engine that
+`spiking_xor.py` times. Three modes, plasticity off in the first two (the prediction
+window, 90 % of a training example): `loop`, every step
 in one call (`apical.compiled.compile_loop`, as run_xor runs a prediction window; the
 rest is the while loop's C++ wrapper), `step`, one compiled call per step (the engine
 before the loop; the rest is the compiled graph's Python wrapper: output allocation,

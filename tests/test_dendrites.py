@@ -4,6 +4,7 @@ updates: checked against closed forms, direct convolution and hand-worked formul
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import numpy as np
 import pytest
@@ -76,9 +77,11 @@ def test_input_chunk_equals_step_by_step_filtering(preset, scale):
         drives.append(psps[-1] @ w.T + b)
     window = (torch.tensor([[3], [9]]), torch.tensor([[12], [20]]))
     start = dynamics.filter_init(cfg, 2, 6, "cpu", torch.float64)
-    _, start, _ = dynamics.input_chunk(cfg, params, start, counts[:3])  # 3 steps of history
-    drive_a, mid, sum_a = dynamics.input_chunk(cfg, params, start, counts[3:10], window, 3)
-    drive_b, end, sum_b = dynamics.input_chunk(cfg, params, mid, counts[10:], window, 10)
+    active = dynamics.active_pixels(torch.ones(2, 6))  # every pixel: counts[:, example, pixel]
+    chunk = partial(dynamics.input_chunk, cfg, params)
+    _, start, _ = chunk(start, counts[:3, *active], active)  # 3 steps of history
+    drive_a, mid, sum_a = chunk(start, counts[3:10, *active], active, window, 3)
+    drive_b, end, sum_b = chunk(mid, counts[10:, *active], active, window, 10)
     torch.testing.assert_close(torch.cat((drive_a, drive_b)), torch.stack(drives[3:]))
     torch.testing.assert_close(end, state)
     psps = torch.stack(psps)
@@ -124,7 +127,31 @@ def test_sparse_product_equals_the_dense_product():
     assert 0 < (sparse > 0).sum() * 8 < sparse.numel()
     dense = torch.poisson(torch.full((40, 30), 1.0, dtype=torch.float64), generator=g)
     for counts in (sparse, dense):
-        torch.testing.assert_close(dynamics.sparse_product(counts, w), counts @ w.T)
+        torch.testing.assert_close(dynamics.sparse_product(counts, w.T.contiguous()), counts @ w.T)
+
+
+def test_the_input_draws_only_where_pixels_can_spike():
+    """`input_counts` draws, at the pixels with a nonzero rate, the counts the full draw
+    has there, bit for bit, and the full draw is 0 everywhere else; `spike_product` of
+    those counts equals `sparse_product` of the full (steps x examples, pixels) rows, to
+    the last bit on the sparse path, to rounding on the dense one."""
+    g = torch.Generator().manual_seed(5)
+    rate = 0.2 * torch.rand(3, 40, generator=g) * (torch.rand(3, 40, generator=g) < 0.3)
+    keys, t = torch.tensor([11, 2**32 - 5, 7]), torch.arange(4, 90)
+    full = dynamics.keyed_counts(keys, 0, t, rate)  # (steps, examples, pixels)
+    active = dynamics.active_pixels(rate)
+    assert 0 < len(active[0]) < rate.numel() and full.sum() > 0
+    counts = dynamics.input_counts(keys, t, rate, active)
+    assert torch.equal(counts, full[:, *active])
+    assert torch.equal(dynamics.scatter_pixels(counts, active, 3, 40), full)
+    w_t = torch.randn(40, 9, generator=g)
+    rows = full.flatten(0, 1)
+    assert (rows > 0).sum() * 8 < rows.numel()  # the sparse path
+    expected = dynamics.sparse_product(rows, w_t).view(len(t), 3, 9)
+    assert torch.equal(dynamics.spike_product(counts, active, 3, w_t), expected)
+    many = 10 * counts + 1  # every active entry spikes: the dense path
+    dense = dynamics.scatter_pixels(many, active, 3, 40)
+    torch.testing.assert_close(dynamics.spike_product(many, active, 3, w_t), dense @ w_t)
 
 
 def test_chunked_presentation_does_not_depend_on_the_chunk():
@@ -215,7 +242,7 @@ def test_memory_does_not_grow_with_simulated_time():
     seen = []
 
     def recording(config, params, filters, counts, *rest):
-        seen.append(counts.shape)
+        seen.append((len(counts), filters.shape[1]))  # (steps, examples)
         return dynamics.input_chunk(config, params, filters, counts, *rest)
 
     fns = simulate.EAGER._replace(inputs=recording)

@@ -59,14 +59,26 @@ def salts(n: int, device: torch.device | str = "cpu") -> Tensor:
     """The per-index salts of `uniform` (n,), int32 (the bits of `mix`'s values): the same
     at every step, so a time-step loop computes them once and passes them in (half the
     hashing of a draw)."""
-    return mix32(((torch.arange(n, device=device) * _GOLDEN) & _MASK).to(torch.int32))
+    return salts_of(torch.arange(n, device=device))
+
+
+def salts_of(index: Tensor) -> Tensor:
+    """The salts of `uniform` at the given indices (int64, any shape), int32."""
+    return mix32(((index * _GOLDEN) & _MASK).to(torch.int32))
 
 
 def uniform(keys: Tensor, n: int | Tensor) -> Tensor:
     """(B, n) uniforms in (0, 1) from step keys (B,): 24 random bits, centred in their bin.
     `n` may be `salts(n)` computed beforehand; the draws are the same."""
     salt = salts(n, keys.device) if isinstance(n, int) else n.to(torch.int32)
-    bits = (mix32(keys.to(torch.int32)[:, None] ^ salt) >> 8) & 0xFFFFFF
+    return uniform_at(keys[:, None], salt)
+
+
+def uniform_at(keys: Tensor, salt: Tensor) -> Tensor:
+    """The uniforms of `uniform` for step keys and salts broadcast against each other: the
+    draw of index i under key k is `uniform_at(k, salts_of(i))`, whatever else is drawn,
+    so a sparse set of (key, index) pairs draws what the full draw has there."""
+    bits = (mix32(keys.to(torch.int32) ^ salt) >> 8) & 0xFFFFFF
     return bits.float() * (1.0 / 2**24) + 2.0**-25
 
 

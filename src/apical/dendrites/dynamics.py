@@ -18,11 +18,12 @@ PSPs (Eq. 10): s(t) = sum_d kappa(d) n(t - d + 1), kappa(t) = (e^{-t/tau_L} - e^
 / (tau_L - tau_s), which integrates to 1. The full kernel is two exponential traces
 (exact, constant memory); the authors' code truncates it to `psp_steps` past steps, kept
 as a short history of counts. Memory grows with B x neurons, never with simulated time.
-Presentations take the input layer a chunk of steps at a time (`input_chunk`: its spikes
-drawn at once, W s(t) by two matrix products), at most `config.chunk` rows of (step,
-example), which bounds that memory too. With g_a = 0 the layers above can be taken a chunk
-at a time as well (`driven_chunk`: each soma is then a linear recurrence in its basal
-input, since nothing flows back down within a step); otherwise they step (`tick`).
+Presentations take the input layer a chunk of steps at a time (`input_chunk`: the spikes
+of the pixels that can spike drawn at once, W s(t) by sparse products), at most
+`config.chunk` rows of (step, example), which bounds that memory too. With g_a = 0 the
+layers above can be taken a chunk at a time as well (`driven_chunk`: each soma is then a
+linear recurrence in its basal input, since nothing flows back down within a step);
+otherwise they step (`tick`).
 
 Section numbers (§) refer to docs/models/segregated-dendrites.md.
 """
@@ -37,7 +38,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from apical.dendrites.config import DendriteConfig
-from apical.keyed import poisson, step_keys, uniform
+from apical.keyed import poisson, salts_of, step_keys, uniform, uniform_at
 
 
 class Params(NamedTuple):
@@ -212,20 +213,63 @@ def keyed_counts(keys: Tensor, stream: int, t: Tensor, rate: Tensor) -> Tensor:
     return poisson(u.view(len(t), len(keys), -1), rate)
 
 
-def sparse_product(rows: Tensor, weight: Tensor) -> Tensor:
-    """rows (m, n_in) @ weight.T for rows of spike counts. On a CPU, where under an eighth
-    of the entries are nonzero (MNIST: about 1 %), as the sum of the weight columns of the
-    entries that spiked, weighted by their counts (embedding_bag: 3-4x faster than the
-    dense product at B = 4); elsewhere one dense product (no host sync on a GPU)."""
+def active_pixels(rate_in: Tensor) -> tuple[Tensor, Tensor]:
+    """The (example, pixel) pairs of the input with a nonzero rate (E,) each, example-major:
+    the only input neurons that can spike (MNIST: about a fifth)."""
+    return rate_in.nonzero(as_tuple=True)
+
+
+def input_counts(keys: Tensor, t: Tensor, rate_in: Tensor, active: tuple[Tensor, Tensor]) -> Tensor:
+    """Keyed Poisson counts (len(t), E) of the input's active pixels (`active_pixels`) at
+    steps `t`: the entries at `active` of `keyed_counts(keys, 0, t, rate_in)`, bit for bit;
+    every other pixel's count is 0 (its rate is). A fifth of the draws on MNIST."""
+    example, pixel = active
+    step = step_keys(keys[None, :], 0, t[:, None])[:, example]  # (n, E)
+    return poisson(uniform_at(step, salts_of(pixel)), rate_in[example, pixel])
+
+
+def scatter_pixels(values: Tensor, active: tuple[Tensor, Tensor], batch: int, n_in: int) -> Tensor:
+    """`values` (..., E) of the active pixels as (..., B, n_in), zero elsewhere."""
+    out = values.new_zeros(*values.shape[:-1], batch, n_in)
+    out[..., active[0], active[1]] = values
+    return out
+
+
+def _column_sums(row: Tensor, column: Tensor, value: Tensor, rows: int, weight_t: Tensor) -> Tensor:
+    """out[r] = sum of value x weight_t[column] over the entries of row r (rows ascending):
+    one embedding_bag."""
+    offsets = torch.searchsorted(row, torch.arange(rows, device=row.device))
+    return F.embedding_bag(column, weight_t, offsets, mode="sum", per_sample_weights=value)
+
+
+def sparse_product(rows: Tensor, weight_t: Tensor) -> Tensor:
+    """rows (m, n_in) @ weight_t (n_in, n_out, contiguous) for rows of spike counts. On a
+    CPU, where under an eighth of the entries are nonzero (MNIST: about 1 %), as the sum
+    of the weight rows of the entries that spiked, weighted by their counts (embedding_bag:
+    3-4x faster than the dense product at B = 4); elsewhere one dense product (no host
+    sync on a GPU)."""
     if rows.device.type != "cpu":
-        return rows @ weight.T
+        return rows @ weight_t
     hit, column = rows.nonzero(as_tuple=True)  # row-major: hit ascending
     if len(hit) * 8 > rows.numel():
-        return rows @ weight.T
-    offsets = torch.searchsorted(hit, torch.arange(len(rows), device=rows.device))
-    return F.embedding_bag(
-        column, weight.T.contiguous(), offsets, mode="sum", per_sample_weights=rows[hit, column]
-    )
+        return rows @ weight_t
+    return _column_sums(hit, column, rows[hit, column], len(rows), weight_t)
+
+
+def spike_product(
+    counts: Tensor, active: tuple[Tensor, Tensor], batch: int, weight_t: Tensor
+) -> Tensor:
+    """`sparse_product` of the input's counts (n, E) of the active pixels, (n, B, n_out):
+    the same sums, in the same order (pixels ascending within a row (step, example)), with
+    no dense (n, B, n_in) array on the sparse path."""
+    n, n_in = len(counts), len(weight_t)
+    if counts.device.type == "cpu":
+        t, entry = counts.nonzero(as_tuple=True)  # (t, entry) ascending: so is t B + example
+        if len(t) * 8 <= n * batch * n_in:
+            row = t * batch + active[0][entry]
+            out = _column_sums(row, active[1][entry], counts[t, entry], n * batch, weight_t)
+            return out.view(n, batch, -1)
+    return scatter_pixels(counts, active, batch, n_in) @ weight_t
 
 
 def input_chunk(
@@ -233,30 +277,41 @@ def input_chunk(
     params: Params,
     filters: Tensor,
     counts: Tensor,
+    active: tuple[Tensor, Tensor],
     window: tuple[Tensor, Tensor] | None = None,
     t0: int = 0,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """n = len(counts) steps of the input layer at once (step 1 of the module docstring),
-    from its filter state and the steps' counts (n, B, n_in): the drive of the first
-    layer above, W^1 s(t) + b^1 (n, B, n_1), the filter state after the chunk and, with
-    `window` ((B, 1) step bounds [start, end)), the sum of the input PSPs s(t) over the
-    chunk's steps t0 .. t0+n-1 inside it (B, n_in). Up to rounding the same values as n
-    calls of `step`: since the filter is linear, W s(t) = filter(W S, W N), filtered in the
-    n_1 dimensions of the layer above after one sparse product."""
-    n, batch, _ = counts.shape
-    history = torch.cat((filters, counts))  # (depth + n, B, n_in)
-    weighted = sparse_product(history.flatten(0, 1), params.weights[0])
-    weighted = weighted.view(len(history), batch, -1)
-    drive = filter_chunk(config, weighted[: len(filters)], weighted[len(filters) :])[0]
-    drive = drive + params.biases[0]
-    after = filter_after(config, filters, counts)
+    from its filter state (depth, B, n_in) and the steps' counts (n, E) of the active pixels
+    `active` (`input_counts`): the drive of the first layer above, W^1 s(t) + b^1 (n, B,
+    n_1), the filter state after the chunk and, with `window` ((B, 1) step bounds [start,
+    end)), the sum of the input PSPs s(t) over the chunk's steps t0 .. t0+n-1 inside it
+    (B, n_in). Up to rounding the same values as n calls of `step`: since the filter is
+    linear, W s(t) = filter(W S, W N), filtered in the n_1 dimensions of the layer above
+    after sparse products."""
+    n, (depth, batch, n_in) = len(counts), filters.shape
+    weight_t = params.weights[0].T.contiguous()  # (n_in, n_1): the rows the products sum
+    memory = sparse_product(filters.flatten(0, 1), weight_t).view(depth, batch, -1)
+    chunk = spike_product(counts, active, batch, weight_t)
+    drive = filter_chunk(config, memory, chunk)[0] + params.biases[0]
+    if config.psp_steps is None:  # each trace: its decayed memory plus the chunk's counts
+        lag = torch.arange(n, 0, -1, device=counts.device, dtype=counts.dtype)  # n - k
+        after = torch.stack([
+            math.exp(-n / tau) * filters[i]
+            + scatter_pixels(torch.exp(-lag / tau) @ counts, active, batch, n_in)
+            for i, tau in enumerate((config.tau_l, config.tau_s))
+        ])  # fmt: skip
+    else:  # the newest `depth` counts
+        after = filter_after(config, filters, scatter_pixels(counts[-depth:], active, batch, n_in))
     if window is None:
         return drive, after, None
     a = filter_matrix(config, n, counts.device, counts.dtype)
     steps = torch.arange(t0, t0 + n, device=counts.device)[:, None]  # (n, 1)
     inside = ((steps >= window[0].T) & (steps < window[1].T)).to(counts.dtype)  # (n, B)
     per_column = inside.T @ a[:n]  # (B, depth + n): how much each count enters the sum
-    return drive, after, torch.einsum("bc,cbi->bi", per_column, history)
+    total = torch.einsum("bc,cbi->bi", per_column[:, :depth], filters)
+    in_chunk = (per_column[active[0], depth:] * counts.T).sum(1)  # (E,)
+    return drive, after, total.index_put(active, in_chunk, accumulate=True)
 
 
 def step(

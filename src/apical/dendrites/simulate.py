@@ -27,9 +27,10 @@ from apical.dendrites.dynamics import (
     State,
     Sums,
     Windows,
+    active_pixels,
     driven_chunk,
     input_chunk,
-    keyed_counts,
+    input_counts,
     rest,
     test_tick,
     tick,
@@ -99,7 +100,7 @@ class Steps(NamedTuple):
 
     train: Callable = tick
     test: Callable = test_tick
-    counts: Callable = keyed_counts
+    counts: Callable = input_counts
     block: Callable = ticks  # `config.unroll` training steps per call
     phases: Callable = phase_lengths
     inputs: Callable = input_chunk
@@ -136,13 +137,14 @@ def present(
         tuple(zeros[1:]), tuple(zeros[1:-1]), tuple(zeros[1:-1]), tuple(zeros[:-1]), zeros[-1]
     )
     rate_in = config.rate_max * x
+    active = active_pixels(rate_in)
     sign = 2 * F.one_hot(labels, config.n_outputs).to(dtype) - 1
     size = max(1, config.chunk // batch)
     for t0 in range(0, total, size):
         steps = torch.arange(t0, min(t0 + size, total), device=device)
-        counts = fns.counts(keys, 0, steps, rate_in)
+        counts = fns.counts(keys, steps, rate_in, active)
         drive, input_filter, basal_in = fns.inputs(
-            config, params, state.filters[0], counts, win.forward, t0
+            config, params, state.filters[0], counts, active, win.forward, t0
         )
         sums = sums._replace(basal_f=(sums.basal_f[0] + basal_in, *sums.basal_f[1:]))
         if _all_at_once(config):
@@ -189,11 +191,12 @@ def present_test(
     start = config.test_steps - window
     total = torch.zeros(batch, config.n_outputs, device=device, dtype=dtype)
     rate_in = config.rate_max * x
+    active = active_pixels(rate_in)
     size = max(1, config.chunk // batch)
     for t0 in range(0, config.test_steps, size):  # the input layer a chunk at a time
         steps = torch.arange(t0, min(t0 + size, config.test_steps), device=device)
-        counts = fns.counts(keys, 0, steps, rate_in)
-        drive, input_filter, _ = fns.inputs(config, params, state.filters[0], counts)
+        counts = fns.counts(keys, steps, rate_in, active)
+        drive, input_filter, _ = fns.inputs(config, params, state.filters[0], counts, active)
         if _all_at_once(config):
             ones, off = torch.ones_like(total), torch.zeros_like(drive[..., :1])
             state, series = fns.chunk(config, params, state, drive, ones, off, keys, steps)

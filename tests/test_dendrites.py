@@ -241,11 +241,11 @@ def test_memory_does_not_grow_with_simulated_time():
     number of (B, n) tensors."""
     seen = []
 
-    def recording(config, params, filters, counts, *rest):
-        seen.append((len(counts), filters.shape[1]))  # (steps, examples)
-        return dynamics.input_chunk(config, params, filters, counts, *rest)
+    def recording(keys, steps, *rest):
+        seen.append((len(steps), len(keys)))  # (steps, examples) of a chunk's input draw
+        return dynamics.input_counts(keys, steps, *rest)
 
-    fns = simulate.EAGER._replace(inputs=recording)
+    fns = simulate.EAGER._replace(counts=recording)
     x, keys = sparse_images(4, 30), torch.arange(4)
     for steps in (250, 2000):
         cfg = dendrite_config(n_inputs=30, hidden=(6,), n_outputs=4, test_steps=steps, chunk=64)

@@ -272,6 +272,51 @@ def spike_product(
     return scatter_pixels(counts, active, batch, n_in) @ weight_t
 
 
+def input_products(
+    params: Params, filters: Tensor, counts: Tensor, active: tuple[Tensor, Tensor]
+) -> tuple[Tensor, Tensor]:
+    """W^1 times the input's filter memory (depth, B, n_in) and times the chunk's counts
+    (n, E) of the active pixels: (depth, B, n_1) and (n, B, n_1), by sparse products
+    (shapes that depend on the spikes: run eagerly, outside a compiled graph)."""
+    batch = filters.shape[1]
+    weight_t = params.weights[0].T.contiguous()  # (n_in, n_1): the rows the products sum
+    memory = sparse_product(filters.flatten(0, 1), weight_t).view(len(filters), batch, -1)
+    return memory, spike_product(counts, active, batch, weight_t)
+
+
+def input_filter(
+    config: DendriteConfig,
+    params: Params,
+    filters: Tensor,
+    weighted: tuple[Tensor, Tensor],
+    counts: Tensor,
+    active: tuple[Tensor, Tensor],
+    window: tuple[Tensor, Tensor] | None = None,
+    t0: int = 0,
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """`input_chunk` given its products `weighted` (`input_products`): the dense rest."""
+    n, (depth, batch, n_in) = len(counts), filters.shape
+    drive = filter_chunk(config, *weighted)[0] + params.biases[0]
+    if config.psp_steps is None:  # each trace: its decayed memory plus the chunk's counts
+        lag = torch.arange(n, 0, -1, device=counts.device, dtype=counts.dtype)  # n - k
+        after = torch.stack([
+            math.exp(-n / tau) * filters[i]
+            + scatter_pixels(torch.exp(-lag / tau) @ counts, active, batch, n_in)
+            for i, tau in enumerate((config.tau_l, config.tau_s))
+        ])  # fmt: skip
+    else:  # the newest `depth` counts
+        after = filter_after(config, filters, scatter_pixels(counts[-depth:], active, batch, n_in))
+    if window is None:
+        return drive, after, None
+    a = filter_matrix(config, n, counts.device, counts.dtype)
+    steps = (t0 + torch.arange(n, device=counts.device))[:, None]  # (n, 1); t0 int or 0-d
+    inside = ((steps >= window[0].T) & (steps < window[1].T)).to(counts.dtype)  # (n, B)
+    per_column = inside.T @ a[:n]  # (B, depth + n): how much each count enters the sum
+    total = torch.einsum("bc,cbi->bi", per_column[:, :depth], filters)
+    in_chunk = (per_column[active[0], depth:] * counts.T).sum(1)  # (E,)
+    return drive, after, total.index_put(active, in_chunk, accumulate=True)
+
+
 def input_chunk(
     config: DendriteConfig,
     params: Params,
@@ -288,30 +333,9 @@ def input_chunk(
     end)), the sum of the input PSPs s(t) over the chunk's steps t0 .. t0+n-1 inside it
     (B, n_in). Up to rounding the same values as n calls of `step`: since the filter is
     linear, W s(t) = filter(W S, W N), filtered in the n_1 dimensions of the layer above
-    after sparse products."""
-    n, (depth, batch, n_in) = len(counts), filters.shape
-    weight_t = params.weights[0].T.contiguous()  # (n_in, n_1): the rows the products sum
-    memory = sparse_product(filters.flatten(0, 1), weight_t).view(depth, batch, -1)
-    chunk = spike_product(counts, active, batch, weight_t)
-    drive = filter_chunk(config, memory, chunk)[0] + params.biases[0]
-    if config.psp_steps is None:  # each trace: its decayed memory plus the chunk's counts
-        lag = torch.arange(n, 0, -1, device=counts.device, dtype=counts.dtype)  # n - k
-        after = torch.stack([
-            math.exp(-n / tau) * filters[i]
-            + scatter_pixels(torch.exp(-lag / tau) @ counts, active, batch, n_in)
-            for i, tau in enumerate((config.tau_l, config.tau_s))
-        ])  # fmt: skip
-    else:  # the newest `depth` counts
-        after = filter_after(config, filters, scatter_pixels(counts[-depth:], active, batch, n_in))
-    if window is None:
-        return drive, after, None
-    a = filter_matrix(config, n, counts.device, counts.dtype)
-    steps = torch.arange(t0, t0 + n, device=counts.device)[:, None]  # (n, 1)
-    inside = ((steps >= window[0].T) & (steps < window[1].T)).to(counts.dtype)  # (n, B)
-    per_column = inside.T @ a[:n]  # (B, depth + n): how much each count enters the sum
-    total = torch.einsum("bc,cbi->bi", per_column[:, :depth], filters)
-    in_chunk = (per_column[active[0], depth:] * counts.T).sum(1)  # (E,)
-    return drive, after, total.index_put(active, in_chunk, accumulate=True)
+    after sparse products (`input_products`, then `input_filter`)."""
+    weighted = input_products(params, filters, counts, active)
+    return input_filter(config, params, filters, weighted, counts, active, window, t0)
 
 
 def step(
@@ -467,11 +491,12 @@ def test_tick(
 # -- every step of a chunk at once (g_a = 0) ---------------------------------------------
 class Series(NamedTuple):
     """Per-step values of a chunk of n steps, each (n, B, size): somatic voltages (hidden
-    layers, then the output), hidden apical potentials, and the PSPs at the basal synapses
-    of the layers above the first hidden layer."""
+    layers, then the output), what the apical dendrites see (the output's PSP or rate of
+    the step before; every hidden layer's V^a is Y^l times it, Eq. 12), and the PSPs at the
+    basal synapses of the layers above the first hidden layer."""
 
     soma: tuple[Tensor, ...]
-    apical: tuple[Tensor, ...]
+    top: Tensor
     basal: tuple[Tensor, ...]
 
 
@@ -541,33 +566,39 @@ def driven_chunk(
     somas.append(v)
     top = psp if c.feedback == "spikes" else c.rate_max * torch.sigmoid(v)
     top = torch.cat((top_before[None], top[:-1]))  # what the apical dendrites see at each step
-    apicals = tuple(top @ y.T for y in params.feedback)
     end = State(tuple(filters), tuple(v[-1] for v in somas))
-    return end, Series(tuple(somas), apicals, tuple(basals))
+    return end, Series(tuple(somas), top, tuple(basals))
 
 
 def window_sums(
-    config: DendriteConfig, sums: Sums, series: Series, windows: Windows, t: Tensor
+    config: DendriteConfig,
+    params: Params,
+    sums: Sums,
+    series: Series,
+    windows: Windows,
+    t: Tensor,
 ) -> Sums:
     """`sums` plus what falls in each window over the steps `t` of `series` (as `tick` adds
-    it a step at a time; the input's PSPs are summed by `input_chunk`)."""
+    it a step at a time; the input's PSPs are summed by `input_chunk`). An apical window
+    that is one per example sums what the dendrites see and applies Y^l once (Eq. 12 is
+    linear); per-neuron windows (`plateau_jitter`) sum V^a itself."""
     when = t[:, None, None]
 
     def inside(bounds: tuple[Tensor, Tensor]) -> Tensor:  # (n, B, 1) or (n, B, n_l)
         return ((when >= bounds[0]) & (when < bounds[1])).to(series.soma[-1].dtype)
 
+    def apical(total: Tensor, y: Tensor, bounds: tuple[Tensor, Tensor]) -> Tensor:
+        if bounds[0].shape[-1] == 1:
+            return total + (inside(bounds) * series.top).sum(0) @ y.T
+        return total + (inside(bounds) * (series.top @ y.T)).sum(0)
+
     in_f, in_t = inside(windows.forward), inside(windows.target)
     out_rate = config.rate_max * torch.sigmoid(series.soma[-1])
+    feedback = params.feedback
     return Sums(
         tuple(s + (in_f * v).sum(0) for s, v in zip(sums.soma_f, series.soma, strict=True)),
-        tuple(
-            s + (inside(w) * a).sum(0)
-            for s, a, w in zip(sums.apical_f, series.apical, windows.apical_f, strict=True)
-        ),
-        tuple(
-            s + (inside(w) * a).sum(0)
-            for s, a, w in zip(sums.apical_t, series.apical, windows.apical_t, strict=True)
-        ),
+        tuple(map(apical, sums.apical_f, feedback, windows.apical_f)),
+        tuple(map(apical, sums.apical_t, feedback, windows.apical_t)),
         (
             sums.basal_f[0],
             *(s + (in_f * p).sum(0) for s, p in zip(sums.basal_f[1:], series.basal, strict=True)),

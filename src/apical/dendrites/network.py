@@ -108,17 +108,13 @@ class SegregatedNet(nn.Module):
         if not self.config.compile:
             return simulate.EAGER
         eager = simulate.EAGER
-        at_once = functools.partial(
-            eager.chunk, counts=dynamics.keyed_counts
-        )  # compiled as one graph
         return simulate.Steps(
             compile_step(eager.train),
             compile_step(eager.test),
             compile_step(eager.counts, dynamic=None),  # dynamic in the steps after a change
             compile_step(eager.block),
             # a presentation's length (steps) varies: dynamic from the start
-            *(compile_step(f, dynamic=True) for f in (eager.phases, eager.inputs, at_once)),
-            compile_step(eager.sums, dynamic=True),
+            *(compile_step(f, dynamic=True) for f in eager[4:]),
         )
 
     def _flat(self, x: Tensor) -> Tensor:

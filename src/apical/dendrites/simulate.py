@@ -29,8 +29,9 @@ from apical.dendrites.dynamics import (
     Windows,
     active_pixels,
     driven_chunk,
-    input_chunk,
     input_counts,
+    input_filter,
+    input_products,
     rest,
     test_tick,
     tick,
@@ -94,6 +95,53 @@ def windows(config: DendriteConfig, keys: Tensor, forward: Tensor, target: Tenso
     )
 
 
+def train_chunk(
+    config: DendriteConfig,
+    params: Params,
+    state: State,
+    sums: Sums,
+    weighted: tuple[Tensor, Tensor],
+    counts: Tensor,
+    active: tuple[Tensor, Tensor],
+    sign: Tensor,
+    win: Windows,
+    keys: Tensor,
+    steps: Tensor,
+) -> tuple[State, Sums]:
+    """Every step of a chunk of a training presentation at once (g_a = 0), given the input
+    layer's products (`dynamics.input_products`): the input's filter, the layers above
+    (`dynamics.driven_chunk`) and the window sums, one compiled graph."""
+    drive, after, basal_in = input_filter(
+        config, params, state.filters[0], weighted, counts, active, win.forward, steps[0]
+    )
+    teach = (steps[:, None, None] >= win.teach_from).to(drive.dtype)  # (n, B, 1)
+    state, series = driven_chunk(config, params, state, drive, sign, teach, keys, steps)
+    sums = window_sums(config, params, sums, series, win, steps)
+    sums = sums._replace(basal_f=(sums.basal_f[0] + basal_in, *sums.basal_f[1:]))
+    return state._replace(filters=(after, *state.filters[1:])), sums
+
+
+def test_chunk(
+    config: DendriteConfig,
+    params: Params,
+    state: State,
+    total: Tensor,
+    weighted: tuple[Tensor, Tensor],
+    counts: Tensor,
+    active: tuple[Tensor, Tensor],
+    keys: Tensor,
+    steps: Tensor,
+    start: int,
+) -> tuple[State, Tensor]:
+    """Every step of a chunk of a test presentation at once (g_a = 0): `train_chunk`
+    without teacher, summing the output soma from step `start`."""
+    drive, after, _ = input_filter(config, params, state.filters[0], weighted, counts, active)
+    ones, off = torch.ones_like(total), torch.zeros_like(drive[..., :1])
+    state, series = driven_chunk(config, params, state, drive, ones, off, keys, steps)
+    total = total + ((steps >= start)[:, None, None] * series.soma[-1]).sum(0)
+    return state._replace(filters=(after, *state.filters[1:])), total
+
+
 class Steps(NamedTuple):
     """The functions of a presentation (`torch.compile`d ones with `config.compile`): the
     step loop's (g_a > 0, or `all_at_once` off) and the chunk's (every step at once)."""
@@ -103,9 +151,9 @@ class Steps(NamedTuple):
     counts: Callable = input_counts
     block: Callable = ticks  # `config.unroll` training steps per call
     phases: Callable = phase_lengths
-    inputs: Callable = input_chunk
-    chunk: Callable = driven_chunk
-    sums: Callable = window_sums
+    inputs: Callable = input_filter
+    chunk: Callable = train_chunk
+    test_chunk: Callable = test_chunk
 
 
 EAGER = Steps()
@@ -143,16 +191,15 @@ def present(
     for t0 in range(0, total, size):
         steps = torch.arange(t0, min(t0 + size, total), device=device)
         counts = fns.counts(keys, steps, rate_in, active)
+        weighted = input_products(params, state.filters[0], counts, active)
+        if _all_at_once(config):
+            args = (weighted, counts, active, sign, win, keys, steps)
+            state, sums = fns.chunk(config, params, state, sums, *args)
+            continue
         drive, input_filter, basal_in = fns.inputs(
-            config, params, state.filters[0], counts, active, win.forward, t0
+            config, params, state.filters[0], weighted, counts, active, win.forward, t0
         )
         sums = sums._replace(basal_f=(sums.basal_f[0] + basal_in, *sums.basal_f[1:]))
-        if _all_at_once(config):
-            teach = (steps[:, None, None] >= win.teach_from).to(dtype)  # (n, B, 1)
-            state, series = fns.chunk(config, params, state, drive, sign, teach, keys, steps)
-            sums = fns.sums(config, sums, series, win, steps)
-            state = state._replace(filters=(input_filter, *state.filters[1:]))
-            continue
         k, blocks = config.unroll, len(steps) // config.unroll
         for i in range(0, blocks * k, k):
             state, sums = fns.block(
@@ -196,14 +243,16 @@ def present_test(
     for t0 in range(0, config.test_steps, size):  # the input layer a chunk at a time
         steps = torch.arange(t0, min(t0 + size, config.test_steps), device=device)
         counts = fns.counts(keys, steps, rate_in, active)
-        drive, input_filter, _ = fns.inputs(config, params, state.filters[0], counts, active)
+        weighted = input_products(params, state.filters[0], counts, active)
         if _all_at_once(config):
-            ones, off = torch.ones_like(total), torch.zeros_like(drive[..., :1])
-            state, series = fns.chunk(config, params, state, drive, ones, off, keys, steps)
-            total = total + ((steps >= start)[:, None, None] * series.soma[-1]).sum(0)
-        else:
-            for i, t in enumerate(steps):
-                state, total = fns.test(config, params, state, total, drive[i], keys, t, start)
+            args = (weighted, counts, active, keys, steps, start)
+            state, total = fns.test_chunk(config, params, state, total, *args)
+            continue
+        drive, input_filter, _ = fns.inputs(
+            config, params, state.filters[0], weighted, counts, active
+        )
+        for i, t in enumerate(steps):
+            state, total = fns.test(config, params, state, total, drive[i], keys, t, start)
         state = state._replace(filters=(input_filter, *state.filters[1:]))
     return total / window
 

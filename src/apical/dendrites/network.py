@@ -32,7 +32,9 @@ class DendriticLayer(nn.Module):
     def __init__(self, n_in: int, n_out: int, position: str, n_classes: int) -> None:
         super().__init__()
         self.position = position
-        self.weight = nn.Parameter(torch.empty(n_out, n_in))
+        # stored input-major (W^T contiguous): the input layer's sparse product sums rows
+        # of W^T, read in place instead of transposed at every presentation
+        self.weight = nn.Parameter(torch.empty(n_in, n_out).T)
         self.bias = nn.Parameter(torch.empty(n_out))
         if position == "hidden":
             self.register_buffer("feedback", torch.zeros(n_out, n_classes))

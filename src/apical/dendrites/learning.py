@@ -61,7 +61,7 @@ def errors(config: DendriteConfig, avg: Averages) -> Errors:
 def directions(errs: Errors, avg: Averages) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
     """-Delta W / eta and -Delta b / eta of every layer, summed over the batch; each W's
     direction laid out as the network stores W (input-major: the transpose contiguous)."""
-    weights = tuple(-(s.T @ e).T for e, s in zip(errs.errors, avg.basal_f, strict=True))
+    weights = tuple((s.T @ -e).T for e, s in zip(errs.errors, avg.basal_f, strict=True))
     biases = tuple(-e.sum(0) for e in errs.errors)
     return weights, biases
 

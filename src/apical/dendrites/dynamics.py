@@ -31,6 +31,8 @@ Section numbers (§) refer to docs/models/segregated-dendrites.md.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from functools import partial
 from typing import NamedTuple
 
 import torch
@@ -144,17 +146,27 @@ def filter_chunk(config: DendriteConfig, filters: Tensor, counts: Tensor) -> tup
     return psp, seq[n:].flip(0)
 
 
-def filter_after(config: DendriteConfig, filters: Tensor, counts: Tensor) -> Tensor:
+def filter_after(
+    config: DendriteConfig,
+    filters: Tensor,
+    counts: Tensor,
+    place: Callable[[Tensor], Tensor] | None = None,
+) -> Tensor:
     """The filter state after the n steps of `counts` (`filter_chunk`'s second value), without
-    the PSPs: a(n-1) = e^n a(-1) + sum_k e^(n-k) n(k) per trace, or the newest counts."""
-    n = len(counts)
+    the PSPs: a(n-1) = e^n a(-1) + sum_k e^(n-k) n(k) per trace, or the newest counts.
+    `place`, where counts (n, E) are of some of the filter's entries only (the input's
+    active pixels), puts values (..., E) in the filter's shape, zero elsewhere."""
+    n, place = len(counts), place or (lambda values: values)
     if config.psp_steps is None:
+        tl, ts = config.tau_l, config.tau_s
         lag = torch.arange(n, 0, -1, device=counts.device, dtype=counts.dtype)  # n - k
+        decayed = [torch.tensordot(torch.exp(-lag / tau), counts, 1) for tau in (tl, ts)]
         return torch.stack([
-            math.exp(-n / tau) * filters[i] + torch.tensordot(torch.exp(-lag / tau), counts, 1)
-            for i, tau in enumerate((config.tau_l, config.tau_s))
+            math.exp(-n / tau) * memory + place(d)
+            for memory, d, tau in zip(filters, decayed, (tl, ts), strict=True)
         ])  # fmt: skip
-    return torch.cat((filters.flip(0), counts))[n:].flip(0)
+    recent = place(counts[-len(filters) :])  # the newest counts the filter keeps
+    return torch.cat((filters.flip(0), recent))[len(recent) :].flip(0)
 
 
 def rest(config: DendriteConfig, batch: int, device, dtype=torch.float32) -> State:
@@ -297,15 +309,8 @@ def input_filter(
     """`input_chunk` given its products `weighted` (`input_products`): the dense rest."""
     n, (depth, batch, n_in) = len(counts), filters.shape
     drive = filter_chunk(config, *weighted)[0] + params.biases[0]
-    if config.psp_steps is None:  # each trace: its decayed memory plus the chunk's counts
-        lag = torch.arange(n, 0, -1, device=counts.device, dtype=counts.dtype)  # n - k
-        after = torch.stack([
-            math.exp(-n / tau) * filters[i]
-            + scatter_pixels(torch.exp(-lag / tau) @ counts, active, batch, n_in)
-            for i, tau in enumerate((config.tau_l, config.tau_s))
-        ])  # fmt: skip
-    else:  # the newest `depth` counts
-        after = filter_after(config, filters, scatter_pixels(counts[-depth:], active, batch, n_in))
+    place = partial(scatter_pixels, active=active, batch=batch, n_in=n_in)
+    after = filter_after(config, filters, counts, place)
     if window is None:
         return drive, after, None
     a = filter_matrix(config, n, counts.device, counts.dtype)

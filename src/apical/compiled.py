@@ -32,8 +32,7 @@ def compile_step(fn: Callable, dynamic: bool | None = False) -> Callable:
     """`torch.compile(fn, dynamic=dynamic)` without the per-call buffer assertions. With
     dynamic shapes (`dynamic` True or None) Python floats stay constants of the graph:
     otherwise dynamo passes each float a config holds as a double input, and the kernels
-    recompute what depends on it (a filter's taps, a decay) in their inner loops (a tenth
-    of a segregated-dendrite training step at B = 4)."""
+    recompute what depends on it (a filter's taps, a decay) in their inner loops."""
     compiled = torch.compile(fn, dynamic=dynamic, options=LEAN)
     if dynamic is False:
         return compiled

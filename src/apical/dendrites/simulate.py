@@ -196,7 +196,7 @@ def present(
             args = (weighted, counts, active, sign, win, keys, steps)
             state, sums = fns.chunk(config, params, state, sums, *args)
             continue
-        drive, input_filter, basal_in = fns.inputs(
+        drive, after, basal_in = fns.inputs(
             config, params, state.filters[0], weighted, counts, active, win.forward, t0
         )
         sums = sums._replace(basal_f=(sums.basal_f[0] + basal_in, *sums.basal_f[1:]))
@@ -208,7 +208,7 @@ def present(
         for i in range(blocks * k, len(steps)):
             t = steps[i]
             state, sums = fns.train(config, params, state, sums, drive[i], sign, win, keys, t)
-        state = state._replace(filters=(input_filter, *state.filters[1:]))
+        state = state._replace(filters=(after, *state.filters[1:]))
 
     def mean(total: Tensor, bounds: tuple[Tensor, Tensor]) -> Tensor:
         return total / (bounds[1] - bounds[0]).to(dtype)
@@ -248,12 +248,10 @@ def present_test(
             args = (weighted, counts, active, keys, steps, start)
             state, total = fns.test_chunk(config, params, state, total, *args)
             continue
-        drive, input_filter, _ = fns.inputs(
-            config, params, state.filters[0], weighted, counts, active
-        )
+        drive, after, _ = fns.inputs(config, params, state.filters[0], weighted, counts, active)
         for i, t in enumerate(steps):
             state, total = fns.test(config, params, state, total, drive[i], keys, t, start)
-        state = state._replace(filters=(input_filter, *state.filters[1:]))
+        state = state._replace(filters=(after, *state.filters[1:]))
     return total / window
 
 

@@ -279,3 +279,34 @@ def test_linearised_burstprop_through_the_gating_is_scaled_backprop(options):
         want = exact[name].to_dense() if exact[name].is_sparse else exact[name]
         got = direction.to_dense() if direction.is_sparse else direction
         torch.testing.assert_close(got, factor * want, rtol=1e-9, atol=1e-13)
+
+
+@pytest.mark.parametrize("rule", ["backprop", "fa", "sign_symmetry", "dfa", "kolen_pollack"])
+def test_the_backward_through_kwta_works_from_the_winners_alone(rule, monkeypatch):
+    # the layers under kWTA send their error back from its nonzeros (apical.layers
+    # .sparse_linear_backward): the same directions as the dense products, and for
+    # backprop the same as autograd through the plain nn.Linear model
+    import apical.layers as layers
+
+    torch.manual_seed(11)
+    model = active_dendrites((20 + 6,), 4, hidden=[200, 150], context_size=6, segments=3,
+                             density=0.05).double()  # fmt: skip
+    x = torch.cat([torch.randn(16, 20), torch.randn(1, 6).expand(16, 6)], 1).double()
+    y = torch.randint(0, 4, (16,))
+    net = apical.convert(model, apical.make_rule(rule), x[:2])
+    calls = []
+    sparse = layers.sparse_linear_backward
+    monkeypatch.setattr(layers, "sparse_linear_backward", lambda *a: calls.append(1) or sparse(*a))
+    got = apical.make_rule(rule).directions(net, x, y).directions
+    assert len(calls) == 2  # both hidden layers (kWTA keeps 10 of 200 and 8 of 150 units)
+    monkeypatch.setattr(layers, "SPARSE_GRAD_DENSITY", -1.0)  # the dense products
+    want = apical.make_rule(rule).directions(net, x, y).directions
+    if rule == "backprop":
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        params = dict(model.named_parameters())
+        want = dict(zip(params, torch.autograd.grad(loss, list(params.values())), strict=True))
+    assert set(got) == set(want)
+    for name in got:
+        g, w = got[name], want[name]
+        g, w = (t.to_dense() if t.is_sparse else t for t in (g, w))
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-14, msg=name)

@@ -141,3 +141,28 @@ def test_conv_layer_shape_of_feedback_and_transposed_path():
 def test_uneven_same_padding_is_refused():
     with pytest.raises(apical.ApicalError, match="pads unevenly"):
         FeedbackConv2d(2, 2, 4, padding="same")
+
+
+def test_the_sparse_backward_is_the_dense_one_over_the_nonzeros():
+    from apical.layers import SPARSE_GRAD_DENSITY, Through, sparse_linear_backward
+
+    torch.manual_seed(3)
+    n, n_in, n_out = 7, 9, 60
+    grad = torch.randn(n, n_out, dtype=torch.float64)
+    grad *= torch.rand(n, n_out) < 0.06  # about 5 % nonzero
+    grad[2] = 0  # an example with no error and a unit with none: empty bags sum to zero
+    grad[:, 5] = 0
+    grad[0, :3] = torch.tensor([1.5, -2.0, 0.25], dtype=torch.float64)
+    assert 0 < grad.count_nonzero() <= SPARSE_GRAD_DENSITY * grad.numel()
+    x = torch.randn(n, 2 * n_in, dtype=torch.float64)[:, ::2]  # a strided input
+    m = torch.randn(n_out, n_in, dtype=torch.float64)
+    gx, gw, gb = sparse_linear_backward(grad, x, Through(m), True, True, True)
+    torch.testing.assert_close(gw, grad.T @ x, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(gx, grad @ m, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(gb, grad.sum(0), rtol=0, atol=0)
+    assert gx[2].abs().max() == 0 and gw[5].abs().max() == 0
+    # a send_back without a matrix gets delta itself; only what is asked for is computed
+    gx2, gw2, gb2 = sparse_linear_backward(grad, x, lambda g: 2 * g[:, :n_in], True, False, False)
+    assert gw2 is None and gb2 is None and torch.equal(gx2, 2 * grad[:, :n_in])
+    dense = torch.randn(n, n_out, dtype=torch.float64)  # no zeros: the dense products
+    assert sparse_linear_backward(dense, x, Through(m), True, True, True) is None

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from apical.config import AT_LEAST_ONE, Range
 from apical.errors import ApicalError
-from apical.layers import Constrained
+from apical.layers import Constrained, FeedbackLinear
 from apical.rules.chain import Stage
 
 WinnerMode = Literal["absmax", "max"]
@@ -222,7 +222,10 @@ class DendriticLayer(Constrained):
             self.segments = nn.Parameter(u)  # rows (U K, C): see the functional core
 
     def forward(self, x: Tensor, context: Tensor) -> Tensor:
-        a = self.linear(x)
+        if self.k is not None and isinstance(self.linear, FeedbackLinear):
+            a = self.linear(x, sparse_grad=True)  # kWTA keeps k units: a sparse backward
+        else:
+            a = self.linear(x)
         if self.segments is not None:
             d = gate_responses(
                 self.segments,

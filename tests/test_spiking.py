@@ -178,9 +178,9 @@ def test_selection_pads_with_the_lowest_silent_indices():
 
 
 def test_the_compiled_plastic_step_equals_eager():
-    """The compiled teaching step (weights written in place) gives the eager step's
-    weights and spikes (2 replicas, 300 steps of 1 ms with input and teacher on, some
-    spikes and updates beyond the capacity)."""
+    """The compiled teaching step as run_xor runs it (one graph, then the weights written
+    in place) gives the eager step's weights and spikes (2 replicas, 300 steps of 1 ms
+    with input and teacher on, some spikes and updates beyond the capacity)."""
     cfg = XorConfig(n=40, p=0.5, dt=1.0, seeds=(1, 2), spike_capacity=1)
     keys = xor_net.replica_keys(cfg.seeds, "cpu")
     c = xor_net.constants(cfg, "cpu")
@@ -188,7 +188,7 @@ def test_the_compiled_plastic_step_equals_eager():
     i_d = torch.zeros_like(i_s)
     i_d[:, 4 * cfg.n :] = 800.0  # teacher on the output dendrites
     runs = []
-    for step in (xor_net.step, compile_step(xor_net.step)):
+    for step in (xor_net.step, xor_net.engine(compile=True).step):
         w = xor_net.build(cfg, keys)
         s = xor_net.initial_state(cfg, 2, "cpu")
         with torch.no_grad():
@@ -233,20 +233,29 @@ def test_plasticity_updates_equal_dense_reference():
     ref = (ref + 0.01 * pre_tr[:, :, None] * ref_val[:, None, :]).clamp(0, rule.w_max)
     ref = torch.where(mask > 0, ref, -1.0)
     pre, post = synapses.select(pre_events, n_pre), synapses.select_signed(val, n_post)
-    plasticity.write(w, plasticity.updates(w, pre, rate, post, pre_tr, 0.01, rule))
+    _write_both_ways(w, plasticity.updates(pre, rate, post, pre_tr, 0.01, rule), rule)
     torch.testing.assert_close(w, ref)
     # one presynaptic event (row 3) and one postsynaptic valence (-2 at column 5): the rest
     # of the matrix is untouched, and the column sees the row's change where they cross
     w0 = w.clone()
     one_pre = synapses.select(torch.zeros(r, n_pre).index_fill(1, torch.tensor([3]), 1.0), 1)
     v = torch.zeros(r, n_post).index_fill(1, torch.tensor([5]), -2.0)
-    plasticity.write(w, plasticity.updates(w, one_pre, rate, synapses.select_signed(v, 1),
-                                           pre_tr, 0.01, rule))  # fmt: skip
+    u = plasticity.updates(one_pre, rate, synapses.select_signed(v, 1), pre_tr, 0.01, rule)
+    _write_both_ways(w, u, rule)
     ref = w0.clone()
     ref[:, 3] = (w0[:, 3] + 0.01 * (rule.e_min - rate).clamp(min=0)).clamp(0, rule.w_max)
     ref[:, :, 5] = (ref[:, :, 5] - 0.02 * pre_tr).clamp(0, rule.w_max)
     torch.testing.assert_close(w, torch.where(w0 < 0, -1.0, ref))
     assert (w != w0)[:, 3].any() and (w != w0)[:, :, 5].any()  # both changes happened
+
+
+def _write_both_ways(w: torch.Tensor, u: plasticity.Writes, rule: BurstRule) -> None:
+    """`plasticity.write` over the nonzero slots only (a CPU's default) and over every
+    slot (fixed shapes, elsewhere): the same weights bit for bit, written into w."""
+    every = w.clone()
+    plasticity.write(every, u, rule, compact=False)
+    plasticity.write(w, u, rule)
+    assert torch.equal(w, every)
 
 
 def test_teacher_and_cost_follow_the_code():
@@ -330,6 +339,8 @@ def test_bad_spiking_options_are_one_line():
         configured(XorConfig(), {"tau": 1.0})
     with pytest.raises(ApicalError, match="coarser than 1 ms"):
         XorConfig(dt=2.0)
+    with pytest.raises(ApicalError, match=r"w_ff = 1.5 lies outside \[0, rule.w_max = 1.0\]"):
+        XorConfig(w_ff=1.5)
     assert configured(XorConfig(), {"rule.tau_avg": 500.0}).rule.tau_avg == 500.0
     with pytest.raises(ApicalError, match=r"neuron\.currents must be one of integrated, after-"):
         configured(XorConfig(), {"neuron.currents": "late"})

@@ -28,12 +28,13 @@ LEAN = {"size_asserts": False, "alignment_asserts": False}
 S = TypeVar("S")
 
 
-def compile_step(fn: Callable, dynamic: bool | None = False) -> Callable:
-    """`torch.compile(fn, dynamic=dynamic)` without the per-call buffer assertions. With
+def compile_step(fn: Callable, dynamic: bool | None = False, fullgraph: bool = False) -> Callable:
+    """`torch.compile(fn, dynamic=dynamic, fullgraph=fullgraph)` without the per-call buffer
+    assertions (`fullgraph`: a graph break is an error, not a second graph). With
     dynamic shapes (`dynamic` True or None) Python floats stay constants of the graph:
     otherwise dynamo passes each float a config holds as a double input, and the kernels
     recompute what depends on it (a filter's taps, a decay) in their inner loops."""
-    compiled = torch.compile(fn, dynamic=dynamic, options=LEAN)
+    compiled = torch.compile(fn, dynamic=dynamic, fullgraph=fullgraph, options=LEAN)
     if dynamic is False:
         return compiled
 

@@ -148,6 +148,11 @@ class XorConfig:
             )
         if not self.seeds:
             raise ConfigError("seeds is empty; give at least one seed")
+        if not 0 <= self.w_ff <= self.rule.w_max:  # plasticity keeps weights in [0, w_max]
+            raise ConfigError(
+                f"w_ff = {self.w_ff} lies outside [0, rule.w_max = {self.rule.w_max}]; set a "
+                "starting weight within the range the rule clips to"
+            )
         check_background(self.background)
 
     def steps(self, ms: float) -> int:

@@ -12,10 +12,11 @@ are clipped to [0, w_max] after each change. A plastic matrix marks absent synap
 -1 (so no mask is read: the gathers of scattered columns dominate the cost of a step);
 `apical.spiking.synapses.deliver` reads them as 0.
 
-`updates` computes the new values of only the rows of presynaptic events and the columns
-of postsynaptic events/bursts (at most k of each per replica and step), as a pure function
-that compiles well; `write` stores them in place: copying a dense (R, N_pre, N_post) matrix
-every step would dominate the simulation.
+`updates` gives the factors of the rows of presynaptic events and the columns of
+postsynaptic events/bursts (at most k of each per replica and step), as a pure function
+that compiles well; `write` changes those rows and columns in place (copying a dense
+(R, N_pre, N_post) matrix every step would dominate the simulation), and on a CPU only
+those of actual spikes.
 
 Section numbers (§) refer to docs/models/spiking-burst-ensembles.md.
 """
@@ -29,7 +30,7 @@ import torch
 from torch import Tensor
 
 from apical.spiking.config import BurstRule
-from apical.spiking.synapses import Selected, rows
+from apical.spiking.synapses import Selected
 
 
 class Traces(NamedTuple):
@@ -82,38 +83,56 @@ def _add_clipped(old: Tensor, delta: Tensor, rule: BurstRule) -> Tensor:
 
 
 class Writes(NamedTuple):
-    """New values of the touched weights of one plastic matrix: rows, then columns."""
+    """One step of the rule on a plastic matrix, as factors (`write` applies them): rows of
+    the presynaptic events, then columns of the postsynaptic valences."""
 
-    rows: Tensor  # (R, k_pre) presynaptic neurons that transmitted an event
-    row_values: Tensor  # (R, k_pre, N_post)
-    cols: Tensor  # (R, k_post) postsynaptic neurons with an event or burst
-    col_values: Tensor  # (R, N_pre, k_post), the row update included where they cross
+    rows: Tensor  # (R, k_pre) presynaptic neurons that transmitted, or padding
+    row_counts: Tensor  # (R, k_pre) their events (0 for padding)
+    boost: Tensor  # (R, N_post) eta max(0, e_min - r_i): a presynaptic event's change of its row
+    cols: Tensor  # (R, k_post) postsynaptic neurons with an event or burst, or padding
+    col_valences: Tensor  # (R, k_post) their valence (0 for padding)
+    pre_trace: Tensor  # (R, N_pre) eta E~_j
 
 
-def updates(w: Tensor, pre: Selected, post_rate: Tensor, post: Selected, pre_trace: Tensor,
-            eta: float, rule: BurstRule) -> Writes:  # fmt: skip
-    """One step of the rule on a plastic matrix, as new values (pure; `write` applies them).
+def updates(pre: Selected, post_rate: Tensor, post: Selected, pre_trace: Tensor, eta: float,
+            rule: BurstRule) -> Writes:  # fmt: skip
+    """One step of the rule on a plastic matrix (pure; `write` applies it).
 
     Rows (lower homeostasis): each presynaptic event adds eta max(0, e_min - r_i) to its
     outgoing weights. Columns (Eq. 1 at the selected postsynaptic neurons, post.value their
     valence): w_ij += eta valence_i E~_j. Each change is clipped; columns see the rows'
     change first."""
-    r, n_pre, k = w.shape[0], w.shape[1], post.index.shape[1]
-    boost = eta * (rule.e_min - post_rate).clamp(min=0)  # (R, N_post)
-    row_values = _add_clipped(rows(w, pre.index), pre.value[:, :, None] * boost[:, None, :], rule)
-    sent = pre_trace.new_zeros(r, n_pre).scatter(1, pre.index, pre.value)
-    cols = post.index[:, None, :].expand(r, n_pre, k)
-    crossed = _add_clipped(
-        w.gather(2, cols), sent[:, :, None] * boost.gather(1, post.index)[:, None, :], rule
-    )  # the rows' change where a selected row meets a selected column, else unchanged
-    delta = eta * pre_trace[:, :, None] * post.value[:, None, :]
-    return Writes(pre.index, row_values, post.index, _add_clipped(crossed, delta, rule))
+    boost = eta * (rule.e_min - post_rate).clamp(min=0)
+    return Writes(pre.index, pre.value, boost, post.index, post.value, eta * pre_trace)
 
 
-@torch.compiler.disable  # two in-place writes: compiled, each copied the whole matrix
-def write(w: Tensor, u: Writes) -> None:
-    """Apply `updates` in place (rows, then columns); every other weight is untouched."""
+def _slots(value: Tensor, compact: bool) -> tuple[Tensor, Tensor]:
+    """(replica, slot) pairs of the selected entries of (R, k) `value` to apply: with
+    `compact` the nonzero ones only, else every slot (fixed shapes)."""
+    if compact:
+        return value.nonzero(as_tuple=True)
+    r, k = value.shape
+    replica = torch.arange(r, device=value.device).repeat_interleave(k)
+    return replica, torch.arange(k, device=value.device).repeat(r)
+
+
+@torch.compiler.disable  # in-place writes: compiled, each copied the whole matrix
+def write(w: Tensor, u: Writes, rule: BurstRule, compact: bool | None = None) -> None:
+    """Apply `updates` in place, rows then columns; every other weight is untouched.
+
+    A zero count or valence changes nothing (the weights stay in [0, w_max]), so `compact`
+    (the default on a CPU, where finding the nonzero slots costs no device sync) touches
+    only the rows and columns of actual spikes: the work follows the spikes, not the
+    capacity, most of whose slots are padding. The same values either way."""
+    if compact is None:
+        compact = w.device.type == "cpu"
     r, n_pre, n_post = w.shape
-    flat = (torch.arange(r, device=w.device)[:, None] * n_pre + u.rows).reshape(-1)
-    w.view(r * n_pre, n_post).index_copy_(0, flat, u.row_values.reshape(-1, n_post))
-    w.scatter_(2, u.cols[:, None, :].expand(r, n_pre, u.cols.shape[1]), u.col_values)
+    rep, slot = _slots(u.row_counts, compact)
+    flat = rep * n_pre + u.rows[rep, slot]
+    w_rows = w.view(r * n_pre, n_post)
+    grown = u.row_counts[rep, slot, None] * u.boost[rep]
+    w_rows.index_copy_(0, flat, _add_clipped(w_rows.index_select(0, flat), grown, rule))
+    rep, slot = _slots(u.col_valences, compact)
+    cols = u.cols[rep, slot]
+    delta = u.pre_trace[rep] * u.col_valences[rep, slot, None]
+    w[rep, :, cols] = _add_clipped(w[rep, :, cols], delta, rule)

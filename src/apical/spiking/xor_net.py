@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -36,7 +36,7 @@ from apical.compiled import compile_loop, compile_step
 from apical.errors import ApicalError
 from apical.keyed import mix, normal, salts, step_keys, uniform
 from apical.spiking import neurons, plasticity
-from apical.spiking.config import Background, XorConfig
+from apical.spiking.config import Background, BurstRule, XorConfig
 from apical.spiking.synapses import Selected, background_spikes, deliver, select, select_signed
 
 POPULATIONS = ("input1", "input2", "hidden1", "hidden2", "output")
@@ -85,7 +85,18 @@ class Engine(NamedTuple):
 
 
 def engine(compile: bool) -> Engine:
-    return Engine(compile_step(step) if compile else step, compile_loop(step, compile))
+    """Compiled, a step is one graph (`advance`, which cannot break: fullgraph) and the
+    teaching window's weight writes after it, eager."""
+    if not compile:
+        return Engine(step, compile_loop(step, False))
+    pure = compile_step(advance, fullgraph=True)
+
+    def compiled(s: State, w: Weights, *args: Any) -> State:
+        s, writes = pure(s, w, *args)
+        apply(w, writes, args[-2].rule)
+        return s
+
+    return Engine(compiled, compile_loop(step, True))
 
 
 def replica_keys(seeds: tuple[int, ...] | list[int], device: torch.device | str) -> Tensor:
@@ -150,10 +161,29 @@ def step(
     cfg: XorConfig, plastic: bool,
 ) -> State:  # fmt: skip
     """One dt of the whole network (§0): neurons, detection,
-    delivery (one-step latency), plasticity when the teacher gate is on, traces.
+    delivery (one-step latency), plasticity when the teacher gate is on (the plastic
+    weights written in place), traces.
 
     i_s, i_d: injected currents (R, 5n) in pA (input patterns; teacher on the output).
     """
+    s, writes = advance(s, w, c, i_s, i_d, keys, cfg, plastic)
+    apply(w, writes, cfg.rule)
+    return s
+
+
+def apply(w: Weights, writes: tuple[plasticity.Writes, ...], rule: BurstRule) -> None:
+    """The plastic weights' changes of a step, in place (none with plasticity off)."""
+    if writes:
+        for matrix, u in zip((w.ih, w.ho), writes, strict=True):
+            plasticity.write(matrix, u, rule)
+
+
+def advance(
+    s: State, w: Weights, c: Constants, i_s: Tensor, i_d: Tensor, keys: Tensor,
+    cfg: XorConfig, plastic: bool,
+) -> tuple[State, tuple[plasticity.Writes, ...]]:  # fmt: skip
+    """`step` as a pure function: the next state and the plastic weights' changes (input
+    to hiddens, hiddens to output; none with plasticity off), which `apply` writes."""
     n, rule, total = cfg.n, cfg.rule, 5 * cfg.n
     u = uniform(step_keys(keys, NOISE_STREAM, s.t), c.salts).view(-1, 6, total)
     bg = background_spikes(u[:, :4], c.noise_mean, cfg.background) * c.noise_weight  # (R, 4, 5n)
@@ -180,8 +210,9 @@ def step(
         g_id=nrn.g_id + bg[:, 3] + torch.cat([z2, from_out[1], z1], 1),
     )
     tr = s.traces._replace(pre=s.traces.pre + events)  # presynaptic events first (item 7)
+    writes: tuple[plasticity.Writes, ...] = ()
     if plastic:
-        deferred = _learn(w, tr, events, bursts, sel_in, sel_hid, s.deferred, cfg)
+        deferred, writes = _learn(tr, events, bursts, sel_in, sel_hid, s.deferred, cfg)
         late_updates, missed = s.late_updates + (deferred != 0).sum(1), s.missed
     else:  # the window closed: what still waits is lost (counted)
         deferred = torch.zeros_like(s.deferred)
@@ -190,24 +221,23 @@ def step(
     r = events.shape[0]
     counts = torch.stack([events.view(r, 5, n).sum(2), bursts.view(r, 5, n).sum(2)], 1)
     return State(nrn, det, tr, s.t + 1, s.counts + counts, pending, s.late + pending.sum(1),
-                 deferred, late_updates, missed)  # fmt: skip
+                 deferred, late_updates, missed), writes  # fmt: skip
 
 
-def _learn(w: Weights, tr: plasticity.Traces, events: Tensor, bursts: Tensor, sel_in: Selected,
-           sel_hid: Selected, deferred: Tensor, cfg: XorConfig) -> Tensor:  # fmt: skip
+def _learn(tr: plasticity.Traces, events: Tensor, bursts: Tensor, sel_in: Selected,
+           sel_hid: Selected, deferred: Tensor,
+           cfg: XorConfig) -> tuple[Tensor, tuple[plasticity.Writes, ...]]:  # fmt: skip
     """NN Eq. 1 with homeostasis on the two plastic projections (presynaptic events as
-    transmitted this step), written in place. Postsynaptic updates beyond the capacity per
-    step wait a step (applied with the next step's presynaptic trace); returns what waits."""
+    transmitted this step), as their changes. Postsynaptic updates beyond the capacity per
+    step wait a step (applied with the next step's presynaptic trace); returns what waits
+    and the changes."""
     n, k, rule = cfg.n, cfg.capacity, cfg.rule
     rate = tr.spikes * (1000.0 / rule.tau_rate)
     hid, out = slice(2 * n, 4 * n), slice(4 * n, 5 * n)
     val = plasticity.valence(tr, events, bursts, rule)[:, 2 * n :] + deferred
     post_hid = select_signed(val[:, : 2 * n], k)
     post_out = select_signed(val[:, 2 * n :], k // 2)
-    ih = plasticity.updates(w.ih, sel_in, rate[:, hid], post_hid, tr.pre[:, : 2 * n],
-                            cfg.eta_hidden, rule)  # fmt: skip
-    ho = plasticity.updates(w.ho, sel_hid, rate[:, out], post_out, tr.pre[:, hid],
-                            cfg.eta_output, rule)  # fmt: skip
-    plasticity.write(w.ih, ih)
-    plasticity.write(w.ho, ho)
-    return torch.cat([post_hid.rest, post_out.rest], 1)
+    ih = plasticity.updates(sel_in, rate[:, hid], post_hid, tr.pre[:, : 2 * n], cfg.eta_hidden,
+                            rule)  # fmt: skip
+    ho = plasticity.updates(sel_hid, rate[:, out], post_out, tr.pre[:, hid], cfg.eta_output, rule)
+    return torch.cat([post_hid.rest, post_out.rest], 1), (ih, ho)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -91,9 +91,10 @@ def engine(compile: bool) -> Engine:
         return Engine(step, compile_loop(step, False))
     pure = compile_step(advance, fullgraph=True)
 
-    def compiled(s: State, w: Weights, *args: Any) -> State:
-        s, writes = pure(s, w, *args)
-        apply(w, writes, args[-2].rule)
+    def compiled(s: State, w: Weights, c: Constants, i_s: Tensor, i_d: Tensor, keys: Tensor,
+                 cfg: XorConfig, plastic: bool) -> State:  # fmt: skip
+        s, writes = pure(s, w, c, i_s, i_d, keys, cfg, plastic)
+        apply(w, writes, cfg.rule)
         return s
 
     return Engine(compiled, compile_loop(step, True))

@@ -25,6 +25,7 @@ Section numbers (§) refer to docs/models/spiking-burst-ensembles.md.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import NamedTuple
@@ -89,14 +90,7 @@ def engine(compile: bool) -> Engine:
     teaching window's weight writes after it, eager."""
     if not compile:
         return Engine(step, compile_loop(step, False))
-    pure = compile_step(advance, fullgraph=True)
-
-    def compiled(s: State, w: Weights, c: Constants, i_s: Tensor, i_d: Tensor, keys: Tensor,
-                 cfg: XorConfig, plastic: bool) -> State:  # fmt: skip
-        s, writes = pure(s, w, c, i_s, i_d, keys, cfg, plastic)
-        apply(w, writes, cfg.rule)
-        return s
-
+    compiled = functools.partial(_written, compile_step(advance, fullgraph=True))
     return Engine(compiled, compile_loop(step, True))
 
 
@@ -167,7 +161,15 @@ def step(
 
     i_s, i_d: injected currents (R, 5n) in pA (input patterns; teacher on the output).
     """
-    s, writes = advance(s, w, c, i_s, i_d, keys, cfg, plastic)
+    return _written(advance, s, w, c, i_s, i_d, keys, cfg, plastic)
+
+
+def _written(
+    pure: Callable[..., tuple[State, tuple[plasticity.Writes, ...]]], s: State, w: Weights,
+    c: Constants, i_s: Tensor, i_d: Tensor, keys: Tensor, cfg: XorConfig, plastic: bool,
+) -> State:  # fmt: skip
+    """A step of `pure` (`advance`, eager or compiled), its weight changes then written."""
+    s, writes = pure(s, w, c, i_s, i_d, keys, cfg, plastic)
     apply(w, writes, cfg.rule)
     return s
 
